@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# voxadapt: speaker verification by fine-tuning self-supervised speech models (MHFA, adapters,
+# DropClass/DropAdapt, class token + KD), Kaldi-style. Run ./run.sh --help for the stages.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=0
+stop_stage=7
+config=conf/mhfa_tiny.yaml
+corpus=""            # synthetic | voxceleb | kaldi (default: the config's data.corpus)
+nj=2                 # parallel jobs for data preparation and extraction
+data=data            # data root: data dirs, manifests, generated audio
+exp=exp              # experiment root: exp/<name>/ per config
+# VoxCeleb (--corpus voxceleb)
+voxceleb1_root=""
+voxceleb2_root=""
+vox1_trials=""       # directory with veri_test2.txt, list_test_all2.txt, list_test_hard2.txt
+vox2_convert_dir=""  # decode VoxCeleb2 .m4a once into FLAC here (default: decode through a pipe)
+# Your own Kaldi data dirs (--corpus kaldi)
+train_dir=""
+test_dir=""
+trials=""
+
+help_message="Usage: $0 [options]
+Stages:
+  0 data       Kaldi data dirs data/<set>/{wav.scp,utt2spk,spk2utt,reco2dur} + trial lists
+  1 manifests  lhotse manifests under data/manifests/<set>/
+  2 augment    noise/music/babble/RIR resources and speed-perturbed training cuts
+  3 train      SSL fine-tuning with the configured back-end (torchrun)
+  4 adapt      large-margin fine-tuning / DropAdapt, checkpoint averaging
+  5 extract    x-vectors exp/<name>/embeddings/<set>/xvector.{ark,scp} (+ speaker means)
+  6 backend    mean, LDA, PLDA (Kaldi format), AS-norm cohort
+  7 score      cosine / AS-norm / PLDA scores, EER and minDCF, RESULTS.md, DET plots
+Options:
+  --stage N --stop_stage M     run stages N..M (default: $stage..$stop_stage)
+  --config FILE                experiment config (default: $config)
+  --corpus NAME                synthetic | voxceleb | kaldi (default: the config's)
+  --nj N                       parallel jobs (default: $nj)
+  --data DIR --exp DIR         output roots (default: $data, $exp)
+  --voxceleb1_root DIR --voxceleb2_root DIR --vox1_trials DIR --vox2_convert_dir DIR
+  --train_dir DIR --test_dir DIR --trials FILE    (for --corpus kaldi)
+Every stage is resumable: re-running a finished stage does nothing."
+
+. utils/parse_options.sh
+if [ $# -ne 0 ]; then echo "$0: unexpected argument '$1' (see $0 --help)" >&2; exit 1; fi
+. ./path.sh
+. ./cmd.sh
+
+overrides=()
+add_override() { [ -z "$2" ] || overrides+=(--set "$1=$2"); }
+add_override data.corpus "$corpus"
+add_override data.voxceleb.vox1_root "$voxceleb1_root"
+add_override data.voxceleb.vox2_root "$voxceleb2_root"
+add_override data.voxceleb.trials_dir "$vox1_trials"
+add_override data.voxceleb.convert_dir "$vox2_convert_dir"
+add_override data.kaldi.train_dir "$train_dir"
+add_override data.kaldi.test_dir "$test_dir"
+add_override data.kaldi.trials "$trials"
+common=(--config "$config" ${overrides[@]+"${overrides[@]}"})
+
+name=$(python pyscripts/show_config.py "${common[@]}" --get name)
+expdir="$exp/$name"
+log() { echo "$(date '+%F %T') [run.sh] $*"; }
+run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+if run_stage 0; then
+  log "Stage 0: data dirs"
+  python pyscripts/prepare_data.py "${common[@]}" --data "$data" --nj "$nj"
+fi
+
+if run_stage 1; then
+  log "Stage 1: lhotse manifests"
+  python pyscripts/make_manifests.py "${common[@]}" --data "$data"
+fi
+
+log "Done (stages $stage..$stop_stage) for $expdir"

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+
+from helpers import assert_clean_error, run_py
+from voxadapt.config import load_config
+from voxadapt.errors import ConfigError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_shipped_config():
+    cfg = load_config("conf/mhfa_tiny.yaml")
+    assert cfg.name == "mhfa_tiny" and cfg.data.corpus == "synthetic"
+    assert cfg.data.all_sets == ["train", "dev", "test"]
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'data.synthetic.num_speakers'"):
+        load_config(write(tmp_path, "data:\n  synthetic:\n    num_speakers: 3\n"))
+
+
+def test_wrong_type_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"data.synthetic.num_train_speakers: expected int, got 'many'"):
+        load_config(write(tmp_path, "data:\n  synthetic:\n    num_train_speakers: many\n"))
+    with pytest.raises(ConfigError, match="expected int, got True"):
+        load_config(write(tmp_path, "seed: true\n"))
+
+
+def test_impossible_value_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="min_duration <= max_duration"):
+        load_config(write(tmp_path, "data:\n  synthetic:\n    min_duration: 5\n    max_duration: 3\n"))
+    with pytest.raises(ConfigError, match="must be one of 'synthetic', 'voxceleb', 'kaldi'"):
+        load_config(None, ["data.corpus=librispeech"])
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["data.synthetic.num_train_speakers=7", "name=x"])
+    assert cfg.data.synthetic.num_train_speakers == 7 and cfg.name == "x"
+    with pytest.raises(ConfigError, match="write overrides as key.path=value"):
+        load_config(None, ["data.corpus"])
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"c.yaml:2: not valid YAML"):
+        load_config(write(tmp_path, "name: a\nseed: x: y\n"))
+
+
+def test_missing_config_file_cli(tmp_path):
+    proc = run_py("show_config.py", "--config", str(tmp_path / "nope.yaml"))
+    assert_clean_error(proc, "nope.yaml: config file not found")
+
+
+def test_show_config_prints_a_value():
+    proc = run_py("show_config.py", "--config", "conf/mhfa_tiny.yaml", "--get", "name")
+    assert proc.returncode == 0 and proc.stdout.strip() == "mhfa_tiny"

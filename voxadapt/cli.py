@@ -1,0 +1,77 @@
+"""Entry-point wrapper shared by every pyscript: logging, clean one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable, Sequence
+
+from voxadapt.errors import VoxadaptError
+
+log = logging.getLogger("voxadapt")
+
+
+def make_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks instead of one-line errors"
+    )
+    return parser
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="experiment YAML (default: built-in defaults)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set data.corpus=voxceleb (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - avoids importing config at module load
+    from voxadapt.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+    """Run `main` and turn user errors into 'ERROR: ...' on stderr with a non-zero exit.
+
+    A traceback is shown only with --debug (or VOXADAPT_DEBUG=1): users see the one-line reason
+    and the fix; developers can still get the stack.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("VOXADAPT_DEBUG") == "1"
+    setup_logging()
+    try:
+        code = main(args)
+    except VoxadaptError as err:
+        if debug:
+            raise
+        print(f"ERROR: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("ERROR: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except OSError as err:
+        if debug:
+            raise
+        # Disk full, permission denied, missing directory: name the path the OS complained about.
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        print(f"ERROR: {where}{err.strerror or err}; check the path, its permissions and free space",
+              file=sys.stderr)
+        sys.exit(1)
+    except Exception as err:  # noqa: BLE001 - last resort: keep the one-line contract
+        if debug:
+            raise
+        print(f"ERROR: internal error: {type(err).__name__}: {err} (rerun with --debug for a traceback)",
+              file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)

@@ -1,0 +1,253 @@
+"""Typed experiment configs: one YAML per experiment, checked against dataclasses.
+
+Unknown keys, wrong types and impossible values are errors naming the file and the dotted key,
+never silent defaults. `--set a.b=value` overrides (run.sh options become such overrides).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence, TypeVar, get_args, get_origin
+
+import yaml
+
+from voxadapt.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class SyntheticConfig:
+    """The embedded corpus: pseudo-speakers synthesised with espeak-ng (see corpus/synthetic.py)."""
+
+    num_train_speakers: int = 100
+    num_dev_speakers: int = 10
+    num_test_speakers: int = 20
+    utts_per_speaker: int = 12
+    min_duration: float = 2.0
+    max_duration: float = 8.0
+    num_trials: int = 6000
+    target_fraction: float = 0.2
+    dev_trials: int = 2000
+    seed: int = 0  # the corpus has its own seed: training seeds vary over one fixed corpus
+
+    def __post_init__(self) -> None:
+        _require(self.num_train_speakers >= 2, "num_train_speakers must be >= 2")
+        _require(self.num_test_speakers >= 2, "num_test_speakers must be >= 2")
+        _require(self.num_dev_speakers == 0 or self.num_dev_speakers >= 2, "num_dev_speakers must be 0 or >= 2")
+        _require(self.utts_per_speaker >= 2, "utts_per_speaker must be >= 2 (trials need target pairs)")
+        _require(0.5 <= self.min_duration <= self.max_duration, "need 0.5 <= min_duration <= max_duration")
+        _require(0.0 < self.target_fraction < 1.0, "target_fraction must be in (0, 1)")
+        _require(self.num_trials >= 10 and self.dev_trials >= 10, "num_trials and dev_trials must be >= 10")
+
+
+@dataclass
+class VoxCelebConfig:
+    vox1_root: str = ""  # holds wav/idXXXXX/<video>/<n>.wav (dev and test unpacked together)
+    vox2_root: str = ""  # holds dev/aac/idXXXXX/<video>/<n>.m4a
+    trials_dir: str = ""  # veri_test2.txt, list_test_all2.txt, list_test_hard2.txt; default: vox1_root
+    # VoxCeleb2 ships AAC in .m4a, which libsndfile cannot read: wav.scp gets this decoding pipe,
+    # so the user's files are never rewritten. {path} is replaced by the quoted file path.
+    m4a_decode_cmd: str = "ffmpeg -nostdin -v error -i {path} -ac 1 -ar 16000 -f wav -"
+    # If set, decode every .m4a once into FLAC under this directory instead (faster training).
+    convert_dir: str = ""
+
+
+@dataclass
+class KaldiImportConfig:
+    train_dir: str = ""
+    test_dir: str = ""
+    trials: str = ""
+
+
+@dataclass
+class DataConfig:
+    corpus: Literal["synthetic", "voxceleb", "kaldi"] = "synthetic"
+    sample_rate: int = 16000
+    min_duration: float = 0.2  # shorter recordings are rejected by validation
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    voxceleb: VoxCelebConfig = field(default_factory=VoxCelebConfig)
+    kaldi: KaldiImportConfig = field(default_factory=KaldiImportConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.sample_rate in (8000, 16000, 22050, 24000, 44100, 48000), "sample_rate is not a usual rate")
+        _require(self.min_duration > 0, "min_duration must be > 0")
+
+    @property
+    def train_set(self) -> str:
+        return {"synthetic": "train", "voxceleb": "vox2_dev", "kaldi": "train"}[self.corpus]
+
+    @property
+    def dev_set(self) -> str | None:
+        """Held-out speakers with a trial list, for the validation EER during training."""
+        return "dev" if self.corpus == "synthetic" and self.synthetic.num_dev_speakers else None
+
+    @property
+    def test_sets(self) -> list[str]:
+        return {"synthetic": ["test"], "voxceleb": ["vox1"], "kaldi": ["test"]}[self.corpus]
+
+    @property
+    def all_sets(self) -> list[str]:
+        dev = [self.dev_set] if self.dev_set else []
+        return [self.train_set, *dev, *self.test_sets]
+
+
+# ----------------------------------------------------------------------------------------- top
+
+
+@dataclass
+class Config:
+    name: str = "mhfa_tiny"
+    seed: int = 1
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name) and "/" not in self.name and " " not in self.name,
+                 "name must be a non-empty word (it names exp/<name>)")
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    origin, args = get_origin(tp), get_args(tp)
+    bad = ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key, source)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{source}: {key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin in (list, Sequence, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        inner = args[0] if args else Any
+        return [_coerce(inner, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return {str(k): _coerce(args[1], v, f"{key}.{k}", source) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source, prefix=f"{key}.")
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise ConfigError(f"{source}: {key}: unsupported type {_type_name(tp)}")
+
+
+def from_dict(cls: type[T], data: Any, source: str, prefix: str = "") -> T:
+    """Build dataclass `cls` from a mapping, with errors naming `source` and the dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    for key in data:
+        if key not in names:
+            raise ConfigError(
+                f"{source}: unknown key '{prefix}{key}' (keys allowed here: {', '.join(names)})"
+            )
+    kwargs = {k: _coerce(hints[k], v, f"{prefix}{k}", source) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'}: {err}") from None
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: cannot set '{dotted}': '{k}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: write overrides as key.path=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config (None: all defaults) and apply `key.path=value` overrides."""
+    raw: dict = {}
+    source = str(path) if path else "<defaults>"
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found; pass an existing file with --config (see conf/)")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            raise ConfigError(f"{p}{line}: not valid YAML ({getattr(err, 'problem', err)}); fix the syntax") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections")
+        raw = loaded or {}
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(raw, key, value, f"{source} (--set {text})")
+    return from_dict(Config, raw, source)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def get_dotted(cfg: Any, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        if not hasattr(node, part):
+            raise ConfigError(f"no config key '{dotted}'")
+        node = getattr(node, part)
+    return node

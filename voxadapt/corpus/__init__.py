@@ -1,0 +1,1 @@
+"""Corpus preparation: the embedded synthetic corpus, VoxCeleb, and imported Kaldi data dirs."""

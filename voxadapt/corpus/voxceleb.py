@@ -1,0 +1,112 @@
+"""VoxCeleb1/2 from a local download into Kaldi data dirs, with the official cleaned trial lists.
+
+Utterance ids are '<speaker>-<video>-<clip>' (speaker first, as Kaldi needs). VoxCeleb2's AAC
+.m4a files are either decoded on the fly by a wav.scp pipe, or converted once to FLAC in a
+separate directory; the user's files are never modified.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from voxadapt.config import VoxCelebConfig
+from voxadapt.data.audio import read_audio
+from voxadapt.data.kaldi_dir import DataDir
+from voxadapt.data.trials import read_trials, write_trials
+from voxadapt.errors import DataError, located
+from voxadapt.fileio import atomic_path
+
+log = logging.getLogger(__name__)
+
+# Official cleaned lists -> our trial-list suffix (data/vox1/trials_O etc.).
+TRIAL_LISTS = {"veri_test2.txt": "O", "list_test_all2.txt": "E", "list_test_hard2.txt": "H"}
+
+
+def _scan(root: Path, pattern: str, what: str) -> list[Path]:
+    files = sorted(root.glob(pattern))
+    if not files:
+        raise DataError(located(root, None, f"no {what} files matching '{pattern}'",
+                                "point the option at the directory that holds VoxCeleb's 'wav/' or 'dev/aac/' tree"))
+    return files
+
+
+def utt_id(path: Path) -> tuple[str, str]:
+    spk, video, clip = path.parts[-3], path.parts[-2], path.stem
+    return f"{spk}-{video}-{clip}", spk
+
+
+def vox1_data_dir(root: Path, out: Path) -> DataDir:
+    files = _scan(root / "wav", "id*/*/*.wav", "VoxCeleb1 .wav")
+    wav, utt2spk = {}, {}
+    for f in files:
+        utt, spk = utt_id(f)
+        wav[utt], utt2spk[utt] = str(f.resolve()), spk
+    return DataDir(out, wav, utt2spk)
+
+
+def _convert_one(item: tuple[str, str, str]) -> str | None:
+    src, dst, cmd = item
+    if Path(dst).is_file():
+        return None
+    proc = subprocess.run(cmd.format(path=shlex.quote(src)), shell=True, capture_output=True, executable="/bin/bash")
+    if proc.returncode != 0 or not proc.stdout:
+        return f"{src}: decoding failed ({proc.stderr.decode(errors='replace').strip()[-200:]})"
+    import io
+
+    audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        sf.write(tmp, audio, sr, format="FLAC")
+    return None
+
+
+def vox2_data_dir(cfg: VoxCelebConfig, out: Path, nj: int) -> DataDir:
+    files = _scan(Path(cfg.vox2_root) / "dev" / "aac", "id*/*/*.m4a", "VoxCeleb2 .m4a")
+    wav, utt2spk = {}, {}
+    convert = []
+    for f in files:
+        utt, spk = utt_id(f)
+        utt2spk[utt] = spk
+        if cfg.convert_dir:
+            dst = Path(cfg.convert_dir).resolve() / spk / f.parts[-2] / f"{f.stem}.flac"
+            convert.append((str(f.resolve()), str(dst), cfg.m4a_decode_cmd))
+            wav[utt] = str(dst)
+        else:
+            wav[utt] = cfg.m4a_decode_cmd.format(path=shlex.quote(str(f.resolve()))) + " |"
+    if convert:
+        log.info("decoding %d VoxCeleb2 files to FLAC under %s (%d jobs)", len(convert), cfg.convert_dir, nj)
+        with ProcessPoolExecutor(max(1, nj)) as pool:
+            errors = [e for e in tqdm(pool.map(_convert_one, convert, chunksize=64), total=len(convert),
+                                      desc="m4a -> flac", mininterval=10) if e]
+        if errors:
+            raise DataError(f"{errors[0]} ({len(errors)} file(s) failed); check data.voxceleb.m4a_decode_cmd "
+                            "(is ffmpeg installed? apt-get install ffmpeg)")
+    return DataDir(out, wav, utt2spk)
+
+
+def prepare_voxceleb(cfg: VoxCelebConfig, data_dir: Path, nj: int) -> None:
+    if not cfg.vox1_root or not cfg.vox2_root:
+        raise DataError("VoxCeleb needs both roots: run.sh --voxceleb1_root DIR --voxceleb2_root DIR "
+                        "(or data.voxceleb.vox1_root / vox2_root in the config)")
+    vox1 = vox1_data_dir(Path(cfg.vox1_root), data_dir / "vox1")
+    trials_dir = Path(cfg.trials_dir or cfg.vox1_root)
+    found = {name: suffix for name, suffix in TRIAL_LISTS.items() if (trials_dir / name).is_file()}
+    if not found:
+        raise DataError(located(trials_dir, None, "none of VoxCeleb1's cleaned trial lists "
+                                f"({', '.join(TRIAL_LISTS)}) is here",
+                                "download them from the VoxCeleb site and pass --vox1_trials DIR"))
+    vox2 = vox2_data_dir(cfg, data_dir / "vox2_dev", nj)
+    vox1.write()
+    for name, suffix in found.items():
+        write_trials(vox1.path / f"trials_{suffix}", read_trials(trials_dir / name, known=vox1.utt2spk))
+    vox2.write()
+    missing = sorted(set(TRIAL_LISTS) - set(found))
+    if missing:
+        log.warning("%s: trial lists not found, skipped: %s", trials_dir, ", ".join(missing))

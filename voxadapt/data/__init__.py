@@ -1,0 +1,1 @@
+"""Kaldi data dirs, audio access, trial lists and lhotse manifests."""

@@ -1,0 +1,109 @@
+"""Reading audio named by Kaldi rxfilenames: a plain path, or a shell command ending in '|'.
+
+Pipes run through the shell exactly as Kaldi runs them; `VOXADAPT_NO_PIPES=1` refuses them for
+data dirs from untrusted sources (a wav.scp pipe can run any command).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+
+from voxadapt.errors import DataError
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    num_samples: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / self.sample_rate
+
+
+def is_pipe(rx: str) -> bool:
+    return rx.rstrip().endswith("|")
+
+
+def _run_pipe(rx: str) -> bytes:
+    if os.environ.get("VOXADAPT_NO_PIPES") == "1":
+        raise DataError(f"'{rx}': wav.scp pipes are disabled (VOXADAPT_NO_PIPES=1); "
+                        "convert the audio to files, or unset VOXADAPT_NO_PIPES for trusted data")
+    cmd = rx.rstrip()[:-1]
+    proc = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, executable="/bin/bash")
+    if proc.returncode != 0:
+        reason = proc.stderr.decode(errors="replace").strip().splitlines()
+        detail = f": {reason[-1]}" if reason else ""
+        raise DataError(f"command '{cmd}' failed with exit code {proc.returncode}{detail}; "
+                        "run it by hand to see why")
+    if not proc.stdout:
+        raise DataError(f"command '{cmd}' wrote no audio; run it by hand to see why")
+    return proc.stdout
+
+
+def _open(rx: str) -> str | io.BytesIO:
+    return io.BytesIO(_run_pipe(rx)) if is_pipe(rx) else rx
+
+
+def _describe(rx: str, err: Exception) -> DataError:
+    if not is_pipe(rx) and not os.path.exists(rx):
+        return DataError(f"'{rx}': audio file not found; fix the path in wav.scp")
+    msg = str(err).split("\n")[0]
+    return DataError(f"'{rx}': cannot decode audio ({msg}); re-encode it as WAV/FLAC or fix wav.scp")
+
+
+def audio_info(rx: str) -> AudioInfo:
+    """Header information; for pipes this runs the command."""
+    try:
+        info = sf.info(_open(rx))
+    except DataError:
+        raise
+    except Exception as err:  # soundfile raises several types for bad files
+        raise _describe(rx, err) from None
+    return AudioInfo(info.samplerate, info.frames, info.channels)
+
+
+def _wav_shortfall(path: str) -> int:
+    """Bytes missing from a RIFF/WAVE file's data chunk (libsndfile silently reads what is there)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        size = os.fstat(f.fileno()).st_size
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return 0
+            cid, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                return max(0, f.tell() + length - size) if length != 0xFFFFFFFF else 0
+            f.seek(length + (length & 1), os.SEEK_CUR)
+
+
+def read_audio(rx: str, start: float = 0.0, end: float | None = None) -> tuple[np.ndarray, int]:
+    """All channels as float32 (channels, samples) between `start` and `end` seconds."""
+    try:
+        with sf.SoundFile(_open(rx)) as f:
+            sr = f.samplerate
+            first = int(round(start * sr))
+            last = f.frames if end is None or end < 0 else min(f.frames, int(round(end * sr)))
+            if first:
+                f.seek(first)
+            data = f.read(max(0, last - first), dtype="float32", always_2d=True)
+    except DataError:
+        raise
+    except Exception as err:
+        raise _describe(rx, err) from None
+    missing = 0 if is_pipe(rx) else _wav_shortfall(rx)
+    if len(data) < last - first or missing:
+        detail = f"{missing} bytes short of its header" if missing else f"{len(data)} of {last - first} samples"
+        raise DataError(f"'{rx}': truncated audio ({detail}); re-copy or re-encode the file")
+    return data.T.copy(), sr

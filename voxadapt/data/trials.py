@@ -1,0 +1,96 @@
+"""Trial lists: Kaldi's 'enroll test target|nontarget' and VoxCeleb's '1|0 path1 path2'."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from voxadapt.errors import DataError, located
+from voxadapt.fileio import atomic_path
+
+
+@dataclass(frozen=True)
+class Trial:
+    enroll: str
+    test: str
+    target: bool
+
+
+def voxceleb_path_to_utt(path: str) -> str:
+    """'id10270/x6uYqmx31kE/00001.wav' -> 'id10270-x6uYqmx31kE-00001' (our VoxCeleb utt ids)."""
+    stem = path.rsplit(".", 1)[0] if path.endswith((".wav", ".m4a", ".flac")) else path
+    return stem.replace("/", "-")
+
+
+def read_trials(path: str | Path, known: Iterable[str] | None = None) -> list[Trial]:
+    """Read a trial list in Kaldi or VoxCeleb format (detected per line).
+
+    With `known` (the utterance ids that have audio or embeddings), unknown ids are an error
+    naming the first few.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(located(path, None, "trial list not found", "check the path"))
+    trials: list[Trial] = []
+    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3:
+            raise DataError(located(path, lineno, f"expected 3 fields, got {line!r}",
+                                    "use 'enroll test target|nontarget' or VoxCeleb's '1|0 path1 path2'"))
+        if parts[2] in ("target", "nontarget"):
+            trials.append(Trial(parts[0], parts[1], parts[2] == "target"))
+        elif parts[0] in ("0", "1"):
+            trials.append(Trial(voxceleb_path_to_utt(parts[1]), voxceleb_path_to_utt(parts[2]), parts[0] == "1"))
+        else:
+            raise DataError(located(path, lineno, f"label must be target/nontarget (Kaldi) or 1/0 (VoxCeleb): {line!r}",
+                                    "fix the line"))
+    if not trials:
+        raise DataError(located(path, None, "trial list is empty", "give a list with at least one trial"))
+    if known is not None:
+        check_trials_known(path, trials, set(known))
+    return trials
+
+
+def check_trials_known(path: str | Path, trials: Sequence[Trial], known: set[str]) -> None:
+    missing = sorted({u for t in trials for u in (t.enroll, t.test)} - known)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DataError(located(path, None, f"{len(missing)} utterance(s) of the trial list are unknown: {shown}",
+                                "score the data dir the list was made for, or fix the list"))
+
+
+def write_trials(path: str | Path, trials: Iterable[Trial]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        for t in trials:
+            f.write(f"{t.enroll} {t.test} {'target' if t.target else 'nontarget'}\n")
+
+
+def make_trials(spk2utt: Mapping[str, Sequence[str]], num_trials: int, target_fraction: float,
+                rng: np.random.Generator) -> list[Trial]:
+    """Sample distinct utterance pairs (never an utterance with itself), sorted for stable files."""
+    speakers = sorted(spk2utt)
+    utt2spk = {u: s for s in speakers for u in spk2utt[s]}
+    utts = sorted(utt2spk)
+    target_pairs = [(a, b) for s in speakers for i, a in enumerate(spk2utt[s]) for b in spk2utt[s][i + 1:]]
+    n_target = min(len(target_pairs), int(round(num_trials * target_fraction)))
+    n_nontarget = num_trials - n_target
+    max_nontarget = (len(utts) ** 2 - sum(len(u) ** 2 for u in spk2utt.values())) // 2
+    if n_target < 1 or n_nontarget > max_nontarget:
+        raise DataError(f"cannot draw {num_trials} trials ({target_fraction:.0%} target) from "
+                        f"{len(speakers)} speakers with {len(utts)} utterances; lower num_trials")
+    chosen = [target_pairs[i] for i in rng.choice(len(target_pairs), n_target, replace=False)]
+    seen = set()
+    nontarget: list[tuple[str, str]] = []
+    while len(nontarget) < n_nontarget:
+        a, b = (utts[i] for i in rng.integers(0, len(utts), 2))
+        pair = (min(a, b), max(a, b))
+        if utt2spk[a] != utt2spk[b] and pair not in seen:
+            seen.add(pair)
+            nontarget.append(pair)
+    trials = [Trial(a, b, True) for a, b in chosen] + [Trial(a, b, False) for a, b in nontarget]
+    return sorted(trials, key=lambda t: (t.enroll, t.test))
