@@ -16,6 +16,8 @@ voxceleb1_root=""
 voxceleb2_root=""
 vox1_trials=""       # directory with veri_test2.txt, list_test_all2.txt, list_test_hard2.txt
 vox2_convert_dir=""  # decode VoxCeleb2 .m4a once into FLAC here (default: decode through a pipe)
+musan_root=""        # MUSAN for noise/music/babble (default: generated stand-ins)
+rirs_root=""         # RIRS_NOISES for reverberation (default: generated room responses)
 # Your own Kaldi data dirs (--corpus kaldi)
 train_dir=""
 test_dir=""
@@ -38,6 +40,7 @@ Options:
   --nj N                       parallel jobs (default: $nj)
   --data DIR --exp DIR         output roots (default: $data, $exp)
   --voxceleb1_root DIR --voxceleb2_root DIR --vox1_trials DIR --vox2_convert_dir DIR
+  --musan_root DIR --rirs_root DIR                (augmentation corpora; default: generated)
   --train_dir DIR --test_dir DIR --trials FILE    (for --corpus kaldi)
 Every stage is resumable: re-running a finished stage does nothing."
 
@@ -53,6 +56,8 @@ add_override data.voxceleb.vox1_root "$voxceleb1_root"
 add_override data.voxceleb.vox2_root "$voxceleb2_root"
 add_override data.voxceleb.trials_dir "$vox1_trials"
 add_override data.voxceleb.convert_dir "$vox2_convert_dir"
+add_override augment.musan_root "$musan_root"
+add_override augment.rirs_root "$rirs_root"
 add_override data.kaldi.train_dir "$train_dir"
 add_override data.kaldi.test_dir "$test_dir"
 add_override data.kaldi.trials "$trials"
@@ -71,6 +76,11 @@ fi
 if run_stage 1; then
   log "Stage 1: lhotse manifests"
   python pyscripts/make_manifests.py "${common[@]}" --data "$data"
+fi
+
+if run_stage 2; then
+  log "Stage 2: augmentation resources and speed perturbation"
+  python pyscripts/prepare_augment.py "${common[@]}" --data "$data"
 fi
 
 log "Done (stages $stage..$stop_stage) for $expdir"

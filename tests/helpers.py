@@ -22,6 +22,10 @@ TINY = [
     "data.synthetic.dev_trials=40",
     "data.synthetic.min_duration=2.0",
     "data.synthetic.max_duration=4.0",
+    "augment.generated_noises=9",
+    "augment.generated_music=4",
+    "augment.generated_rirs=20",
+    "augment.generated_seconds=4.0",
 ]
 
 

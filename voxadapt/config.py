@@ -104,6 +104,67 @@ class DataConfig:
         return [self.train_set, *dev, *self.test_sets]
 
 
+# ------------------------------------------------------------------------------ augmentation
+
+
+@dataclass
+class AugmentConfig:
+    """Stage 2 resources and the online augmentation of SPEC.md section 6."""
+
+    musan_root: str = ""  # MUSAN (noise/, music/, speech/); empty: generated stand-ins
+    rirs_root: str = ""  # RIRS_NOISES (simulated_rirs/, real_rirs_isotropic_noises/); empty: generated
+    aug_prob: float = 0.6  # per example: augment with one of the kinds below, else leave clean
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"reverb": 1.0, "noise": 1.0, "music": 1.0, "babble": 1.0})
+    noise_snr: list[float] = field(default_factory=lambda: [0.0, 15.0])
+    music_snr: list[float] = field(default_factory=lambda: [5.0, 15.0])
+    babble_snr: list[float] = field(default_factory=lambda: [13.0, 20.0])
+    babble_speakers: list[int] = field(default_factory=lambda: [3, 8])
+    rir_normalize: bool = True  # reverberated output keeps the input's power (as Kaldi's wav-reverberate)
+    speed_perturb: bool = True  # speeds below become new speakers (x3 classes)
+    speeds: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    generated_noises: int = 45
+    generated_music: int = 30
+    generated_rirs: int = 200
+    generated_seconds: float = 10.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.aug_prob <= 1.0, "aug_prob must be in [0, 1]")
+        _require(set(self.weights) <= {"reverb", "noise", "music", "babble"},
+                 "weights keys must be among reverb, noise, music, babble")
+        _require(all(w >= 0 for w in self.weights.values()) and sum(self.weights.values()) > 0,
+                 "weights must be >= 0 and not all zero")
+        for name in ("noise_snr", "music_snr", "babble_snr"):
+            lo_hi = getattr(self, name)
+            _require(len(lo_hi) == 2 and lo_hi[0] <= lo_hi[1], f"{name} must be [low, high]")
+        _require(len(self.babble_speakers) == 2 and 1 <= self.babble_speakers[0] <= self.babble_speakers[1],
+                 "babble_speakers must be [low, high] with low >= 1")
+        _require(all(0.5 <= s <= 2.0 and s != 1.0 for s in self.speeds), "speeds must be in [0.5, 2], not 1.0")
+        _require(min(self.generated_noises, self.generated_music, self.generated_rirs) >= 1,
+                 "generated_* counts must be >= 1")
+        _require(self.generated_seconds >= 1.0, "generated_seconds must be >= 1")
+
+
+# --------------------------------------------------------------------------------- training
+
+
+@dataclass
+class LoaderConfig:
+    """How training batches are drawn (see data/sampler.py and data/dataset.py)."""
+
+    crop_seconds: float = 3.0  # random crops; shorter utterances are repeated to this length
+    batch_size: int = 64  # global batch: divided over torchrun processes
+    sampler: Literal["utterance", "distinct_speakers"] = "utterance"
+    num_workers: int = 2
+    batches_per_epoch: int = 0  # 0: one pass over the training examples
+
+    def __post_init__(self) -> None:
+        _require(self.crop_seconds > 0.1, "crop_seconds must be > 0.1")
+        _require(self.batch_size >= 1 and self.num_workers >= 0 and self.batches_per_epoch >= 0,
+                 "batch_size must be >= 1, num_workers and batches_per_epoch >= 0")
+
+
 # ----------------------------------------------------------------------------------------- top
 
 
@@ -112,6 +173,8 @@ class Config:
     name: str = "mhfa_tiny"
     seed: int = 1
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and "/" not in self.name and " " not in self.name,

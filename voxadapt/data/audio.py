@@ -107,3 +107,21 @@ def read_audio(rx: str, start: float = 0.0, end: float | None = None) -> tuple[n
         detail = f"{missing} bytes short of its header" if missing else f"{len(data)} of {last - first} samples"
         raise DataError(f"'{rx}': truncated audio ({detail}); re-copy or re-encode the file")
     return data.T.copy(), sr
+
+
+def rxfilename(recording) -> str:  # noqa: ANN001 - a lhotse Recording
+    """A lhotse recording's audio as a Kaldi rxfilename ('path' or 'command |')."""
+    src = recording.sources[0]
+    return f"{src.source} |" if src.type == "command" else src.source
+
+
+def read_samples(rx: str, start: int = 0, frames: int = -1) -> np.ndarray:
+    """Mono float32 samples [start, start+frames) - the training hot path: a direct partial read
+    for files; pipes are decoded whole and sliced."""
+    if is_pipe(rx):
+        audio, _ = read_audio(rx)
+        x = audio[0, start:] if frames < 0 else audio[0, start:start + frames]
+    else:
+        x, _ = sf.read(rx, start=start, frames=frames, dtype="float32", always_2d=True)
+        x = x[:, 0]
+    return x

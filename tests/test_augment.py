@@ -1,0 +1,180 @@
+"""Stage 2 resources and online augmentation: SNRs, reverberation, speed perturbation, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+from lhotse import load_manifest_lazy
+
+from helpers import TINY, assert_clean_error, run_py, set_args, write_wav
+from voxadapt.augment.generate import make_rir
+from voxadapt.augment.online import Augmenter, power, reverberate, snr_db
+from voxadapt.augment.resources import augment_stage, training_cuts_path
+from voxadapt.config import load_config
+from voxadapt.data.examples import ExampleTable
+from voxadapt.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(None, TINY)
+
+
+@pytest.fixture(scope="module")
+def augmenter(cfg, tiny_data):
+    return Augmenter(cfg.augment, tiny_data)
+
+
+def speech(tiny_data, seconds=3.0):
+    cuts = load_manifest_lazy(tiny_data / "manifests" / "train" / "cuts.jsonl.gz")
+    x = next(iter(cuts)).load_audio()[0]
+    return np.resize(x, int(seconds * 16000)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind, lo_hi", [("noise", (0, 15)), ("music", (5, 15)), ("babble", (13, 20))])
+def test_snr_is_what_was_asked(augmenter, tiny_data, kind, lo_hi):
+    x = speech(tiny_data)
+    for seed in range(12):
+        rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
+        y, got = augmenter(x, rng_a, kind)
+        assert got == kind
+        achieved = snr_db(x, y - x)
+        # Re-draw what the augmenter drew to learn the requested SNR.
+        if kind == "babble":
+            k = int(rng_b.integers(3, 9))
+            for _ in range(k):
+                augmenter.pools["speech"].crop(len(x), rng_b)
+        else:
+            augmenter.pools[kind].crop(len(x), rng_b)
+        requested = rng_b.uniform(*lo_hi)
+        assert lo_hi[0] - 0.5 <= achieved <= lo_hi[1] + 0.5
+        assert abs(achieved - requested) < 0.5, (kind, seed, achieved, requested)
+
+
+def test_default_mix_rate_and_kinds(augmenter, tiny_data):
+    x = speech(tiny_data, 1.0)
+    kinds = [augmenter(x, np.random.default_rng(s))[1] for s in range(400)]
+    assert abs(kinds.count("none") / 400 - 0.4) < 0.08
+    assert {"reverb", "noise", "music", "babble"} <= set(kinds)
+
+
+def test_reverberation_adds_a_tail_and_keeps_power():
+    sr = 16000
+    rng = np.random.default_rng(0)
+    rir = make_rir(sr, rng)
+    assert np.sum(rir**2) == pytest.approx(1.0)
+    first = int(np.argmax(np.abs(rir)))
+    energy = np.cumsum(rir[first:] ** 2)
+    assert energy[int(0.05 * sr)] < 0.999  # energy keeps arriving after 50 ms: a diffuse tail
+    dry = np.zeros(sr, dtype=np.float32)
+    dry[: sr // 4] = rng.standard_normal(sr // 4)
+    wet = reverberate(dry, rir, normalize=True)
+    assert power(wet) == pytest.approx(power(dry), rel=1e-4)
+    tail = slice(sr // 4 + 800, sr // 4 + 3200)  # 50-200 ms after the burst ends
+    assert power(wet[tail]) > 1e-4 * power(wet) and not dry[tail].any()
+    assert not np.allclose(power(reverberate(dry, 3 * rir, normalize=False)), power(dry))
+
+
+def test_generated_resources_and_speed_perturbation(cfg, tiny_data):
+    cuts = list(load_manifest_lazy(training_cuts_path(tiny_data, cfg)))
+    n_spk = cfg.data.synthetic.num_train_speakers
+    speakers = {c.supervisions[0].speaker for c in cuts}
+    assert len(speakers) == 3 * n_spk
+    by_id = {c.id: c for c in cuts}
+    for c in cuts:
+        if c.id.endswith("_sp0.9"):
+            orig = by_id[c.id[: -len("_sp0.9")]]
+            assert c.supervisions[0].speaker == "sp0.9-" + orig.supervisions[0].speaker
+            assert c.duration == pytest.approx(orig.duration / 0.9, abs=1e-3)
+    table = ExampleTable.from_manifest(training_cuts_path(tiny_data, cfg), 16000)
+    assert table.num_classes == 3 * n_spk and sorted(set(table.speed)) == [0.9, 1.0, 1.1]
+    for i in np.flatnonzero(table.speed == 1.1)[:3]:
+        assert table.classes[table.label[i]].startswith("sp1.1-")
+
+
+def test_speed_perturbed_crop_changes_pitch(tmp_path):
+    sr, f0 = 16000, 440.0
+    t = np.arange(sr * 2) / sr
+    sf.write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * f0 * t), sr)
+    from voxadapt.data.packed import PackedStrings
+
+    table = ExampleTable(PackedStrings([str(tmp_path / "tone.wav")] * 2), np.zeros(2), np.full(2, 2.0),
+                         np.array([1.0, 1.1]), np.array([0, 1]), ["a", "sp1.1-a"], sr)
+    for i, want in ((0, f0), (1, f0 * 1.1)):
+        x = table.crop(i, sr, np.random.default_rng(0))
+        assert len(x) == sr
+        peak = np.argmax(np.abs(np.fft.rfft(x))) * sr / len(x)
+        assert abs(peak - want) < 3, (i, peak)
+    short = table.crop(0, 3 * sr, np.random.default_rng(0))  # longer than the file: repeated
+    assert len(short) == 3 * sr and np.allclose(short[:sr], short[2 * sr:3 * sr], atol=1e-4)
+
+
+def test_stage2_is_idempotent(cfg, tiny_data, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    assert augment_stage(cfg, tiny_data) == 0
+    assert "already made; nothing to do" in caplog.text
+
+
+def _stage2(tmp_path, tiny_data, *over):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data / "manifests", data / "manifests", ignore=shutil.ignore_patterns("augment", "*_sp"))
+    return run_py("prepare_augment.py", *set_args(TINY + list(over)), "--data", str(data)), data
+
+
+def test_musan_path_that_is_not_musan(tmp_path, tiny_data):
+    (tmp_path / "notmusan").mkdir()
+    proc, data = _stage2(tmp_path, tiny_data, f"augment.musan_root={tmp_path / 'notmusan'}")
+    assert_clean_error(proc, "not a MUSAN directory (no 'noise/' inside)")
+    assert not (data / "manifests" / "augment").exists()
+
+
+def test_empty_noise_set(tmp_path, tiny_data):
+    musan = tmp_path / "musan"
+    for part in ("music", "speech"):
+        write_wav(musan / part / "x" / "a.wav", 1.0)
+    (musan / "noise").mkdir()
+    proc, _ = _stage2(tmp_path, tiny_data, f"augment.musan_root={musan}")
+    assert_clean_error(proc, "noise: no .wav files")
+
+
+def test_rir_shorter_than_1ms(tmp_path, tiny_data):
+    rirs = tmp_path / "RIRS_NOISES"
+    write_wav(rirs / "simulated_rirs" / "smallroom" / "Room001" / "Room001-00001.wav", 0.5)
+    write_wav(rirs / "simulated_rirs" / "smallroom" / "Room001" / "Room001-00002.wav", 0.0005)
+    proc, _ = _stage2(tmp_path, tiny_data, f"augment.rirs_root={rirs}")
+    assert_clean_error(proc, "Room001-00002.wav", "RIR only 0.50 ms long (minimum 1 ms)")
+
+
+def test_real_musan_and_rirs_layout_is_used(tmp_path, tiny_data):
+    musan, rirs = tmp_path / "musan", tmp_path / "RIRS_NOISES"
+    for part in ("noise", "music", "speech"):
+        write_wav(musan / part / "free-sound" / f"{part}-0000.wav", 2.0)
+    write_wav(rirs / "simulated_rirs" / "mediumroom" / "Room002" / "Room002-00001.wav", 0.3)
+    proc, data = _stage2(tmp_path, tiny_data, f"augment.musan_root={musan}", f"augment.rirs_root={rirs}")
+    assert proc.returncode == 0, proc.stderr
+    rir = list(load_manifest_lazy(data / "manifests" / "augment" / "rir.jsonl.gz"))
+    assert [r.id for r in rir] == ["medium-Room002-00001"]
+    assert not (data / "augment").exists()  # nothing generated when both corpora are given
+
+
+def test_unknown_weight_kind_is_a_config_error():
+    with pytest.raises(Exception, match="weights keys must be among"):
+        load_config(None, ["augment.weights={thunder: 1.0}"])
+
+
+def test_loader_reads_pipe_sources(tmp_path):
+    from voxadapt.data.packed import PackedStrings
+
+    p = write_wav(tmp_path / "a.wav", 1.0)
+    table = ExampleTable(PackedStrings([f"cat {p} |"]), np.zeros(1), np.ones(1), np.ones(1), np.zeros(1, int),
+                         ["a"], 16000)
+    x = table.crop(0, 8000, np.random.default_rng(0))
+    assert len(x) == 8000 and power(x) > 0
+    with pytest.raises(DataError, match="failed with exit code"):
+        ExampleTable(PackedStrings(["false |"]), np.zeros(1), np.ones(1), np.ones(1), np.zeros(1, int), ["a"],
+                     16000).crop(0, 8000, np.random.default_rng(0))

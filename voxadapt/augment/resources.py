@@ -1,0 +1,163 @@
+"""Stage 2: augmentation resources as lhotse RecordingSets, and the speed-perturbed training cuts.
+
+data/manifests/augment/{noise,music,speech,rir}.jsonl.gz hold what online augmentation draws
+from: MUSAN and RIRS_NOISES through lhotse's recipes when the user gives them, otherwise
+generated stand-ins (audio under data/augment/) and, for babble, the training recordings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from lhotse import CutSet, Recording, RecordingSet, fastcopy, load_manifest_lazy
+
+from voxadapt.augment.generate import NOISE_KINDS, make_music, make_noise, make_rir
+from voxadapt.config import AugmentConfig, Config
+from voxadapt.data.manifests import FILES, load_cuts, manifest_dir
+from voxadapt.errors import DataError, located
+from voxadapt.fileio import StageMarker, atomic_dir, atomic_path
+
+log = logging.getLogger(__name__)
+
+KINDS = ("noise", "music", "speech", "rir")
+MIN_RIR_SECONDS = 0.001
+
+
+def resource_path(data_dir: Path, kind: str) -> Path:
+    return data_dir / "manifests" / "augment" / f"{kind}.jsonl.gz"
+
+
+def training_cuts_path(data_dir: Path, cfg: Config) -> Path:
+    """The cuts training reads: speed-perturbed copies included when configured."""
+    name = f"{cfg.data.train_set}_sp" if cfg.augment.speed_perturb else cfg.data.train_set
+    return manifest_dir(data_dir, name) / FILES[2]
+
+
+def _musan(root: Path) -> dict[str, RecordingSet]:
+    from lhotse.recipes.musan import scan_recordings
+
+    out = {}
+    for part in ("noise", "music", "speech"):
+        if not (root / part).is_dir():
+            raise DataError(located(root, None, f"not a MUSAN directory (no '{part}/' inside)",
+                                    "give the directory that holds noise/, music/ and speech/"))
+        out[part] = scan_recordings(root / part)
+        if len(out[part]) == 0:
+            raise DataError(located(root / part, None, "no .wav files", "unpack MUSAN completely"))
+    return out
+
+
+def _rirs(root: Path) -> RecordingSet:
+    from lhotse.recipes.rir_noise import prepare_rir_noise
+
+    parts = [p for p, d in (("sim_rir", "simulated_rirs"), ("real_rir", "real_rirs_isotropic_noises"))
+             if (root / d).is_dir()]
+    if not parts:
+        raise DataError(located(root, None, "not an RIRS_NOISES directory (no simulated_rirs/ or "
+                                "real_rirs_isotropic_noises/)", "give the unpacked RIRS_NOISES directory"))
+    manifests = prepare_rir_noise(root, parts=parts)
+    recordings = [r for p in parts for r in manifests[p]["recordings"]]
+    if not recordings:
+        raise DataError(located(root, None, "no RIR .wav files found", "unpack RIRS_NOISES completely"))
+    return RecordingSet.from_recordings(recordings)
+
+
+def _write_generated(out_dir: Path, name: str, audio: np.ndarray, sr: int) -> Recording:
+    path = out_dir / f"{name}.wav"
+    if not path.is_file():  # deterministic content: a file left by a killed run is complete and equal
+        with atomic_path(path) as tmp:
+            sf.write(tmp, audio.astype(np.float32), sr, subtype="FLOAT", format="WAV")
+    return Recording.from_file(path, recording_id=name)
+
+
+def _rng(cfg: AugmentConfig, *keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([cfg.seed, *keys]))
+
+
+def _generated_noise_music(cfg: AugmentConfig, audio_dir: Path, sr: int) -> dict[str, RecordingSet]:
+    noise = []
+    for i in range(cfg.generated_noises):
+        kind = NOISE_KINDS[i % len(NOISE_KINDS)]
+        audio = make_noise(kind, cfg.generated_seconds, sr, _rng(cfg, 1, i))
+        noise.append(_write_generated(audio_dir / "noise", f"noise-{kind}-{i:03d}", audio, sr))
+    music = [_write_generated(audio_dir / "music", f"music-{i:03d}", make_music(cfg.generated_seconds, sr, _rng(cfg, 2, i)), sr)
+             for i in range(cfg.generated_music)]
+    return {"noise": RecordingSet.from_recordings(noise), "music": RecordingSet.from_recordings(music)}
+
+
+def _generated_rirs(cfg: AugmentConfig, audio_dir: Path, sr: int) -> RecordingSet:
+    return RecordingSet.from_recordings(
+        _write_generated(audio_dir / "rir", f"rir-{i:04d}", make_rir(sr, _rng(cfg, 3, i)), sr)
+        for i in range(cfg.generated_rirs))
+
+
+def _check_resources(sets: dict[str, RecordingSet], sr: int) -> None:
+    for kind, recs in sets.items():
+        if len(recs) == 0:
+            raise DataError(f"the {kind} resource set is empty; give a complete corpus or drop '{kind}' "
+                            "from augment.weights")
+        for r in recs:
+            path = r.sources[0].source
+            if r.sampling_rate != sr:
+                raise DataError(located(path, None, f"{kind} audio at {r.sampling_rate} Hz, data is {sr} Hz",
+                                        "resample the corpus to the data's rate"))
+            if kind == "rir" and r.duration < MIN_RIR_SECONDS:
+                raise DataError(located(path, None, f"RIR only {r.duration * 1000:.2f} ms long (minimum 1 ms)",
+                                        "remove it from the RIR directory"))
+
+
+def speed_perturbed_cuts(cuts: CutSet, speeds: list[float]) -> CutSet:
+    """Originals plus one copy per speed, each copy's speaker renamed 'sp<factor>-<speaker>'."""
+    copies = [cuts]
+    for factor in speeds:
+        copies.append(cuts.perturb_speed(factor).map_supervisions(
+            lambda s, f=factor: fastcopy(s, speaker=f"sp{f}-{s.speaker}")))
+    return CutSet.from_cuts(c for part in copies for c in part)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def augment_stage(cfg: Config, data: str | Path) -> int:
+    data_dir = Path(data)
+    train = cfg.data.train_set
+    train_cuts = manifest_dir(data_dir, train) / FILES[2]
+    if not train_cuts.is_file():
+        raise DataError(located(train_cuts, None, "missing", "run stage 1 (manifests) first"))
+    fingerprint = {"augment": dataclasses.asdict(cfg.augment), "sample_rate": cfg.data.sample_rate,
+                   "train_cuts": _digest(train_cuts)}
+    marker = StageMarker(data_dir / ".done" / "stage2_augment.json", fingerprint)
+    if marker.is_done(outputs_hint=data_dir / "manifests" / "augment"):
+        log.info("stage 2: augmentation resources already made; nothing to do")
+        return 0
+    a, sr = cfg.augment, cfg.data.sample_rate
+    if a.musan_root:
+        sets = _musan(Path(a.musan_root))
+    else:
+        sets = _generated_noise_music(a, data_dir / "augment", sr)
+        # Babble from the training speakers' own recordings (3-8 at a time, mixed online).
+        sets["speech"] = RecordingSet.from_recordings(c.recording for c in load_cuts(data_dir, train))
+    sets["rir"] = _rirs(Path(a.rirs_root)) if a.rirs_root else _generated_rirs(a, data_dir / "augment", sr)
+    _check_resources(sets, sr)
+    with atomic_dir(data_dir / "manifests" / "augment") as tmp:
+        for kind in KINDS:
+            sets[kind].to_file(tmp / f"{kind}.jsonl.gz")
+    for kind in KINDS:
+        log.info("stage 2: %d %s recordings (%.1f min)", len(sets[kind]), kind,
+                 sum(r.duration for r in sets[kind]) / 60)
+    cuts = load_manifest_lazy(train_cuts)
+    if a.speed_perturb:
+        out = manifest_dir(data_dir, f"{train}_sp")
+        with atomic_dir(out) as tmp:
+            speed_perturbed_cuts(cuts.to_eager(), a.speeds).to_file(tmp / FILES[2])
+        speakers = {c.supervisions[0].speaker for c in load_manifest_lazy(out / FILES[2])}
+        log.info("stage 2: speed perturbation %s: %d training classes (%d speakers x %d)",
+                 a.speeds, len(speakers), len(speakers) // (1 + len(a.speeds)), 1 + len(a.speeds))
+    marker.mark_done()
+    return 0

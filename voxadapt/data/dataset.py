@@ -1,0 +1,47 @@
+"""Training and validation batches: crops read from the example table, augmented online."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from voxadapt.data.examples import ExampleTable
+from voxadapt.data.sampler import BatchSpec, SpeakerBatchSampler
+
+Augment = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, str]]
+
+
+class CropBatchDataset(Dataset):
+    """Maps a BatchSpec to a batch: {'wav': (B, T) float32, 'label': (B,), 'state_after': ...}.
+
+    Crop position and augmentation are drawn from the spec's seeds, so a batch is the same
+    whichever worker makes it and however many workers there are.
+    """
+
+    def __init__(self, table: ExampleTable, crop_seconds: float, augment: Augment | None = None):
+        self.table = table
+        self.crop = int(round(crop_seconds * table.sample_rate))
+        self.augment = augment
+
+    def __len__(self) -> int:  # batches are addressed by BatchSpec, not by position
+        return len(self.table)
+
+    def __getitem__(self, spec: BatchSpec) -> dict:
+        wavs = np.empty((len(spec.examples), self.crop), dtype=np.float32)
+        for row, (i, seed) in enumerate(zip(spec.examples, spec.seeds)):
+            rng = np.random.default_rng(np.random.SeedSequence(list(seed)))
+            x = self.table.crop(i, self.crop, rng)
+            if self.augment is not None:
+                x, _ = self.augment(x, rng)
+            wavs[row] = x
+        return {"wav": torch.from_numpy(wavs), "label": torch.from_numpy(self.table.label[spec.examples]),
+                "state_after": spec.state_after}
+
+
+def make_loader(dataset: CropBatchDataset, sampler: SpeakerBatchSampler, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
+                      collate_fn=lambda b: b, pin_memory=False, prefetch_factor=2 if num_workers else None,
+                      multiprocessing_context="fork" if num_workers else None)
