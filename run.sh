@@ -18,10 +18,17 @@ vox1_trials=""       # directory with veri_test2.txt, list_test_all2.txt, list_t
 vox2_convert_dir=""  # decode VoxCeleb2 .m4a once into FLAC here (default: decode through a pipe)
 musan_root=""        # MUSAN for noise/music/babble (default: generated stand-ins)
 rirs_root=""         # RIRS_NOISES for reverberation (default: generated room responses)
+ssl_model=""         # local save_pretrained dir of the SSL model (default: the config's model.backbone.path)
 # Your own Kaldi data dirs (--corpus kaldi)
 train_dir=""
 test_dir=""
 trials=""
+# Training scale-out (stage 3/4 run under torchrun)
+nproc_per_node=1     # processes (GPUs) per node
+nnodes=1
+node_rank=0
+master_addr=127.0.0.1
+master_port=29500
 
 help_message="Usage: $0 [options]
 Stages:
@@ -41,7 +48,9 @@ Options:
   --data DIR --exp DIR         output roots (default: $data, $exp)
   --voxceleb1_root DIR --voxceleb2_root DIR --vox1_trials DIR --vox2_convert_dir DIR
   --musan_root DIR --rirs_root DIR                (augmentation corpora; default: generated)
+  --ssl_model DIR                                 (pre-trained WavLM/HuBERT/wav2vec2 directory)
   --train_dir DIR --test_dir DIR --trials FILE    (for --corpus kaldi)
+  --nproc_per_node N --nnodes N --node_rank R --master_addr H --master_port P   (torchrun, stages 3-4)
 Every stage is resumable: re-running a finished stage does nothing."
 
 . utils/parse_options.sh
@@ -58,6 +67,7 @@ add_override data.voxceleb.trials_dir "$vox1_trials"
 add_override data.voxceleb.convert_dir "$vox2_convert_dir"
 add_override augment.musan_root "$musan_root"
 add_override augment.rirs_root "$rirs_root"
+add_override model.backbone.path "$ssl_model"
 add_override data.kaldi.train_dir "$train_dir"
 add_override data.kaldi.test_dir "$test_dir"
 add_override data.kaldi.trials "$trials"
@@ -81,6 +91,21 @@ fi
 if run_stage 2; then
   log "Stage 2: augmentation resources and speed perturbation"
   python pyscripts/prepare_augment.py "${common[@]}" --data "$data"
+fi
+
+torchrun_args=(--nproc_per_node "$nproc_per_node" --nnodes "$nnodes" --node_rank "$node_rank"
+               --master_addr "$master_addr" --master_port "$master_port")
+
+if run_stage 3; then
+  log "Stage 3: training (log: $expdir/log/train.log; TensorBoard: $expdir/tensorboard)"
+  $train_cmd "$expdir/log/train.log" \
+    python pyscripts/torchrun.py "${torchrun_args[@]}" pyscripts/train.py "${common[@]}" --data "$data" --exp "$exp" --stage train
+fi
+
+if run_stage 4; then
+  log "Stage 4: adaptation phases and the final model (log: $expdir/log/adapt.log)"
+  $train_cmd "$expdir/log/adapt.log" \
+    python pyscripts/torchrun.py "${torchrun_args[@]}" pyscripts/train.py "${common[@]}" --data "$data" --exp "$exp" --stage adapt
 fi
 
 log "Done (stages $stage..$stop_stage) for $expdir"

@@ -126,3 +126,18 @@ def kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
+
+
+# A micro backbone and short phase: real training code paths in seconds on a CPU.
+MICRO_ARCH = ('{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, '
+              '"conv_dim": [16, 16, 32, 32, 32, 32, 32], "num_conv_pos_embeddings": 8, '
+              '"num_conv_pos_embedding_groups": 4}')
+MICRO = TINY + [
+    f"model.backbone.arch={MICRO_ARCH}",
+    "model.backend.heads=4", "model.backend.compression_dim=16", "model.backend.embed_dim=32",
+    "loader.crop_seconds=1.0", "loader.batch_size=8", "loader.num_workers=0",
+    "train.num_threads=1",
+    "train.phases=[{name: main, epochs: 2, lr: 0.005, backbone_lr: 0.001, layer_decay: 0.8, margin: 0.2, "
+    "margin_ramp: [0, 1], warmup_epochs: 0.5, schedule: exponential, l2sp: normalized, checkpoint_every_steps: 3, "
+    "average_last: 2}]",
+]

@@ -41,6 +41,16 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
+def one_line(err: BaseException) -> str:
+    """The message of `err` on one line. Errors raised in DataLoader workers arrive wrapped with
+    the worker's traceback; their own message is the traceback's last line."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith(("Error", "Exception")) else last
+    return " ".join(text.split("\n"))
+
+
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run `main` and turn user errors into 'ERROR: ...' on stderr with a non-zero exit.
 
@@ -55,7 +65,7 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     except VoxadaptError as err:
         if debug:
             raise
-        print(f"ERROR: {err}", file=sys.stderr)
+        print(f"ERROR: {one_line(err)}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("ERROR: interrupted", file=sys.stderr)
@@ -71,7 +81,7 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     except Exception as err:  # noqa: BLE001 - last resort: keep the one-line contract
         if debug:
             raise
-        print(f"ERROR: internal error: {type(err).__name__}: {err} (rerun with --debug for a traceback)",
+        print(f"ERROR: internal error: {type(err).__name__}: {one_line(err)} (rerun with --debug for a traceback)",
               file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)

@@ -6,7 +6,9 @@ never silent defaults. `--set a.b=value` overrides (run.sh options become such o
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ import yaml
 from voxadapt.errors import ConfigError
 
 T = TypeVar("T")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -165,6 +168,120 @@ class LoaderConfig:
                  "batch_size must be >= 1, num_workers and batches_per_epoch >= 0")
 
 
+# ------------------------------------------------------------------------------------ model
+
+
+@dataclass
+class BackboneConfig:
+    type: Literal["wavlm", "hubert", "wav2vec2", "data2vec-audio"] = "wavlm"
+    path: str = ""  # a local save_pretrained directory (pre-trained weights); empty: random init from arch
+    arch: dict[str, Any] = field(default_factory=dict)  # transformers config keys for a config-only model
+    normalize_waveform: bool | None = None  # None: as the model's preprocessor_config.json says (else off)
+
+
+@dataclass
+class BackendConfig:
+    type: Literal["mhfa", "wsasp"] = "mhfa"
+    heads: int = 64  # MHFA
+    compression_dim: int = 128  # MHFA
+    attention_dim: int = 128  # weighted-sum + attentive statistics pooling
+    embed_dim: int = 256
+
+    def __post_init__(self) -> None:
+        _require(min(self.heads, self.compression_dim, self.attention_dim, self.embed_dim) >= 1,
+                 "heads, compression_dim, attention_dim and embed_dim must be >= 1")
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+
+
+@dataclass
+class PhaseConfig:
+    """One training run over the data (stage 3 runs train.phases, stage 4 adapt.phases, in order)."""
+
+    name: str = "main"
+    epochs: int = 10
+    trainable_layers: int = -1  # -1: every transformer layer (+ its input embedding); 0: frozen; k: top k
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 5e-3  # back-end and AAM head
+    backbone_lr: float = 2e-5  # the top transformer layer
+    layer_decay: float = 1.0  # transformer layer i gets backbone_lr * layer_decay^(L-1-i)
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD
+    warmup_epochs: float = 0.0
+    schedule: Literal["constant", "exponential", "step", "cosine"] = "step"
+    final_lr_ratio: float = 0.01  # exponential / cosine: last lr relative to the peak
+    step_gamma: float = 0.95  # step: multiply by this every epoch
+    margin: float = 0.2
+    margin_ramp: list[float] = field(default_factory=lambda: [0.0, 0.0])  # [start, end] epochs of the 0 -> margin ramp
+    scale: float = 30.0
+    crop_seconds: float = 0.0  # 0: loader.crop_seconds
+    batch_size: int = 0  # 0: loader.batch_size
+    l2sp: Literal["none", "normalized", "plain"] = "none"
+    l2sp_weight: float = 0.01
+    grad_clip: float = 0.0  # max gradient norm; 0: off
+    accum_steps: int = 1
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    checkpoint_every_steps: int = 0  # 0: at the end of each epoch only
+    average_last: int = 1  # the phase's model = average of its last K epoch checkpoints
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name) and self.name.replace("_", "").replace("-", "").isalnum(),
+                 "name must be a word (it names exp/<name>/<phase>/)")
+        _require(self.epochs >= 1, "epochs must be >= 1")
+        _require(self.trainable_layers >= -1, "trainable_layers must be -1 (all), 0 (frozen) or k > 0")
+        _require(self.lr > 0 and self.backbone_lr >= 0 and 0 < self.layer_decay <= 1, "need lr > 0, backbone_lr >= 0, "
+                 "0 < layer_decay <= 1")
+        _require(0 <= self.margin < 1.5 and self.scale > 0, "need 0 <= margin < 1.5 and scale > 0")
+        _require(len(self.margin_ramp) == 2 and 0 <= self.margin_ramp[0] <= self.margin_ramp[1],
+                 "margin_ramp must be [start_epoch, end_epoch]")
+        _require(0 < self.final_lr_ratio <= 1 and 0 < self.step_gamma <= 1, "final_lr_ratio and step_gamma in (0, 1]")
+        _require(self.accum_steps >= 1 and self.average_last >= 1 and self.grad_clip >= 0,
+                 "accum_steps and average_last must be >= 1, grad_clip >= 0")
+        _require(self.average_last <= self.epochs, "average_last cannot exceed epochs")
+        _require(self.crop_seconds >= 0 and self.batch_size >= 0 and self.checkpoint_every_steps >= 0,
+                 "crop_seconds, batch_size and checkpoint_every_steps must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    phases: list[PhaseConfig] = field(default_factory=lambda: [PhaseConfig()])
+    device: str = "auto"  # auto: cuda when available, else cpu
+    deterministic: bool = False  # bit-exact CPU runs (kill/resume tests); slower
+    num_threads: int = 0  # torch threads per process; 0: torch's default
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.phases]
+        _require(len(set(names)) == len(names), "phase names must be unique")
+
+
+@dataclass
+class AdaptConfig:
+    """Stage 4: more phases from the stage-3 model (e.g. large-margin fine-tuning)."""
+
+    phases: list[PhaseConfig] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------- extraction
+
+
+@dataclass
+class ExtractConfig:
+    max_chunk_seconds: float = 30.0  # longer utterances: overlapping chunks, embeddings averaged
+    chunk_overlap_seconds: float = 3.0
+    batch_seconds: float = 200.0  # audio per batch (utterances grouped by length)
+    device: str = "auto"
+    num_threads: int = 0  # torch threads per extraction job; 0: torch's default
+
+    def __post_init__(self) -> None:
+        _require(self.max_chunk_seconds >= 1.0, "max_chunk_seconds must be >= 1")
+        _require(0 <= self.chunk_overlap_seconds < self.max_chunk_seconds, "need 0 <= chunk_overlap < max_chunk")
+        _require(self.batch_seconds >= self.max_chunk_seconds, "batch_seconds must be >= max_chunk_seconds")
+
+
 # ----------------------------------------------------------------------------------------- top
 
 
@@ -175,10 +292,16 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and "/" not in self.name and " " not in self.name,
                  "name must be a non-empty word (it names exp/<name>)")
+        names = [p.name for p in self.train.phases + self.adapt.phases]
+        _require(len(set(names)) == len(names), "phase names must be unique across train and adapt")
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -208,7 +331,7 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise bad
         inner = args[0] if args else Any
-        return [_coerce(inner, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return [_coerce(inner, v, f"{key}.{i}", source) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise bad
@@ -226,6 +349,8 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             raise bad
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads '2e-5' (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)
@@ -254,15 +379,31 @@ def from_dict(cls: type[T], data: Any, source: str, prefix: str = "") -> T:
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'}: {err}") from None
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
+def _set_dotted(tree: dict, dotted: str, value: Any, source: str, defaults: Any = None) -> None:
+    """Set a.b.c (list items by number: train.phases.0.epochs) in a raw config tree.
+
+    A section the tree lacks is first copied from `defaults`, so '--set train.phases.0.lr=1'
+    edits the default phase list and '--set augment.weights.music=0' keeps the other weights.
+    """
     keys = dotted.split(".")
-    node = tree
-    for k in keys[:-1]:
-        child = node.setdefault(k, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{source}: cannot set '{dotted}': '{k}' is not a section")
-        node = child
-    node[keys[-1]] = value
+    node: Any = tree
+    for i, k in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            if not k.isdigit() or int(k) >= len(node):
+                raise ConfigError(f"{source}: cannot set '{dotted}': '{k}' is not an item of a {len(node)}-item list")
+            k = int(k)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"{source}: cannot set '{dotted}': '{keys[i - 1]}' is not a section")
+        if last:
+            node[k] = value
+            return
+        if isinstance(node, dict) and k not in node:
+            fallback = defaults.get(k) if isinstance(defaults, dict) else None
+            node[k] = copy.deepcopy(fallback) if fallback is not None else ([] if keys[i + 1].isdigit() else {})
+        defaults = (defaults[k] if isinstance(defaults, list) and isinstance(k, int) and k < len(defaults)
+                    else defaults.get(k) if isinstance(defaults, dict) else None)
+        node = node[k]
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -293,9 +434,10 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping of sections")
         raw = loaded or {}
+    defaults = to_dict(Config()) if overrides else None
     for text in overrides:
         key, value = parse_override(text)
-        _set_dotted(raw, key, value, f"{source} (--set {text})")
+        _set_dotted(raw, key, value, f"{source} (--set {text})", defaults)
     return from_dict(Config, raw, source)
 
 

@@ -65,9 +65,9 @@ class AudioPool:
         """A random `n`-sample crop of a random recording, repeated if the recording is shorter."""
         i = int(rng.integers(len(self)))
         total = int(self.num_samples[i])
-        if total >= n:
-            return self.read(i, int(rng.integers(0, total - n + 1)), n)
-        return np.resize(self.read(i), n)
+        x = self.read(i, int(rng.integers(0, total - n + 1)), n) if total >= n else self.read(i)
+        # Manifest lengths come from rounded durations: a read may be a sample short; repeat to fit.
+        return x if len(x) == n else np.resize(x, n)
 
 
 class Augmenter:

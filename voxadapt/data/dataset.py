@@ -41,7 +41,15 @@ class CropBatchDataset(Dataset):
                 "state_after": spec.state_after}
 
 
-def make_loader(dataset: CropBatchDataset, sampler: SpeakerBatchSampler, num_workers: int) -> DataLoader:
-    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
-                      collate_fn=lambda b: b, pin_memory=False, prefetch_factor=2 if num_workers else None,
+def _identity(batch: dict) -> dict:
+    return batch
+
+
+def make_loader(dataset: CropBatchDataset, sampler: SpeakerBatchSampler, num_workers: int,
+                worker_init_fn: Callable[[int], None] | None = None) -> DataLoader:
+    # A private generator: creating an iterator must not draw from the global torch RNG, or a
+    # resumed run (which creates one mid-epoch) would drift from an uninterrupted one.
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers, collate_fn=_identity,
+                      prefetch_factor=2 if num_workers else None, worker_init_fn=worker_init_fn,
+                      generator=torch.Generator().manual_seed(0),
                       multiprocessing_context="fork" if num_workers else None)

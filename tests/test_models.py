@@ -1,0 +1,164 @@
+"""Backbones, MHFA, the baseline back-end, AAM-softmax, layer-wise rates, L2-SP, model dirs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from helpers import MICRO
+from voxadapt.config import load_config
+from voxadapt.errors import VoxadaptError
+from voxadapt.models.aam import AAMSoftmax
+from voxadapt.models.backbone import build_hf_model
+from voxadapt.models.mhfa import MHFA, WeightedSumASP
+from voxadapt.models.speaker import build_model, load_model_dir, save_model_dir
+from voxadapt.train.optim import backbone_groups, param_groups, set_trainable
+from voxadapt.train.regularize import L2SP
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(None, MICRO)
+
+
+def test_mhfa_shapes_and_layer_weights():
+    torch.manual_seed(0)
+    m = MHFA(num_states=5, in_dim=24, heads=4, compression_dim=8, embed_dim=16)
+    states = [torch.randn(3, 11, 24) for _ in range(5)]
+    out = m(states)
+    assert out.shape == (3, 16)
+    w = m.layer_weights()
+    assert torch.allclose(w["keys"], torch.full((5,), 0.2)) and torch.allclose(w["values"], torch.full((5,), 0.2))
+    # Exactly SPEC.md s2: keys/values from separate weighted sums, key-only attention, per-head pooling.
+    with torch.no_grad():
+        m.key_weights.logits.copy_(torch.tensor([0.0, 1, 2, 3, 4]))
+    k = sum(torch.softmax(m.key_weights.logits, 0)[i] * states[i] for i in range(5))
+    v = sum(0.2 * states[i] for i in range(5))
+    a = torch.softmax(m.attention(m.compress_key(k)), dim=1)
+    pooled = torch.einsum("bth,btc->bhc", a, m.compress_value(v)).reshape(3, -1)
+    assert torch.allclose(m(states), m.projection(pooled), atol=1e-6)
+    assert sum(p.numel() for p in MHFA(13, 768, 64, 128, 256).parameters()) == pytest.approx(2.3e6, rel=0.05)
+
+
+def test_padding_mask_ignores_padded_frames():
+    torch.manual_seed(0)
+    for backend in (MHFA(3, 8, 2, 4, 6), WeightedSumASP(3, 8, 4, 6)):
+        states = [torch.randn(1, 5, 8) for _ in range(3)]
+        padded = [torch.cat([s, torch.randn(1, 4, 8)], 1) for s in states]
+        mask = torch.tensor([[True] * 5 + [False] * 4])
+        assert torch.allclose(backend(states), backend(padded, mask), atol=1e-6)
+
+
+def test_aam_margin_against_hand_computation():
+    head = AAMSoftmax(2, 3, scale=10.0)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+    emb = torch.tensor([[math.cos(0.3), math.sin(0.3)]])  # 0.3 rad from class 0
+    loss, logits, target = head(emb, torch.tensor([0]), margin=0.2)
+    want = torch.tensor([[10 * math.cos(0.5), 10 * math.cos(math.pi / 2 - 0.3), 10 * math.cos(math.pi - 0.3)]])
+    assert torch.allclose(logits, want, atol=1e-5) and int(target) == 0
+    assert float(loss) == pytest.approx(float(torch.nn.functional.cross_entropy(want, torch.tensor([0]))), abs=1e-5)
+    # Kept classes only: rows selected, label remapped.
+    loss2, logits2, target2 = head(emb, torch.tensor([2]), margin=0.0, classes=torch.tensor([1, 2]))
+    assert logits2.shape == (1, 2) and int(target2) == 1
+    with pytest.raises(ValueError, match="outside the kept classes"):
+        head(emb, torch.tensor([0]), margin=0.0, classes=torch.tensor([1, 2]))
+
+
+def test_every_backbone_type_gives_all_hidden_states_and_batch_equals_single():
+    arch = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 64,
+            "conv_dim": [16] * 7, "num_conv_pos_embeddings": 8, "num_conv_pos_embedding_groups": 4}
+    for kind in ("wavlm", "hubert", "wav2vec2", "data2vec-audio"):
+        extra = {"conv_pos_kernel_size": 5, "num_conv_pos_embeddings": 2} if kind == "data2vec-audio" else {}
+        cfg = load_config(None, [f"model.backbone.type={kind}", "model.backend.heads=2"])
+        cfg.model.backbone.arch = {**arch, **extra}
+        model, _ = build_model(cfg, 4)
+        model.eval()
+        wav, lengths = torch.randn(3, 20000), torch.tensor([20000, 13000, 7000])
+        with torch.no_grad():
+            states, mask = model.backbone(wav, lengths)
+            assert len(states) == 4 and states[0].shape[-1] == 32
+            batched = model(wav, lengths)
+            single = torch.cat([model(wav[i:i + 1, : lengths[i]]) for i in range(3)])
+        assert torch.allclose(batched, single, atol=1e-5), kind
+        assert not any(p.requires_grad for p in model.backbone.model.feature_extractor.parameters())
+
+
+def test_layerwise_rates_land_on_the_right_layers(cfg):
+    model, head = build_model(cfg, 5)
+    set_trainable(model, head, -1)
+    phase = cfg.train.phases[0]
+    groups = {g.name: g for g in param_groups(model, head, phase)}
+    L = model.backbone.num_layers
+    assert groups["backend"].lr == phase.lr
+    assert groups[f"layer{L - 1}"].lr == pytest.approx(phase.backbone_lr)
+    assert groups["layer0"].lr == pytest.approx(phase.backbone_lr * phase.layer_decay ** (L - 1))
+    assert groups["embedding"].lr == pytest.approx(phase.backbone_lr * phase.layer_decay**L)
+    layer1 = {id(p) for p in model.backbone.layers[1].parameters()}
+    assert {id(p) for p in groups["layer1"].params} == layer1
+    set_trainable(model, head, 1)
+    names = {g.name for g in param_groups(model, head, phase)}
+    assert names == {"backend", f"layer{L - 1}"}
+    assert not any(p.requires_grad for p in model.backbone.layers[0].parameters())
+    set_trainable(model, head, 0)
+    assert model.backbone_frozen and [g.name for g in param_groups(model, head, phase)] == ["backend"]
+    assert sum(len(p) for _, p, _ in backbone_groups(model)) == len(
+        [p for n, p in model.backbone.model.named_parameters() if not n.startswith(("feature_extractor", "masked_spec"))])
+
+
+def test_l2sp_is_zero_at_start_and_grows(cfg):
+    model, head = build_model(cfg, 5)
+    set_trainable(model, head, -1)
+    ref = build_hf_model(cfg.model.backbone.type, "", cfg.model.backbone.arch, cfg.seed).state_dict()
+    params = {k: p for k, p in model.backbone.model.named_parameters() if p.requires_grad}
+    for form in ("normalized", "plain"):
+        reg = L2SP(params, ref, form, 0.01)
+        assert float(reg.distance()) == 0.0 and float(reg.squared()) == 0.0
+    with torch.no_grad():
+        next(iter(params.values())).add_(0.1)
+    d1 = float(reg.distance())
+    with torch.no_grad():
+        next(iter(params.values())).add_(0.1)
+    assert 0 < d1 < float(reg.distance())
+    ce = torch.tensor(2.0, requires_grad=True)
+    assert float(L2SP(params, ref, "plain", 0.5).loss(ce)) == pytest.approx(2.0 + 0.5 * float(reg.squared()), rel=1e-5)
+    assert float(L2SP(params, ref, "normalized", 0.01).loss(ce)) == pytest.approx(1.0 + 0.01 * d1 * 2 / (d1 * 2 + 1e-5), rel=1e-4)
+
+
+def test_model_dir_round_trip_and_bad_dirs(cfg, tmp_path):
+    model, head = build_model(cfg, 5)
+    save_model_dir(tmp_path / "m", cfg, model, head, [f"c{i}" for i in range(5)])
+    again, head2, cfg2, classes = load_model_dir(tmp_path / "m")
+    wav = torch.randn(1, 16000)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(wav), again(wav))
+    assert classes == ["c0", "c1", "c2", "c3", "c4"] and cfg2 == cfg
+    with pytest.raises(VoxadaptError, match="model.safetensors: missing"):
+        (tmp_path / "m" / "model.safetensors").unlink()
+        load_model_dir(tmp_path / "m")
+
+
+def test_not_an_ssl_model_dir(tmp_path):
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(VoxadaptError, match="model_type 'bert' is not an SSL speech model"):
+        build_hf_model("wavlm", str(tmp_path / "bert"), {}, 0)
+    with pytest.raises(VoxadaptError, match="not a transformers model directory"):
+        build_hf_model("wavlm", str(tmp_path), {}, 0)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "config.json").write_text('{"model_type": "hubert"}')
+    with pytest.raises(VoxadaptError, match="a hubert model, the config says wavlm"):
+        build_hf_model("wavlm", str(tmp_path / "w"), {}, 0)
+    with pytest.raises(VoxadaptError, match="transformers cannot build a wavlm model"):
+        build_hf_model("wavlm", "", {"hidden_size": 30, "num_attention_heads": 4}, 0)
+
+
+def test_pretrained_dir_loads_with_from_pretrained(cfg, tmp_path):
+    hf = build_hf_model("wavlm", "", cfg.model.backbone.arch, 3)
+    hf.save_pretrained(tmp_path / "pre")
+    again = build_hf_model("wavlm", str(tmp_path / "pre"), {}, 0)
+    for (k, a), (_, b) in zip(hf.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), k

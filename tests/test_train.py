@@ -1,0 +1,175 @@
+"""Stage 3 training on the micro model: learning, resume after SIGKILL, Ctrl-C, DDP, bad input."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from helpers import MICRO, ROOT, assert_clean_error, kill_group, run_py, set_args, start_killable
+from voxadapt.config import load_config
+from voxadapt.models.speaker import build_model, load_model_dir
+from voxadapt.train.validate import Validator
+
+pytestmark = pytest.mark.slow
+DETERMINISTIC = MICRO + ["train.deterministic=true"]
+
+
+def train(tiny_data, exp, overrides, stage="train"):
+    return run_py("train.py", *set_args(overrides), "--data", str(tiny_data), "--exp", str(exp), "--stage", stage)
+
+
+def final_weights(exp, name="mhfa_tiny", phase="main"):
+    return load_file(str(exp / name / phase / "final" / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_data, tmp_path_factory):
+    exp = tmp_path_factory.mktemp("ref") / "exp"
+    proc = train(tiny_data, exp, DETERMINISTIC)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return exp, proc
+
+
+def test_training_writes_checkpoints_model_and_logs(reference_run):
+    exp, proc = reference_run
+    phase = exp / "mhfa_tiny" / "main"
+    assert (phase / "final" / "model.safetensors").is_file() and (phase / "done.json").is_file()
+    assert (phase / "layer_weights.png").stat().st_size > 1000
+    ckpts = sorted(p.name for p in (phase / "checkpoints").iterdir())
+    assert [c for c in ckpts if "-end" in c] == ["ckpt-000000022-end0000.pt", "ckpt-000000044-end0001.pt"]
+    assert list((exp / "mhfa_tiny" / "tensorboard" / "main").glob("events.out.tfevents.*"))
+    assert "validation EER" in proc.stderr and "trainable" in proc.stderr
+    again = run_py("train.py", *set_args(DETERMINISTIC), "--data", str(phase.parents[2] / "x"), "--exp", str(exp))
+    assert_clean_error(again, "manifests")  # wrong data root: clear error, nothing touched
+    assert (phase / "done.json").is_file()
+
+
+def test_final_model_is_the_average_of_the_last_epochs(reference_run):
+    import torch
+
+    exp, _ = reference_run
+    ck = sorted((exp / "mhfa_tiny" / "main" / "checkpoints").glob("*-end*.pt"))
+    a, b = (torch.load(p, weights_only=True)["model"] for p in ck)
+    avg = final_weights(exp)
+    key = "backend.projection.weight"
+    assert torch.allclose(avg[key], (a[key] + b[key]) / 2, atol=1e-6)
+
+
+def test_rerun_of_a_finished_phase_does_nothing(tiny_data, reference_run):
+    exp, _ = reference_run
+    before = (exp / "mhfa_tiny" / "main" / "final" / "model.safetensors").stat().st_mtime_ns
+    proc = train(tiny_data, exp, DETERMINISTIC)
+    assert proc.returncode == 0 and "already trained" in proc.stderr
+    assert (exp / "mhfa_tiny" / "main" / "final" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_resume_after_sigkill_gives_identical_weights(tiny_data, reference_run, tmp_path):
+    exp = tmp_path / "exp"
+    args = ["python", str(ROOT / "pyscripts" / "train.py"), *set_args(DETERMINISTIC), "--data", str(tiny_data),
+            "--exp", str(exp)]
+    for wait_for in ("ckpt-000000006.pt", "ckpt-000000027.pt"):  # once mid-epoch 1, once in epoch 2
+        proc = start_killable(args, ROOT, {"PYTHONPATH": str(ROOT)})
+        deadline = time.time() + 300
+        while time.time() < deadline and not (exp / "mhfa_tiny" / "main" / "checkpoints" / wait_for).exists():
+            time.sleep(0.02)
+        kill_group(proc)
+    assert not (exp / "mhfa_tiny" / "main" / "done.json").exists()
+    done = train(tiny_data, exp, DETERMINISTIC)
+    assert done.returncode == 0 and "resuming from ckpt-" in done.stderr, done.stderr[-2000:]
+    ref, got = final_weights(reference_run[0]), final_weights(exp)
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert np.array_equal(ref[k].numpy(), got[k].numpy()), k
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_data, tmp_path):
+    exp = tmp_path / "exp"
+    args = ["python", str(ROOT / "pyscripts" / "train.py"), *set_args(DETERMINISTIC), "--data", str(tiny_data),
+            "--exp", str(exp)]
+    proc = start_killable(args, ROOT, {"PYTHONPATH": str(ROOT)})
+    ckpts = exp / "mhfa_tiny" / "main" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (ckpts / "ckpt-000000003.pt").exists():
+        time.sleep(0.02)
+    import os
+
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:]
+    assert "checkpoint saved at step" in out and "Traceback" not in out
+    saved = sorted(p.name for p in ckpts.iterdir())
+    assert saved[-1] > "ckpt-000000003.pt", saved  # a checkpoint written on the signal, after step 3
+    assert not any(name.startswith(".") for name in saved)
+    resumed = train(tiny_data, exp, DETERMINISTIC)
+    assert resumed.returncode == 0 and "resuming from" in resumed.stderr
+
+
+def test_checkpoint_of_another_config_is_refused(tiny_data, tmp_path):
+    exp = tmp_path / "exp"
+    args = ["python", str(ROOT / "pyscripts" / "train.py"), *set_args(MICRO), "--data", str(tiny_data),
+            "--exp", str(exp)]
+    proc = start_killable(args, ROOT, {"PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((exp / "mhfa_tiny" / "main" / "checkpoints").glob("ckpt-*.pt")):
+        time.sleep(0.02)
+    kill_group(proc)
+    other = train(tiny_data, exp, MICRO + ["model.backend.heads=2"])
+    assert_clean_error(other, "checkpoint of another config (model changed)", "delete")
+
+
+def test_bad_configs_are_clear_errors(tiny_data, tmp_path):
+    assert_clean_error(train(tiny_data, tmp_path, MICRO + ["train.phases.0.epochz=3"]),
+                       "unknown key 'train.phases.0.epochz'")
+    assert_clean_error(train(tiny_data, tmp_path, MICRO + ["train.phases.0.lr=fast"]),
+                       "train.phases.0.lr: expected float, got 'fast'")
+    assert_clean_error(train(tiny_data, tmp_path, MICRO + ["train.phases.0.trainable_layers=9"]),
+                       "trainable_layers 9 exceeds the backbone's 2 layers")
+    assert_clean_error(train(tiny_data, tmp_path, MICRO + [f"model.backbone.path={tmp_path}"]),
+                       "not a transformers model directory")
+    assert_clean_error(train(tiny_data, tmp_path, MICRO + ["train.phases.0.precision=fp16"]), "fp16 needs a GPU")
+    assert not (tmp_path / "mhfa_tiny" / "main" / "done.json").exists()
+
+
+def test_trained_model_beats_untrained_on_held_out_speakers(tiny_data, tmp_path):
+    over = MICRO + ["train.phases.0.epochs=6", "train.phases.0.average_last=2", "augment.aug_prob=0.3"]
+    proc = train(tiny_data, tmp_path / "exp", over)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cfg = load_config(None, over)
+    val = Validator(tiny_data / "test", 16000, cfg.extract)
+    untrained, _ = build_model(cfg, 36)
+    trained, _, _, _ = load_model_dir(tmp_path / "exp" / "mhfa_tiny" / "main" / "final")
+    before, after = val(untrained, "cpu")["eer"], val(trained, "cpu")["eer"]
+    print(f"held-out EER: untrained {before:.3f}, trained {after:.3f}")
+    assert after < before - 0.05, (before, after)
+
+
+def _losses(exp):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(exp / "mhfa_tiny" / "tensorboard" / "main"))
+    acc.Reload()
+    return np.array([e.value for e in acc.Scalars("train/loss")])
+
+
+def test_one_and_two_processes_give_the_same_loss_curve(tiny_data, tmp_path):
+    no_dropout = ('{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, '
+                  '"conv_dim": [16, 16, 32, 32, 32, 32, 32], "num_conv_pos_embeddings": 8, '
+                  '"num_conv_pos_embedding_groups": 4, "hidden_dropout": 0.0, "attention_dropout": 0.0, '
+                  '"activation_dropout": 0.0, "feat_proj_dropout": 0.0}')
+    over = MICRO + [f"model.backbone.arch={no_dropout}", "train.phases.0.l2sp=plain", "train.phases.0.epochs=1",
+            "train.phases.0.average_last=1"]
+    runs = {}
+    for n in (1, 2):
+        exp = tmp_path / f"exp{n}"
+        proc = run_py("torchrun.py", "--nproc_per_node", str(n), "--master_port", str(29600 + n),
+                      str(ROOT / "pyscripts" / "train.py"), *set_args(over), "--data", str(tiny_data),
+                      "--exp", str(exp), env={"OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[n] = _losses(exp)
+    assert len(runs[1]) == len(runs[2]) == 22
+    np.testing.assert_allclose(runs[2][:5], runs[1][:5], rtol=1e-4)
+    np.testing.assert_allclose(runs[2], runs[1], rtol=2e-2)

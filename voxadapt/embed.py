@@ -1,0 +1,50 @@
+"""Embedding whole utterances: long ones in overlapping chunks, batches grouped by length."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from voxadapt.config import ExtractConfig
+
+
+def chunk_bounds(n: int, sr: int, opts: ExtractConfig) -> list[tuple[int, int]]:
+    """Sample ranges covering an utterance of `n` samples; one range when it is short enough."""
+    size = int(opts.max_chunk_seconds * sr)
+    if n <= size:
+        return [(0, n)]
+    step = size - int(opts.chunk_overlap_seconds * sr)
+    starts = list(range(0, n - size, step)) + [n - size]  # the last chunk ends exactly at the end
+    return [(s, s + size) for s in starts]
+
+
+@torch.inference_mode()
+def embed_waveforms(model: torch.nn.Module, wavs: Sequence[np.ndarray], sr: int, opts: ExtractConfig,
+                    device: str = "cpu") -> np.ndarray:
+    """(N, E) float32 embeddings; a chunked utterance gets the mean of its chunk embeddings."""
+    pieces = [(u, s, e) for u, w in enumerate(wavs) for s, e in chunk_bounds(len(w), sr, opts)]
+    order = sorted(range(len(pieces)), key=lambda i: pieces[i][2] - pieces[i][1])
+    budget = int(opts.batch_seconds * sr)
+    sums: np.ndarray | None = None
+    counts = np.zeros(len(wavs))
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end - start + 1) * (pieces[order[end]][2] - pieces[order[end]][1]) <= budget:
+            end += 1
+        batch = [pieces[i] for i in order[start:end]]
+        lengths = torch.tensor([e - s for _, s, e in batch])
+        x = torch.zeros(len(batch), int(lengths.max()))
+        for row, (u, s, e) in enumerate(batch):
+            x[row, : e - s] = torch.from_numpy(np.ascontiguousarray(wavs[u][s:e], dtype=np.float32))
+        emb = model(x.to(device), lengths.to(device)).float().cpu().numpy()
+        if sums is None:
+            sums = np.zeros((len(wavs), emb.shape[1]))
+        for row, (u, _, _) in enumerate(batch):
+            sums[u] += emb[row]
+            counts[u] += 1
+        start = end
+    assert sums is not None
+    return (sums / counts[:, None]).astype(np.float32)

@@ -1,0 +1,1 @@
+"""Models: SSL backbones (transformers), back-ends (MHFA, weighted-sum + ASP), AAM-softmax head."""

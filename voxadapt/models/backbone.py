@@ -1,0 +1,176 @@
+"""Self-supervised speech backbones from `transformers`, exposing all L+1 hidden states.
+
+The backbone runs the model's own modules (CNN feature encoder, feature projection, transformer
+encoder) and records the transformer input and every layer's output with forward hooks, so no
+model code is copied. The CNN encoder is always frozen and runs per utterance (GroupNorm over time
+would otherwise see padding); the transformer runs batched with a padding mask, so a batched
+embedding equals the unbatched one.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from voxadapt.errors import VoxadaptError, located
+
+# WavLM's attention passes a boolean padding mask with a float position bias; torch warns on every call.
+warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask and attn_mask")
+
+MODEL_TYPES = {
+    "wavlm": ("WavLMConfig", "WavLMModel"),
+    "hubert": ("HubertConfig", "HubertModel"),
+    "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
+    "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"),
+}
+
+
+def _classes(model_type: str):  # noqa: ANN202
+    import transformers
+
+    if model_type not in MODEL_TYPES:
+        raise VoxadaptError(f"backbone type '{model_type}' is not supported; use one of {', '.join(MODEL_TYPES)}")
+    cfg_name, model_name = MODEL_TYPES[model_type]
+    return getattr(transformers, cfg_name), getattr(transformers, model_name)
+
+
+def hf_config(model_type: str, overrides: dict):  # noqa: ANN201 - a transformers PretrainedConfig
+    """A config-only architecture (random init), e.g. the tiny default or WavLM Base+'s shape."""
+    config_cls, _ = _classes(model_type)
+    try:
+        config = config_cls(**overrides)
+    except (TypeError, ValueError) as err:
+        raise VoxadaptError(f"transformers cannot build a {model_type} model from model.backbone.arch: {err}") from None
+    return config
+
+
+def read_local_config(path: Path) -> tuple[str, dict]:
+    """(model_type, config dict) of a local `save_pretrained` directory, with clear errors."""
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise VoxadaptError(located(path, None, "not a transformers model directory (no config.json)",
+                                    "give the directory written by save_pretrained (config.json + weights)"))
+    try:
+        data = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as err:
+        raise VoxadaptError(located(cfg_file, err.lineno, "not valid JSON", "re-download the model")) from None
+    model_type = data.get("model_type", "")
+    if model_type not in MODEL_TYPES:
+        raise VoxadaptError(located(cfg_file, None, f"model_type '{model_type}' is not an SSL speech model",
+                                    f"use a {', '.join(MODEL_TYPES)} checkpoint"))
+    return model_type, data
+
+
+class SSLBackbone(nn.Module):
+    def __init__(self, model: nn.Module, normalize_waveform: bool):
+        super().__init__()
+        cfg = model.config
+        if getattr(cfg, "layerdrop", 0.0):
+            raise VoxadaptError("layerdrop must be 0: skipped layers vanish from the hidden states")
+        self.model = model
+        self.normalize_waveform = normalize_waveform
+        self.num_layers = cfg.num_hidden_layers
+        self.hidden_size = cfg.hidden_size
+        self.stable_layer_norm = bool(getattr(cfg, "do_stable_layer_norm", False))
+        model.feature_extractor._freeze_parameters()  # the CNN encoder is never trained
+        if hasattr(model, "masked_spec_embed") and model.masked_spec_embed is not None:
+            model.masked_spec_embed.requires_grad_(False)  # only used for SpecAugment masking
+        self._states: list[torch.Tensor] = []
+        self._mask: torch.Tensor | None = None
+        layers = model.encoder.layers
+        layers[0].register_forward_pre_hook(self._record_input, with_kwargs=True)
+        for layer in layers:
+            layer.register_forward_hook(self._record_output)
+        # data2vec-audio stacks several positional convolutions: padding must stay zero between them.
+        for layer in getattr(model.encoder.pos_conv_embed, "layers", []):
+            layer.register_forward_hook(self._zero_padding)
+
+    def _zero_padding(self, _module, _inputs, output):  # noqa: ANN001, ANN202 - output is (B, C, T)
+        return output if self._mask is None else output * self._mask[:, None, :].to(output.dtype)
+
+    def _record_input(self, _module, args, kwargs):  # noqa: ANN001, ANN202
+        self._states.append(args[0] if args else kwargs["hidden_states"])
+
+    def _record_output(self, _module, _inputs, output):  # noqa: ANN001, ANN202
+        self._states.append(output[0] if isinstance(output, tuple) else output)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.encoder.layers
+
+    def frame_lengths(self, num_samples: torch.Tensor) -> torch.Tensor:
+        return self.model._get_feat_extract_output_lengths(num_samples).long()
+
+    def _cnn(self, wav: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """CNN features one utterance at a time: GroupNorm never sees padding, and on CPU this is
+        also faster and far lighter than one batched call (its 512-channel activations at 200 Hz
+        would not fit in cache)."""
+        fe = self.model.feature_extractor
+        n = [wav.shape[1]] * len(wav) if lengths is None else [int(x) for x in lengths]
+        feats = [fe(wav[i:i + 1, : n[i]]).transpose(1, 2)[0] for i in range(len(wav))]
+        if len({len(f) for f in feats}) == 1:
+            return torch.stack(feats), None
+        frames = torch.tensor([len(f) for f in feats], device=wav.device)
+        padded = nn.utils.rnn.pad_sequence(feats, batch_first=True)
+        mask = torch.arange(padded.shape[1], device=wav.device)[None, :] < frames[:, None]
+        return padded, mask
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """(L+1 hidden states of shape (B, T, D), frame mask (B, T) or None when nothing is padded)."""
+        if self.normalize_waveform:
+            wav = _normalize(wav, lengths)
+        feats, mask = self._cnn(wav, lengths)
+        hidden = self.model.feature_projection(feats)
+        hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        self._states, self._mask = [], mask
+        try:
+            out = self.model.encoder(hidden, attention_mask=mask)
+            states = self._states
+        finally:
+            self._states, self._mask = [], None
+        if len(states) != self.num_layers + 1:
+            raise VoxadaptError(f"expected {self.num_layers + 1} hidden states, got {len(states)} (layerdrop?)")
+        if self.stable_layer_norm:  # pre-LN encoders apply their final LayerNorm after the last layer
+            states[-1] = out.last_hidden_state
+        return states, mask
+
+
+def _normalize(wav: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Zero mean, unit variance per utterance over its real samples (what do_normalize models expect)."""
+    if lengths is None:
+        return (wav - wav.mean(1, keepdim=True)) / torch.sqrt(wav.var(1, keepdim=True, unbiased=False) + 1e-7)
+    mask = (torch.arange(wav.shape[1], device=wav.device)[None, :] < lengths[:, None]).to(wav.dtype)
+    n = lengths[:, None].to(wav.dtype)
+    mean = (wav * mask).sum(1, keepdim=True) / n
+    var = (((wav - mean) * mask) ** 2).sum(1, keepdim=True) / n
+    return (wav - mean) / torch.sqrt(var + 1e-7) * mask
+
+
+def build_hf_model(model_type: str, path: str, arch: dict, seed: int):  # noqa: ANN201
+    """The transformers model: pre-trained from a local dir, or randomly initialised from `arch`."""
+    overrides = {"layerdrop": 0.0, "mask_time_prob": 0.0, "mask_feature_prob": 0.0}
+    if path:
+        p = Path(path)
+        local_type, _ = read_local_config(p)
+        if model_type and local_type != model_type:
+            raise VoxadaptError(located(p / "config.json", None, f"a {local_type} model, the config says {model_type}",
+                                        "set model.backbone.type to match or point at another model"))
+        _, model_cls = _classes(local_type)
+        try:
+            return model_cls.from_pretrained(p, local_files_only=True, **overrides)
+        except (OSError, ValueError) as err:
+            raise VoxadaptError(located(p, None, f"cannot load the model ({str(err).splitlines()[0]})",
+                                        "check the directory holds the weights saved with it")) from None
+    _, model_cls = _classes(model_type)
+    config = hf_config(model_type, {**arch, **overrides})
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # the same random backbone every time (also the L2-SP reference)
+        try:
+            return model_cls(config)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise VoxadaptError(f"transformers cannot build a {model_type} model from model.backbone.arch: "
+                                f"{str(err).splitlines()[0]}") from None

@@ -1,0 +1,122 @@
+"""The speaker model (SSL backbone + back-end), its AAM head, and the trained-model directory.
+
+A trained-model directory (exp/<name>/model/, or any phase's output) holds:
+  config.yaml         the experiment config that made it
+  backbone.json       the transformers config of the backbone (rebuilt without downloading)
+  model.safetensors   weights of backbone, back-end and head ('head.' prefix)
+  classes.txt         the training classes, one per line, in head-row order
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from voxadapt.config import Config, ModelConfig, dump_yaml, load_config
+from voxadapt.errors import VoxadaptError, located
+from voxadapt.fileio import atomic_dir
+from voxadapt.models.aam import AAMSoftmax
+from voxadapt.models.backbone import SSLBackbone, _classes, build_hf_model
+from voxadapt.models.mhfa import MHFA, WeightedSumASP
+
+
+class SpeakerModel(nn.Module):
+    """Waveforms (B, S) -> speaker embeddings (B, E)."""
+
+    def __init__(self, backbone: SSLBackbone, backend: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.backend = backend
+
+    @property
+    def backbone_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.backbone.parameters())
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if self.backbone_frozen:
+            with torch.no_grad():  # a frozen backbone is a feature extractor: keep no graph
+                states, mask = self.backbone(wav, lengths)
+        else:
+            states, mask = self.backbone(wav, lengths)
+        return self.backend(states, mask)
+
+
+def make_backend(cfg: ModelConfig, num_states: int, hidden: int) -> nn.Module:
+    b = cfg.backend
+    if b.type == "mhfa":
+        return MHFA(num_states, hidden, b.heads, b.compression_dim, b.embed_dim)
+    return WeightedSumASP(num_states, hidden, b.attention_dim, b.embed_dim)
+
+
+def _normalize_flag(cfg: ModelConfig) -> bool:
+    if cfg.backbone.normalize_waveform is not None:
+        return cfg.backbone.normalize_waveform
+    pre = Path(cfg.backbone.path) / "preprocessor_config.json" if cfg.backbone.path else None
+    return bool(pre and pre.is_file() and json.loads(pre.read_text()).get("do_normalize", False))
+
+
+def build_model(cfg: Config, num_classes: int) -> tuple[SpeakerModel, AAMSoftmax]:
+    """A fresh model: pre-trained (or seeded random) backbone, seeded random back-end and head."""
+    hf = build_hf_model(cfg.model.backbone.type, cfg.model.backbone.path, cfg.model.backbone.arch, cfg.seed)
+    backbone = SSLBackbone(hf, _normalize_flag(cfg.model))
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        backend = make_backend(cfg.model, backbone.num_layers + 1, backbone.hidden_size)
+        head = AAMSoftmax(backend.embed_dim, num_classes)
+    return SpeakerModel(backbone, backend), head
+
+
+def state_for_saving(model: SpeakerModel, head: AAMSoftmax) -> dict[str, torch.Tensor]:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state.update({f"head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()})
+    return state
+
+
+def save_model_dir(path: Path, cfg: Config, model: SpeakerModel, head: AAMSoftmax, classes: list[str],
+                   state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write a trained-model directory atomically (`state` overrides the weights, e.g. an average)."""
+    with atomic_dir(path) as tmp:
+        (tmp / "config.yaml").write_text(dump_yaml(cfg))
+        (tmp / "backbone.json").write_text(model.backbone.model.config.to_json_string())
+        (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+        save_file(state if state is not None else state_for_saving(model, head), str(tmp / "model.safetensors"),
+                  metadata={"format": "voxadapt"})
+
+
+def load_model_dir(path: str | Path, device: str = "cpu") -> tuple[SpeakerModel, AAMSoftmax, Config, list[str]]:
+    """Rebuild a trained model from its directory (no network, no pickles)."""
+    path = Path(path)
+    for name in ("config.yaml", "backbone.json", "model.safetensors", "classes.txt"):
+        if not (path / name).is_file():
+            raise VoxadaptError(located(path / name, None, "missing: not a trained voxadapt model directory",
+                                        "run stages 3-4 first, or give exp/<name>/model"))
+    cfg = load_config(path / "config.yaml")
+    classes = (path / "classes.txt").read_text().split()
+    hf_json = json.loads((path / "backbone.json").read_text())
+    config_cls, model_cls = _classes(hf_json.get("model_type", ""))
+    hf_cfg = config_cls.from_dict(hf_json)
+    backbone = SSLBackbone(model_cls(hf_cfg), _normalize_flag(cfg.model))
+    backend = make_backend(cfg.model, backbone.num_layers + 1, backbone.hidden_size)
+    model, head = SpeakerModel(backbone, backend), AAMSoftmax(backend.embed_dim, len(classes))
+    load_weights(path / "model.safetensors", model, head)
+    return model.to(device).eval(), head.to(device).eval(), cfg, classes
+
+
+def load_weights(file: Path, model: SpeakerModel, head: AAMSoftmax) -> None:
+    try:
+        state = load_file(str(file))
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise VoxadaptError(located(file, None, f"unreadable weights ({err})", "re-run the stage that wrote it")) from None
+    head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
+    body = {k: v for k, v in state.items() if not k.startswith("head.")}
+    for module, part in ((model, body), (head, head_state)):
+        own = module.state_dict()
+        wrong = sorted(set(own) ^ set(part)) or [k for k in own if own[k].shape != part[k].shape]
+        if wrong:
+            raise VoxadaptError(located(file, None, f"weights do not fit this model (first mismatch: {wrong[0]})",
+                                        "the file was made with another model config"))
+        module.load_state_dict(part)

@@ -1,0 +1,1 @@
+"""Reports: plots (layer weights, DET curves, score histograms) and results tables."""

@@ -1,0 +1,1 @@
+"""Training: optimisation, regularisation, checkpoints, distributed set-up, the training loop."""

@@ -1,0 +1,82 @@
+"""Training checkpoints: atomic, complete (model, optimiser, sampler, RNG), loaded without pickles.
+
+Files are <phase dir>/checkpoints/ckpt-<step>.pt, or ckpt-<step>-end<epoch>.pt when written at
+the end of an epoch (the ones averaged into the phase's model). Everything inside is tensors,
+numbers, strings, lists and dicts, so `torch.load(weights_only=True)` reads it: a checkpoint
+from elsewhere cannot run code.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from voxadapt.errors import VoxadaptError, located
+from voxadapt.fileio import atomic_path
+
+FORMAT = "voxadapt-checkpoint-1"
+_NAME = re.compile(r"^ckpt-(\d{9})(-end\d{4})?\.pt$")
+
+
+def checkpoint_path(directory: Path, step: int, end_of_epoch: int | None = None) -> Path:
+    suffix = f"-end{end_of_epoch:04d}" if end_of_epoch is not None else ""
+    return directory / f"ckpt-{step:09d}{suffix}.pt"
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """By step, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted((p for p in directory.iterdir() if _NAME.match(p.name)), key=lambda p: p.name)
+
+
+def is_epoch_end(path: Path) -> bool:
+    return "-end" in path.name
+
+
+def save_checkpoint(directory: Path, step: int, content: dict, end_of_epoch: int | None = None) -> Path:
+    path = checkpoint_path(directory, step, end_of_epoch)
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **content}, tmp)
+    return path
+
+
+def load_checkpoint(path: Path, fingerprint: dict) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for foreign or torn files
+        raise VoxadaptError(located(path, None, f"not a readable voxadapt checkpoint ({str(err).splitlines()[0][:120]})",
+                                    "delete it to resume from the one before")) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise VoxadaptError(located(path, None, "not a voxadapt checkpoint", "delete it or use another exp dir"))
+    if ckpt.get("fingerprint") != fingerprint:
+        old = ckpt.get("fingerprint") or {}
+        changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+        raise VoxadaptError(located(path, None, f"checkpoint of another config ({', '.join(changed)} changed)",
+                                    f"delete {path.parent.parent} to start this phase over, or use a new experiment name"))
+    return ckpt
+
+
+def prune_checkpoints(directory: Path, keep_epoch_ends: int) -> None:
+    """Keep the last `keep_epoch_ends` end-of-epoch checkpoints and the newest one."""
+    paths = list_checkpoints(directory)
+    keep = set([p for p in paths if is_epoch_end(p)][-keep_epoch_ends:]) | set(paths[-1:])
+    for p in paths:
+        if p not in keep:
+            p.unlink(missing_ok=True)
+
+
+def average_states(paths: list[Path], fingerprint: dict) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the model and head weights of several checkpoints."""
+    total: dict[str, torch.Tensor] = {}
+    dtypes: dict[str, torch.dtype] = {}
+    for p in paths:
+        ckpt = load_checkpoint(p, fingerprint)
+        weights = {**ckpt["model"], **{f"head.{k}": v for k, v in ckpt["head"].items()}}
+        for k, v in weights.items():
+            dtypes[k] = v.dtype
+            total[k] = total[k] + v.double() if k in total else v.double()
+    return {k: (v / len(paths)).to(dtypes[k]) if dtypes[k].is_floating_point else v.to(dtypes[k]) // len(paths)
+            for k, v in total.items()}

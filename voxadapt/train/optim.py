@@ -1,0 +1,100 @@
+"""What trains and how fast: trainable layers, layer-wise learning rates, schedules, margin ramp."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from voxadapt.config import PhaseConfig
+from voxadapt.models.aam import AAMSoftmax
+from voxadapt.models.speaker import SpeakerModel
+
+
+@dataclass
+class ParamGroup:
+    name: str
+    params: list[nn.Parameter]
+    lr: float
+
+
+def backbone_groups(model: SpeakerModel) -> list[tuple[str, list[nn.Parameter], int]]:
+    """(name, params, depth below the top layer) for the backbone's trainable parts.
+
+    Depth 0 is the top transformer layer; the input embedding (feature projection, positional
+    convolution and, for post-LN encoders, the input LayerNorm) sits below layer 0, at depth L.
+    """
+    bb = model.backbone
+    enc = bb.model.encoder
+    L = bb.num_layers
+    groups = [(f"layer{i}", list(layer.parameters()), L - 1 - i) for i, layer in enumerate(bb.layers)]
+    embed = list(bb.model.feature_projection.parameters()) + list(enc.pos_conv_embed.parameters())
+    norm = list(enc.layer_norm.parameters())
+    if bb.stable_layer_norm:  # its encoder LayerNorm normalises the top layer's output
+        groups[-1][1].extend(norm)
+    else:
+        embed += norm
+    groups.append(("embedding", embed, L))
+    return groups
+
+
+def set_trainable(model: SpeakerModel, head: AAMSoftmax, trainable_layers: int) -> None:
+    """Back-end and head always train; the backbone's top `trainable_layers` (-1: all, with embedding)."""
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    L = model.backbone.num_layers
+    for name, params, depth in backbone_groups(model):
+        on = trainable_layers == -1 or (name != "embedding" and depth < trainable_layers)
+        for p in params:
+            p.requires_grad_(on)
+    for p in list(model.backend.parameters()) + list(head.parameters()):
+        p.requires_grad_(True)
+    if trainable_layers > L:
+        raise ValueError(f"trainable_layers {trainable_layers} exceeds the backbone's {L} layers")
+
+
+def param_groups(model: SpeakerModel, head: AAMSoftmax, phase: PhaseConfig) -> list[ParamGroup]:
+    groups = [ParamGroup("backend", list(model.backend.parameters()) + list(head.parameters()), phase.lr)]
+    for name, params, depth in backbone_groups(model):
+        trainable = [p for p in params if p.requires_grad]
+        if trainable and phase.backbone_lr > 0:
+            groups.append(ParamGroup(name, trainable, phase.backbone_lr * phase.layer_decay**depth))
+    return groups
+
+
+def make_optimizer(groups: list[ParamGroup], phase: PhaseConfig) -> torch.optim.Optimizer:
+    spec = [{"params": g.params, "lr": g.lr, "initial_lr": g.lr, "name": g.name} for g in groups]
+    if phase.optimizer == "sgd":
+        return torch.optim.SGD(spec, lr=phase.lr, momentum=phase.momentum, weight_decay=phase.weight_decay, nesterov=True)
+    return torch.optim.AdamW(spec, lr=phase.lr, weight_decay=phase.weight_decay)
+
+
+def lr_factor(phase: PhaseConfig, epoch_progress: float) -> float:
+    """Multiplier of every group's initial lr at fractional epoch `epoch_progress`."""
+    if phase.warmup_epochs > 0 and epoch_progress < phase.warmup_epochs:
+        return max(epoch_progress / phase.warmup_epochs, 1e-3)
+    span = max(phase.epochs - phase.warmup_epochs, 1e-9)
+    u = min(max((epoch_progress - phase.warmup_epochs) / span, 0.0), 1.0)
+    if phase.schedule == "exponential":
+        return phase.final_lr_ratio**u
+    if phase.schedule == "cosine":
+        return phase.final_lr_ratio + (1 - phase.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * u))
+    if phase.schedule == "step":
+        return phase.step_gamma ** math.floor(epoch_progress)
+    return 1.0
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor
+
+
+def margin_at(phase: PhaseConfig, epoch_progress: float) -> float:
+    start, end = phase.margin_ramp
+    if epoch_progress >= end:
+        return phase.margin
+    if epoch_progress < start:
+        return 0.0
+    return phase.margin * (epoch_progress - start) / (end - start)

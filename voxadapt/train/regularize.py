@@ -1,0 +1,34 @@
+"""Regularisation toward the pre-trained backbone weights (L2-SP), in the two forms of SPEC.md s2."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class L2SP:
+    """R = sum over trainable backbone tensors of ||theta - theta_0|| (Frobenius).
+
+    'normalized' (the MHFA authors'): loss = CE / CE.detach() + w * R / (R.detach() + 1e-5)
+    'plain':                          loss = CE + w * sum ||theta - theta_0||^2
+    """
+
+    def __init__(self, params: dict[str, nn.Parameter], reference: dict[str, torch.Tensor], form: str, weight: float):
+        self.params = params
+        self.reference = {k: reference[k].detach().to(p.device, p.dtype) for k, p in params.items()}
+        self.form, self.weight = form, weight
+
+    def distance(self) -> torch.Tensor:
+        """sum ||theta - theta_0|| (torch's norm has gradient 0, not NaN, at theta_0)."""
+        terms = [torch.linalg.vector_norm(p - self.reference[k]) for k, p in self.params.items()]
+        return torch.stack(terms).sum() if terms else torch.zeros(())
+
+    def squared(self) -> torch.Tensor:
+        terms = [((p - self.reference[k]) ** 2).sum() for k, p in self.params.items()]
+        return torch.stack(terms).sum() if terms else torch.zeros(())
+
+    def loss(self, ce: torch.Tensor) -> torch.Tensor:
+        if self.form == "normalized":
+            r = self.distance()
+            return ce / ce.detach() + self.weight * r / (r.detach() + 1e-5)
+        return ce + self.weight * self.squared()

@@ -1,0 +1,310 @@
+"""One training phase: the loop, checkpoints every N steps and every epoch, resume, averaging.
+
+Runs identically in one process or under torchrun (DDP). Everything that decides what a step
+computes (sampler position, seeds of crops and augmentation, RNG for dropout, optimiser state)
+is in the checkpoint, so a killed run resumes where it stopped and, on CPU in deterministic
+mode, ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from voxadapt.augment.online import Augmenter
+from voxadapt.augment.resources import training_cuts_path
+from voxadapt.config import Config, PhaseConfig
+from voxadapt.data.dataset import CropBatchDataset, make_loader
+from voxadapt.data.examples import ExampleTable
+from voxadapt.data.sampler import SpeakerBatchSampler
+from voxadapt.errors import VoxadaptError
+from voxadapt.fileio import StageMarker
+from voxadapt.models.aam import AAMSoftmax
+from voxadapt.models.backbone import build_hf_model
+from voxadapt.models.speaker import SpeakerModel, build_model, load_weights, save_model_dir
+from voxadapt.train import checkpoint as ckpt_io
+from voxadapt.train.distributed import DistInfo, any_rank, average_over_ranks, barrier
+from voxadapt.train.optim import lr_factor, make_optimizer, margin_at, param_groups, set_lr, set_trainable
+from voxadapt.train.regularize import L2SP
+from voxadapt.train.validate import Validator
+
+log = logging.getLogger(__name__)
+
+
+class TrainModule(nn.Module):
+    """Model + head in one module, so DDP synchronises both."""
+
+    def __init__(self, model: SpeakerModel, head: AAMSoftmax):
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, wav: torch.Tensor, labels: torch.Tensor, margin: float, classes: torch.Tensor | None = None):  # noqa: ANN201
+        return self.head(self.model(wav), labels, margin, classes)
+
+
+class StopRequested:
+    """SIGINT/SIGTERM (Ctrl-C, Slurm preemption): finish the step, save, exit."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, _frame) -> None:  # noqa: ANN001
+        if not self.flag:
+            log.warning("got signal %d: saving a checkpoint after this step", signum)
+        self.flag = True
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _ignore_sigint_in_workers(_worker_id: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class PhaseTrainer:
+    def __init__(self, cfg: Config, phase: PhaseConfig, phase_index: int, data_dir: Path, exp_dir: Path,
+                 init_dir: Path | None, info: DistInfo):
+        self.cfg, self.phase, self.info = cfg, phase, info
+        self.data_dir, self.init_dir = data_dir, init_dir
+        self.phase_dir = exp_dir / phase.name
+        self.ckpt_dir = self.phase_dir / "checkpoints"
+        self.final_dir = self.phase_dir / "final"
+        self.seed = cfg.seed * 1000 + phase_index
+        init_classes = (init_dir / "classes.txt").read_text().split() if init_dir else None
+        self.table = ExampleTable.from_manifest(training_cuts_path(data_dir, cfg), cfg.data.sample_rate, init_classes)
+        digest = hashlib.sha1("\n".join(self.table.classes).encode()).hexdigest()
+        self.fingerprint = {
+            "model": dataclasses.asdict(cfg.model), "phase": dataclasses.asdict(phase),
+            "loader": dataclasses.asdict(cfg.loader), "augment": dataclasses.asdict(cfg.augment),
+            "seed": cfg.seed, "classes": digest,
+            "init": file_digest(init_dir / "model.safetensors") if init_dir else "pretrained",
+        }
+        self.marker = StageMarker(self.phase_dir / "done.json", self.fingerprint)
+
+    # ------------------------------------------------------------------------------ set-up
+    def _build(self) -> None:
+        cfg, phase, dev = self.cfg, self.phase, self.info.device
+        model, head = build_model(cfg, self.table.num_classes)
+        if self.init_dir:
+            load_weights(self.init_dir / "model.safetensors", model, head)
+        try:
+            set_trainable(model, head, phase.trainable_layers)
+        except ValueError as err:
+            raise VoxadaptError(f"phase '{phase.name}': {err}") from None
+        head.scale = phase.scale
+        self.model, self.head = model.to(dev), head.to(dev)
+        self.module: nn.Module = TrainModule(self.model, self.head)
+        if self.info.distributed:
+            self.module = nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[dev.index] if dev.type == "cuda" else None)
+        self.groups = param_groups(model, head, phase)
+        self.optimizer = make_optimizer(self.groups, phase)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=phase.precision == "fp16" and dev.type == "cuda")
+        if phase.precision == "fp16" and dev.type != "cuda":
+            raise VoxadaptError(f"phase '{phase.name}': precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+        self.l2sp = None
+        if phase.l2sp != "none":
+            reference = build_hf_model(cfg.model.backbone.type, cfg.model.backbone.path, cfg.model.backbone.arch,
+                                       cfg.seed).state_dict()
+            params = {k: p for k, p in self.model.backbone.model.named_parameters() if p.requires_grad}
+            self.l2sp = L2SP(params, reference, phase.l2sp, phase.l2sp_weight)
+        batch = phase.batch_size or cfg.loader.batch_size
+        if (batch // self.info.world_size) % phase.accum_steps:
+            raise VoxadaptError(f"phase '{phase.name}': per-process batch {batch // self.info.world_size} is not "
+                                f"divisible by accum_steps {phase.accum_steps}")
+        self.sampler = SpeakerBatchSampler(self.table.label, batch, self.seed, cfg.loader.sampler,
+                                           self.info.world_size, self.info.rank, cfg.loader.batches_per_epoch)
+        augment = Augmenter(cfg.augment, self.data_dir) if cfg.augment.aug_prob > 0 else None
+        self.dataset = CropBatchDataset(self.table, phase.crop_seconds or cfg.loader.crop_seconds, augment)
+        self.validator = None
+        dev_set = cfg.data.dev_set
+        if self.info.is_main and dev_set and (self.data_dir / dev_set / "trials").is_file():
+            self.validator = Validator(self.data_dir / dev_set, cfg.data.sample_rate, cfg.extract)
+        self.writer = None
+        if self.info.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.phase_dir.parent / "tensorboard" / self.phase.name))
+
+    def _restore(self) -> int:
+        """Load the newest checkpoint if any; returns the step to continue from."""
+        paths = ckpt_io.list_checkpoints(self.ckpt_dir)
+        if not paths:
+            return 0
+        ckpt = ckpt_io.load_checkpoint(paths[-1], self.fingerprint)
+        self.model.load_state_dict(ckpt["model"])
+        self.head.load_state_dict(ckpt["head"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt["scaler"]:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.sampler.load_state_dict(ckpt["sampler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if self.info.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.info.device)
+        log.info("phase %s: resuming from %s (step %d)", self.phase.name, paths[-1].name, ckpt["step"])
+        return int(ckpt["step"])
+
+    def _save(self, step: int, consumed, end_of_epoch: int | None = None) -> None:  # noqa: ANN001
+        if not self.info.is_main:
+            return
+        rng = {"torch": torch.get_rng_state()}
+        if self.info.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.info.device)
+        content = {
+            "fingerprint": self.fingerprint, "step": step,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "head": {k: v.detach().cpu() for k, v in self.head.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "sampler": self.sampler.state_dict(at=consumed), "rng": rng,
+        }
+        ckpt_io.save_checkpoint(self.ckpt_dir, step, content, end_of_epoch)
+        ckpt_io.prune_checkpoints(self.ckpt_dir, self.phase.average_last)
+
+    # ------------------------------------------------------------------------------- steps
+    def _train_step(self, batch: dict, margin: float) -> tuple[float, float]:
+        phase, dev = self.phase, self.info.device
+        wav, labels = batch["wav"].to(dev, non_blocking=True), batch["label"].to(dev, non_blocking=True)
+        autocast = torch.autocast(dev.type, dtype=torch.bfloat16 if phase.precision == "bf16" else torch.float16,
+                                  enabled=phase.precision != "fp32")
+        total_loss, correct = 0.0, 0
+        parts = list(zip(wav.chunk(phase.accum_steps), labels.chunk(phase.accum_steps)))
+        for i, (w, y) in enumerate(parts):
+            sync = i == len(parts) - 1 or not self.info.distributed
+            ctx = self.module.no_sync() if not sync else contextlib.nullcontext()
+            with ctx:
+                with autocast:
+                    ce, logits, targets = self.module(w, y, margin)
+                loss = self.l2sp.loss(ce) if self.l2sp else ce
+                self.scaler.scale(loss / len(parts)).backward()
+            total_loss += float(ce.detach()) / len(parts)
+            correct += int((logits.argmax(1) == targets).sum())
+        if phase.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_([p for g in self.groups for p in g.params], phase.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return average_over_ranks(self.info, total_loss, correct / len(labels))
+
+    def _log_epoch(self, epoch: int) -> None:
+        if self.writer is None:
+            return
+        from voxadapt.report.plots import layer_weight_figure
+
+        weights = {k: v.cpu().numpy() for k, v in self.model.backend.layer_weights().items()}
+        self.writer.add_figure("backend/layer_weights", layer_weight_figure(weights, f"{self.phase.name}, epoch {epoch + 1}"), epoch)
+        if self.validator is not None:
+            result = self.validator(self.model, str(self.info.device))
+            for k, v in result.items():
+                self.writer.add_scalar(f"valid/{k}", v, epoch)
+            log.info("phase %s epoch %d: validation EER %.2f%%, minDCF(0.01) %.3f", self.phase.name, epoch + 1,
+                     100 * result["eer"], result["min_dcf_0.01"])
+        self.writer.flush()
+
+    # --------------------------------------------------------------------------------- run
+    def run(self) -> Path:
+        if self.marker.is_done(outputs_hint=self.phase_dir):
+            log.info("phase %s: already trained (%s); nothing to do", self.phase.name, self.final_dir)
+            return self.final_dir
+        self._build()
+        step = self._restore()
+        phase, bpe = self.phase, self.sampler.batches_per_epoch
+        n_train = sum(p.numel() for g in self.groups for p in g.params)
+        n_total = sum(p.numel() for p in self.model.parameters()) + sum(p.numel() for p in self.head.parameters())
+        log.info("phase %s: %d examples, %d classes, %d batches/epoch, %d epochs; trainable %.2f M of %.2f M (%.1f%%)",
+                 phase.name, len(self.table), self.table.num_classes, bpe, phase.epochs, n_train / 1e6,
+                 n_total / 1e6, 100 * n_train / n_total)
+        self.module.train()
+        if self.model.backbone_frozen:
+            self.model.backbone.eval()  # a frozen feature extractor: no dropout
+        stop = StopRequested()
+        try:
+            step = self._loop(step, bpe, stop)
+        finally:
+            stop.restore()
+            if self.writer is not None:
+                self.writer.close()
+        if step < 0:
+            raise KeyboardInterrupt
+        self._finish()
+        return self.final_dir
+
+    def _loop(self, step: int, bpe: int, stop: StopRequested) -> int:
+        phase = self.phase
+        log_every = max(1, bpe // 5)
+        while step < phase.epochs * bpe:
+            epoch = step // bpe
+            self.sampler.set_epoch(epoch)
+            loader = make_loader(self.dataset, self.sampler, self.cfg.loader.num_workers,
+                                 worker_init_fn=_ignore_sigint_in_workers)
+            t0, losses, accs = time.time(), [], []
+            consumed = None
+            for batch in loader:
+                progress = step / bpe
+                set_lr(self.optimizer, lr_factor(phase, progress))
+                margin = margin_at(phase, progress)
+                loss, acc = self._train_step(batch, margin)
+                step += 1
+                consumed = batch["state_after"]
+                losses.append(loss)
+                accs.append(acc)
+                if self.writer is not None:
+                    self.writer.add_scalar("train/loss", loss, step)
+                    self.writer.add_scalar("train/accuracy", acc, step)
+                    self.writer.add_scalar("train/margin", margin, step)
+                    for g in self.optimizer.param_groups:
+                        self.writer.add_scalar(f"lr/{g['name']}", g["lr"], step)
+                if self.info.is_main and (step % log_every == 0 or step % bpe == 0):
+                    log.info("phase %s epoch %d step %d/%d: loss %.3f acc %.3f margin %.3f lr %.2e (%.1f s)",
+                             phase.name, epoch + 1, step - epoch * bpe, bpe, np.mean(losses[-log_every:]),
+                             np.mean(accs[-log_every:]), margin, self.optimizer.param_groups[0]["lr"], time.time() - t0)
+                end_of_epoch = step % bpe == 0
+                if any_rank(self.info, stop.flag):
+                    self._save(step, consumed, epoch if end_of_epoch else None)
+                    log.warning("interrupted: checkpoint saved at step %d; re-run the stage to resume", step)
+                    return -1
+                if end_of_epoch:
+                    break
+                if phase.checkpoint_every_steps and step % phase.checkpoint_every_steps == 0:
+                    self._save(step, consumed)
+            self._save(step, consumed, epoch)
+            self._log_epoch(epoch)
+            barrier(self.info)
+        return step
+
+    def _finish(self) -> None:
+        if self.info.is_main:
+            ends = [p for p in ckpt_io.list_checkpoints(self.ckpt_dir) if ckpt_io.is_epoch_end(p)]
+            chosen = ends[-self.phase.average_last:]
+            state = ckpt_io.average_states(chosen, self.fingerprint)
+            save_model_dir(self.final_dir, self.cfg, self.model, self.head, self.table.classes, state)
+            from voxadapt.report.plots import save_layer_weight_png
+
+            self.model.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")})
+            save_layer_weight_png(self.phase_dir / "layer_weights.png",
+                                  {k: v.cpu().numpy() for k, v in self.model.backend.layer_weights().items()},
+                                  f"{self.cfg.name} / {self.phase.name}")
+            self.marker.mark_done()
+            log.info("phase %s: done; model (average of %d epoch checkpoints) in %s", self.phase.name, len(chosen),
+                     self.final_dir)
+        barrier(self.info)
