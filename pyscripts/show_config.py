@@ -12,7 +12,11 @@ def main(argv):
     from voxadapt.config import dump_yaml, get_dotted
 
     cfg = config_from_args(args)
-    print(get_dotted(cfg, args.get) if args.get else dump_yaml(cfg), end="\n" if args.get else "")
+    if not args.get:
+        print(dump_yaml(cfg), end="")
+        return 0
+    value = get_dotted(cfg, args.get)
+    print(" ".join(map(str, value)) if isinstance(value, list) else value)  # lists: words for shell loops
     return 0
 
 

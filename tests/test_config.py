@@ -58,3 +58,23 @@ def test_missing_config_file_cli(tmp_path):
 def test_show_config_prints_a_value():
     proc = run_py("show_config.py", "--config", "conf/mhfa_tiny.yaml", "--get", "name")
     assert proc.returncode == 0 and proc.stdout.strip() == "mhfa_tiny"
+
+
+def test_base_configs_merge(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\nloader:\n  batch_size: 8\n  crop_seconds: 1.5\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nname: b\nloader:\n  batch_size: 16\n")
+    cfg = load_config(tmp_path / "b.yaml")
+    assert cfg.name == "b" and cfg.loader.batch_size == 16 and cfg.loader.crop_seconds == 1.5
+    (tmp_path / "c.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself in a loop"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: nope.yaml\n")
+    with pytest.raises(ConfigError, match=r"nope.yaml: config file not found \(base of"):
+        load_config(tmp_path / "d.yaml")
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    for path in sorted(Path("conf").glob("*.yaml")):
+        assert load_config(path).name, path

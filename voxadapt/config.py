@@ -176,26 +176,112 @@ class BackboneConfig:
     type: Literal["wavlm", "hubert", "wav2vec2", "data2vec-audio"] = "wavlm"
     path: str = ""  # a local save_pretrained directory (pre-trained weights); empty: random init from arch
     arch: dict[str, Any] = field(default_factory=dict)  # transformers config keys for a config-only model
+    random_init: bool = False  # with path: the same architecture, random weights (a control)
     normalize_waveform: bool | None = None  # None: as the model's preprocessor_config.json says (else off)
+
+    def __post_init__(self) -> None:
+        _require(not (self.random_init and not self.path), "random_init needs path (the architecture to copy)")
+        _require(not (self.path and self.arch), "give either path (a saved model) or arch (a config-only model)")
 
 
 @dataclass
 class BackendConfig:
-    type: Literal["mhfa", "wsasp"] = "mhfa"
+    type: Literal["mhfa", "wsasp", "clstoken"] = "mhfa"
     heads: int = 64  # MHFA
     compression_dim: int = 128  # MHFA
     attention_dim: int = 128  # weighted-sum + attentive statistics pooling
     embed_dim: int = 256
+    token_dim: int = 128  # class-token transformer
+    token_layers: int = 2
+    token_heads: int = 4
+    token_ffn: int = 256
+    class_token: Literal["learned", "sampled"] = "learned"
+    token_bank: int = 8  # sampled: trainable (mean, log-variance) tokens drawn from in training
+    distill_token: bool = False
 
     def __post_init__(self) -> None:
-        _require(min(self.heads, self.compression_dim, self.attention_dim, self.embed_dim) >= 1,
-                 "heads, compression_dim, attention_dim and embed_dim must be >= 1")
+        _require(min(self.heads, self.compression_dim, self.attention_dim, self.embed_dim, self.token_dim,
+                     self.token_layers, self.token_heads, self.token_ffn, self.token_bank) >= 1,
+                 "back-end sizes must be >= 1")
+        _require(self.token_dim % self.token_heads == 0, "token_dim must be divisible by token_heads")
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation into the class-token back-end's distillation token."""
+
+    teacher: str = ""  # a trained voxadapt model dir (e.g. exp/mhfa_tiny/model); empty: no distillation
+    weight: float = 1.0  # loss = CE(class token) + weight * KD(distillation token)
+    temperature: float = 2.0
+
+    def __post_init__(self) -> None:
+        _require(self.weight >= 0 and self.temperature > 0, "distill.weight >= 0 and temperature > 0")
+
+
+@dataclass
+class AdapterConfig:
+    """Parameter-efficient adaptation (SPEC.md section 3); see models/adapters.py."""
+
+    inner: bool = False  # parallel bottlenecks at self-attention and feed-forward of each layer
+    inter: bool = False  # a bottleneck on each layer's output before the back-end
+    bottleneck: int = 64
+    scale: float = 1.0
+    activation: Literal["relu", "gelu"] = "relu"
+    layers: list[int] = field(default_factory=list)  # transformer layers to adapt; empty: all
+    lora: bool = False  # LoRA on attention q/v (the comparison variant)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    train_layer_norms: bool = True  # with adapters, the backbone's LayerNorms train too
+
+    def __post_init__(self) -> None:
+        _require(self.bottleneck >= 1 and self.lora_rank >= 1, "bottleneck and lora_rank must be >= 1")
+
+    @property
+    def enabled(self) -> bool:
+        return self.inner or self.inter or self.lora
 
 
 @dataclass
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    adapters: AdapterConfig = field(default_factory=AdapterConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def __post_init__(self) -> None:
+        _require(not self.distill.teacher or (self.backend.type == "clstoken" and self.backend.distill_token),
+                 "distill.teacher needs backend.type clstoken with distill_token: true")
+
+
+@dataclass
+class DropClassConfig:
+    """DropClass (seed 002): every N steps a fresh random set of K classes leaves the data and the head."""
+
+    every_steps: int = 0  # N; 0: off
+    drop: int = 0  # K
+    reinit_head: bool = False  # re-initialise the classification layer at each draw
+    batch_classes_only: bool = False  # softmax only over the kept classes present in the batch
+
+    def __post_init__(self) -> None:
+        _require(self.every_steps >= 0 and self.drop >= 0, "dropclass every_steps and drop must be >= 0")
+        _require(not self.drop or self.every_steps >= 1, "dropclass.every_steps must be >= 1 when drop > 0")
+
+
+@dataclass
+class DropAdaptConfig:
+    """DropAdapt (seed 002): every N steps, permanently drop the K classes least probable on the
+    (unlabelled) adaptation data, from the head and the data."""
+
+    every_steps: int = 0  # N; 0: off
+    drop: int = 0  # K
+    variant: Literal["standard", "data_only", "random"] = "standard"  # data_only: head keeps all rows
+    adaptation_dir: str = ""  # a data dir; empty: the enrolment side of the test sets' trial lists
+    crop_seconds: float = 3.0
+
+    def __post_init__(self) -> None:
+        _require(self.every_steps >= 0 and self.drop >= 0, "dropadapt every_steps and drop must be >= 0")
+        _require(not self.drop or self.every_steps >= 1, "dropadapt.every_steps must be >= 1 when drop > 0")
+        _require(self.crop_seconds > 0.1, "dropadapt.crop_seconds must be > 0.1")
 
 
 @dataclass
@@ -208,6 +294,7 @@ class PhaseConfig:
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 5e-3  # back-end and AAM head
     backbone_lr: float = 2e-5  # the top transformer layer
+    adapter_lr: float = 1e-3  # adapters, LoRA factors (and LayerNorms trained with them)
     layer_decay: float = 1.0  # transformer layer i gets backbone_lr * layer_decay^(L-1-i)
     weight_decay: float = 1e-4
     momentum: float = 0.9  # SGD
@@ -227,8 +314,11 @@ class PhaseConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     checkpoint_every_steps: int = 0  # 0: at the end of each epoch only
     average_last: int = 1  # the phase's model = average of its last K epoch checkpoints
+    dropclass: DropClassConfig = field(default_factory=DropClassConfig)
+    dropadapt: DropAdaptConfig = field(default_factory=DropAdaptConfig)
 
     def __post_init__(self) -> None:
+        _require(not (self.dropclass.drop and self.dropadapt.drop), "use dropclass or dropadapt in a phase, not both")
         _require(bool(self.name) and self.name.replace("_", "").replace("-", "").isalnum(),
                  "name must be a word (it names exp/<name>/<phase>/)")
         _require(self.epochs >= 1, "epochs must be >= 1")
@@ -282,6 +372,74 @@ class ExtractConfig:
         _require(self.batch_seconds >= self.max_chunk_seconds, "batch_seconds must be >= max_chunk_seconds")
 
 
+# ---------------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class ScoringConfig:
+    """Stages 6-7: back-ends, calibration and metrics (SPEC.md section 7)."""
+
+    methods: list[Literal["cosine", "asnorm", "plda"]] = field(default_factory=lambda: ["cosine", "asnorm", "plda"])
+    lda_dim: int = 200  # capped at the embedding dim and speakers - 1
+    plda_iters: int = 10
+    asnorm_top_n: int = 300
+    # Calibration trials: a set with held-out speakers and a trial list (e.g. dev); empty: trials
+    # of training speakers held out of the back-end (calibration_fraction of them).
+    calibration_set: str = ""
+    calibration_fraction: float = 0.1
+    calibration_trials: int = 20000
+    calibration_quality: bool = True  # log durations of both sides as quality measures
+    p_targets: list[float] = field(default_factory=lambda: [0.01, 0.05])
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(len(self.methods) >= 1 and len(set(self.methods)) == len(self.methods), "methods: one or more, no repeats")
+        _require(self.lda_dim >= 1 and self.plda_iters >= 1 and self.asnorm_top_n >= 1, "lda_dim, plda_iters, "
+                 "asnorm_top_n must be >= 1")
+        _require(0 < self.calibration_fraction < 0.5, "calibration_fraction must be in (0, 0.5)")
+        _require(self.calibration_trials >= 100, "calibration_trials must be >= 100")
+        _require(len(self.p_targets) >= 1 and all(0 < p < 1 for p in self.p_targets), "p_targets must be in (0, 1)")
+
+
+# ------------------------------------------------------------------------------ pre-training
+
+
+@dataclass
+class PretrainConfig:
+    """Self-supervised pre-training of model.backbone.arch (local/pretrain_ssl.sh; not a run.sh stage).
+
+    HuBERT-style masked prediction of k-means units of MFCCs, with WavLM-style denoising (some
+    inputs get noise or an overlapping second utterance; the targets stay those of the clean one).
+    """
+
+    data_dir: str = ""  # any Kaldi data dir (labels unused); empty: render unlabeled synthetic speakers
+    speakers: int = 200  # synthetic: speakers disjoint from the embedded corpus (own seed and ids)
+    utts_per_speaker: int = 12
+    corpus_seed: int = 7
+    clusters: int = 100
+    kmeans_frames: int = 200_000
+    crop_seconds: float = 2.0
+    batch_size: int = 32
+    steps: int = 3000
+    lr: float = 5.0e-4
+    warmup_steps: int = 300
+    weight_decay: float = 0.01
+    mask_prob: float = 0.08  # span starts per frame
+    mask_length: int = 10
+    noise_prob: float = 0.3  # inputs corrupted for denoising
+    checkpoint_every_steps: int = 200
+    num_workers: int = 1
+    out_dir: str = "models/tiny_wavlm"
+
+    def __post_init__(self) -> None:
+        _require(self.speakers >= 1 and self.utts_per_speaker >= 1, "speakers and utts_per_speaker must be >= 1")
+        _require(self.clusters >= 2 and self.kmeans_frames >= self.clusters, "need clusters >= 2, kmeans_frames >= clusters")
+        _require(self.crop_seconds >= 0.5 and self.batch_size >= 1 and self.steps >= 1, "crop_seconds >= 0.5, "
+                 "batch_size and steps >= 1")
+        _require(0 < self.mask_prob < 1 and self.mask_length >= 1 and 0 <= self.noise_prob <= 1,
+                 "mask_prob in (0, 1), mask_length >= 1, noise_prob in [0, 1]")
+
+
 # ----------------------------------------------------------------------------------------- top
 
 
@@ -296,6 +454,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and "/" not in self.name and " " not in self.name,
@@ -417,23 +577,45 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _deep_merge(base: dict, over: dict) -> dict:
+    """Mappings merge key by key; anything else (lists included) in `over` replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A config file with its 'base:' chain resolved (paths relative to the including file)."""
+    if not path.is_file():
+        where = f" (base of {seen[-1]})" if seen else ""
+        raise ConfigError(f"{path}: config file not found{where}; pass an existing file with --config (see conf/)")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base:' includes itself in a loop")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)}); fix the syntax") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    raw = loaded or {}
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be a path to another config")
+    return _deep_merge(_read_yaml(path.parent / base, (*seen, path.resolve())), raw)
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML config (None: all defaults) and apply `key.path=value` overrides."""
-    raw: dict = {}
+    """Read a YAML config (None: all defaults) and apply `key.path=value` overrides.
+
+    A config may start with 'base: other.yaml': the other file is read first and this one's
+    mappings merge into it (lists and values replace)."""
     source = str(path) if path else "<defaults>"
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found; pass an existing file with --config (see conf/)")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark else ""
-            raise ConfigError(f"{p}{line}: not valid YAML ({getattr(err, 'problem', err)}); fix the syntax") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of sections")
-        raw = loaded or {}
+    raw: dict = _read_yaml(Path(path)) if path else {}
     defaults = to_dict(Config()) if overrides else None
     for text in overrides:
         key, value = parse_override(text)

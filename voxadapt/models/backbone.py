@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from voxadapt.config import AdapterConfig, BackboneConfig
 from voxadapt.errors import VoxadaptError, located
+from voxadapt.models.adapters import Bottleneck, add_inner_adapters, add_lora, chosen_layers
 
 # WavLM's attention passes a boolean padding mask with a float position bias; torch warns on every call.
 warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask and attn_mask")
@@ -66,7 +68,7 @@ def read_local_config(path: Path) -> tuple[str, dict]:
 
 
 class SSLBackbone(nn.Module):
-    def __init__(self, model: nn.Module, normalize_waveform: bool):
+    def __init__(self, model: nn.Module, normalize_waveform: bool, adapters: AdapterConfig | None = None):
         super().__init__()
         cfg = model.config
         if getattr(cfg, "layerdrop", 0.0):
@@ -88,6 +90,15 @@ class SSLBackbone(nn.Module):
         # data2vec-audio stacks several positional convolutions: padding must stay zero between them.
         for layer in getattr(model.encoder.pos_conv_embed, "layers", []):
             layer.register_forward_hook(self._zero_padding)
+        self.adapter_config = adapters or AdapterConfig()
+        a = self.adapter_config
+        if a.inner:
+            add_inner_adapters(layers, self.hidden_size, a)
+        if a.lora:
+            add_lora(layers, a)
+        self.inter_layers = chosen_layers(a, self.num_layers) if a.inter else []
+        self.inter_adapters = nn.ModuleList(Bottleneck(self.hidden_size, a.bottleneck, a.activation)
+                                            for _ in self.inter_layers)
 
     def _zero_padding(self, _module, _inputs, output):  # noqa: ANN001, ANN202 - output is (B, C, T)
         return output if self._mask is None else output * self._mask[:, None, :].to(output.dtype)
@@ -136,6 +147,8 @@ class SSLBackbone(nn.Module):
             raise VoxadaptError(f"expected {self.num_layers + 1} hidden states, got {len(states)} (layerdrop?)")
         if self.stable_layer_norm:  # pre-LN encoders apply their final LayerNorm after the last layer
             states[-1] = out.last_hidden_state
+        for i, adapter in zip(self.inter_layers, self.inter_adapters):  # state i+1 is layer i's output
+            states[i + 1] = states[i + 1] + self.adapter_config.scale * adapter(states[i + 1])
         return states, mask
 
 
@@ -150,9 +163,16 @@ def _normalize(wav: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     return (wav - mean) / torch.sqrt(var + 1e-7) * mask
 
 
-def build_hf_model(model_type: str, path: str, arch: dict, seed: int):  # noqa: ANN201
-    """The transformers model: pre-trained from a local dir, or randomly initialised from `arch`."""
-    overrides = {"layerdrop": 0.0, "mask_time_prob": 0.0, "mask_feature_prob": 0.0}
+def build_hf_model(model_type: str, path: str, arch: dict, seed: int, random_init: bool = False):  # noqa: ANN201
+    """The transformers model: pre-trained from a local dir, or randomly initialised from `arch`
+    (or, with `random_init`, from the local dir's architecture)."""
+    # Masking (SpecAugment) happens only in the model's own forward, which the backbone never calls,
+    # so only layerdrop needs switching off; the mask embedding then loads and stays frozen.
+    overrides = {"layerdrop": 0.0}
+    if path and random_init:
+        local_type, data = read_local_config(Path(path))
+        keep = {k: v for k, v in data.items() if k not in ("model_type", "architectures", "transformers_version")}
+        return build_hf_model(local_type, "", keep, seed)
     if path:
         p = Path(path)
         local_type, _ = read_local_config(p)
@@ -174,3 +194,8 @@ def build_hf_model(model_type: str, path: str, arch: dict, seed: int):  # noqa: 
         except (TypeError, ValueError, RuntimeError) as err:
             raise VoxadaptError(f"transformers cannot build a {model_type} model from model.backbone.arch: "
                                 f"{str(err).splitlines()[0]}") from None
+
+
+def backbone_from_config(b: BackboneConfig, seed: int):  # noqa: ANN201 - a transformers model
+    """The configured backbone before fine-tuning (also the L2-SP reference)."""
+    return build_hf_model(b.type, b.path, b.arch, seed, b.random_init)

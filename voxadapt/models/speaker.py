@@ -20,7 +20,8 @@ from voxadapt.config import Config, ModelConfig, dump_yaml, load_config
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import atomic_dir
 from voxadapt.models.aam import AAMSoftmax
-from voxadapt.models.backbone import SSLBackbone, _classes, build_hf_model
+from voxadapt.models.backbone import SSLBackbone, _classes, backbone_from_config
+from voxadapt.models.clstoken import ClassTokenBackend
 from voxadapt.models.mhfa import MHFA, WeightedSumASP
 
 
@@ -36,19 +37,22 @@ class SpeakerModel(nn.Module):
     def backbone_frozen(self) -> bool:
         return not any(p.requires_grad for p in self.backbone.parameters())
 
-    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def features(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         if self.backbone_frozen:
             with torch.no_grad():  # a frozen backbone is a feature extractor: keep no graph
-                states, mask = self.backbone(wav, lengths)
-        else:
-            states, mask = self.backbone(wav, lengths)
-        return self.backend(states, mask)
+                return self.backbone(wav, lengths)
+        return self.backbone(wav, lengths)
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.backend(*self.features(wav, lengths))
 
 
 def make_backend(cfg: ModelConfig, num_states: int, hidden: int) -> nn.Module:
     b = cfg.backend
     if b.type == "mhfa":
         return MHFA(num_states, hidden, b.heads, b.compression_dim, b.embed_dim)
+    if b.type == "clstoken":
+        return ClassTokenBackend(num_states, hidden, b)
     return WeightedSumASP(num_states, hidden, b.attention_dim, b.embed_dim)
 
 
@@ -61,10 +65,10 @@ def _normalize_flag(cfg: ModelConfig) -> bool:
 
 def build_model(cfg: Config, num_classes: int) -> tuple[SpeakerModel, AAMSoftmax]:
     """A fresh model: pre-trained (or seeded random) backbone, seeded random back-end and head."""
-    hf = build_hf_model(cfg.model.backbone.type, cfg.model.backbone.path, cfg.model.backbone.arch, cfg.seed)
-    backbone = SSLBackbone(hf, _normalize_flag(cfg.model))
+    hf = backbone_from_config(cfg.model.backbone, cfg.seed)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
+        backbone = SSLBackbone(hf, _normalize_flag(cfg.model), cfg.model.adapters)
         backend = make_backend(cfg.model, backbone.num_layers + 1, backbone.hidden_size)
         head = AAMSoftmax(backend.embed_dim, num_classes)
     return SpeakerModel(backbone, backend), head
@@ -99,7 +103,7 @@ def load_model_dir(path: str | Path, device: str = "cpu") -> tuple[SpeakerModel,
     hf_json = json.loads((path / "backbone.json").read_text())
     config_cls, model_cls = _classes(hf_json.get("model_type", ""))
     hf_cfg = config_cls.from_dict(hf_json)
-    backbone = SSLBackbone(model_cls(hf_cfg), _normalize_flag(cfg.model))
+    backbone = SSLBackbone(model_cls(hf_cfg), _normalize_flag(cfg.model), cfg.model.adapters)
     backend = make_backend(cfg.model, backbone.num_layers + 1, backbone.hidden_size)
     model, head = SpeakerModel(backbone, backend), AAMSoftmax(backend.embed_dim, len(classes))
     load_weights(path / "model.safetensors", model, head)

@@ -68,6 +68,15 @@ def average_over_ranks(info: DistInfo, *values: float) -> tuple[float, ...]:
     return tuple((t / info.world_size).tolist())
 
 
+def broadcast_list(info: DistInfo, values: list[int]) -> list[int]:
+    """Rank 0's list on every rank."""
+    if not info.distributed:
+        return values
+    box = [values]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def shutdown(info: DistInfo) -> None:
     if info.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from voxadapt.config import PhaseConfig
+from voxadapt.models.adapters import is_adapter_param
 from voxadapt.models.aam import AAMSoftmax
 from voxadapt.models.speaker import SpeakerModel
 
@@ -20,8 +21,22 @@ class ParamGroup:
     lr: float
 
 
+def _own(module: nn.Module) -> list[nn.Parameter]:
+    """A module's pre-trained parameters (adapter and LoRA parameters excluded)."""
+    return [p for n, p in module.named_parameters() if not is_adapter_param(n)]
+
+
+def adapter_params(model: SpeakerModel) -> list[nn.Parameter]:
+    """Adapters, LoRA factors and, if so configured, the transformer's LayerNorms."""
+    bb = model.backbone
+    out = [p for n, p in bb.named_parameters() if is_adapter_param(n)]
+    if bb.adapter_config.enabled and bb.adapter_config.train_layer_norms:
+        out += [p for m in bb.model.encoder.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()]
+    return out
+
+
 def backbone_groups(model: SpeakerModel) -> list[tuple[str, list[nn.Parameter], int]]:
-    """(name, params, depth below the top layer) for the backbone's trainable parts.
+    """(name, pre-trained params, depth below the top layer) for the backbone's trainable parts.
 
     Depth 0 is the top transformer layer; the input embedding (feature projection, positional
     convolution and, for post-LN encoders, the input LayerNorm) sits below layer 0, at depth L.
@@ -29,9 +44,9 @@ def backbone_groups(model: SpeakerModel) -> list[tuple[str, list[nn.Parameter], 
     bb = model.backbone
     enc = bb.model.encoder
     L = bb.num_layers
-    groups = [(f"layer{i}", list(layer.parameters()), L - 1 - i) for i, layer in enumerate(bb.layers)]
-    embed = list(bb.model.feature_projection.parameters()) + list(enc.pos_conv_embed.parameters())
-    norm = list(enc.layer_norm.parameters())
+    groups = [(f"layer{i}", _own(layer), L - 1 - i) for i, layer in enumerate(bb.layers)]
+    embed = _own(bb.model.feature_projection) + _own(enc.pos_conv_embed)
+    norm = _own(enc.layer_norm)
     if bb.stable_layer_norm:  # its encoder LayerNorm normalises the top layer's output
         groups[-1][1].extend(norm)
     else:
@@ -41,7 +56,8 @@ def backbone_groups(model: SpeakerModel) -> list[tuple[str, list[nn.Parameter], 
 
 
 def set_trainable(model: SpeakerModel, head: AAMSoftmax, trainable_layers: int) -> None:
-    """Back-end and head always train; the backbone's top `trainable_layers` (-1: all, with embedding)."""
+    """Back-end, head and adapters always train; of the pre-trained backbone, the top
+    `trainable_layers` transformer layers (-1: all, with the input embedding)."""
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     L = model.backbone.num_layers
@@ -49,7 +65,7 @@ def set_trainable(model: SpeakerModel, head: AAMSoftmax, trainable_layers: int) 
         on = trainable_layers == -1 or (name != "embedding" and depth < trainable_layers)
         for p in params:
             p.requires_grad_(on)
-    for p in list(model.backend.parameters()) + list(head.parameters()):
+    for p in list(model.backend.parameters()) + list(head.parameters()) + adapter_params(model):
         p.requires_grad_(True)
     if trainable_layers > L:
         raise ValueError(f"trainable_layers {trainable_layers} exceeds the backbone's {L} layers")
@@ -57,8 +73,12 @@ def set_trainable(model: SpeakerModel, head: AAMSoftmax, trainable_layers: int) 
 
 def param_groups(model: SpeakerModel, head: AAMSoftmax, phase: PhaseConfig) -> list[ParamGroup]:
     groups = [ParamGroup("backend", list(model.backend.parameters()) + list(head.parameters()), phase.lr)]
+    adapters = adapter_params(model)
+    if adapters:
+        groups.append(ParamGroup("adapters", adapters, phase.adapter_lr))
+    taken = {id(p) for p in adapters}
     for name, params, depth in backbone_groups(model):
-        trainable = [p for p in params if p.requires_grad]
+        trainable = [p for p in params if p.requires_grad and id(p) not in taken]
         if trainable and phase.backbone_lr > 0:
             groups.append(ParamGroup(name, trainable, phase.backbone_lr * phase.layer_decay**depth))
     return groups

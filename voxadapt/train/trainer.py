@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import signal
 import time
@@ -22,33 +23,67 @@ from torch import nn
 
 from voxadapt.augment.online import Augmenter
 from voxadapt.augment.resources import training_cuts_path
-from voxadapt.config import Config, PhaseConfig
+from voxadapt.config import Config, DistillConfig, PhaseConfig
 from voxadapt.data.dataset import CropBatchDataset, make_loader
 from voxadapt.data.examples import ExampleTable
 from voxadapt.data.sampler import SpeakerBatchSampler
 from voxadapt.errors import VoxadaptError
-from voxadapt.fileio import StageMarker
+from voxadapt.fileio import StageMarker, write_text_atomic
 from voxadapt.models.aam import AAMSoftmax
-from voxadapt.models.backbone import build_hf_model
-from voxadapt.models.speaker import SpeakerModel, build_model, load_weights, save_model_dir
+from voxadapt.models.backbone import backbone_from_config
+from voxadapt.models.clstoken import kd_loss
+from voxadapt.models.speaker import SpeakerModel, build_model, load_model_dir, load_weights, save_model_dir
 from voxadapt.train import checkpoint as ckpt_io
-from voxadapt.train.distributed import DistInfo, any_rank, average_over_ranks, barrier
-from voxadapt.train.optim import lr_factor, make_optimizer, margin_at, param_groups, set_lr, set_trainable
+from voxadapt.train.distributed import DistInfo, any_rank, average_over_ranks, barrier, broadcast_list
+from voxadapt.train.dropclass import DropAdapt, DropClass, adaptation_audio
+from voxadapt.train.optim import ParamGroup, lr_factor, make_optimizer, margin_at, param_groups, set_lr, set_trainable
 from voxadapt.train.regularize import L2SP
 from voxadapt.train.validate import Validator
 
 log = logging.getLogger(__name__)
 
 
-class TrainModule(nn.Module):
-    """Model + head in one module, so DDP synchronises both."""
+class Distiller(nn.Module):
+    """A frozen teacher's softened predictions, matched by the student's distillation token."""
 
-    def __init__(self, model: SpeakerModel, head: AAMSoftmax):
+    def __init__(self, cfg: DistillConfig, classes: list[str], embed_dim: int, device: torch.device):
         super().__init__()
-        self.model, self.head = model, head
+        teacher, teacher_head, _, teacher_classes = load_model_dir(cfg.teacher, str(device))
+        if teacher_classes != classes:
+            raise VoxadaptError(f"{cfg.teacher}: the teacher was trained on {len(teacher_classes)} classes that are "
+                                f"not the student's {len(classes)}; train the teacher on the same data and settings")
+        for p in list(teacher.parameters()) + list(teacher_head.parameters()):
+            p.requires_grad_(False)
+        self.teacher, self.teacher_head = teacher, teacher_head
+        self.head = nn.Linear(embed_dim, len(classes))  # the distillation token's own classifier
+        self.weight, self.temperature = cfg.weight, cfg.temperature
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        self.teacher.eval()  # the teacher is always in inference mode
+        return self
+
+    def loss(self, wav: torch.Tensor, distill_emb: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad():
+            teacher = self.teacher_head.scale * self.teacher_head.cosine(self.teacher(wav), classes)
+        student = self.head(distill_emb)
+        return kd_loss(student if classes is None else student[:, classes], teacher, self.temperature)
+
+
+class TrainModule(nn.Module):
+    """Model, head (and distiller) in one module, so DDP synchronises them all."""
+
+    def __init__(self, model: SpeakerModel, head: AAMSoftmax, distiller: Distiller | None):
+        super().__init__()
+        self.model, self.head, self.distiller = model, head, distiller
 
     def forward(self, wav: torch.Tensor, labels: torch.Tensor, margin: float, classes: torch.Tensor | None = None):  # noqa: ANN201
-        return self.head(self.model(wav), labels, margin, classes)
+        """(loss, logits, targets): AAM loss of the embedding, plus the KD term if distilling."""
+        if self.distiller is None:
+            return self.head(self.model(wav), labels, margin, classes)
+        emb, distill_emb = self.model.backend.encode(*self.model.features(wav))
+        loss, logits, targets = self.head(emb, labels, margin, classes)
+        return loss + self.distiller.weight * self.distiller.loss(wav, distill_emb, classes), logits, targets
 
 
 class StopRequested:
@@ -98,6 +133,7 @@ class PhaseTrainer:
             "loader": dataclasses.asdict(cfg.loader), "augment": dataclasses.asdict(cfg.augment),
             "seed": cfg.seed, "classes": digest,
             "init": file_digest(init_dir / "model.safetensors") if init_dir else "pretrained",
+            "teacher": file_digest(Path(cfg.model.distill.teacher) / "model.safetensors") if cfg.model.distill.teacher else "",
         }
         self.marker = StageMarker(self.phase_dir / "done.json", self.fingerprint)
 
@@ -113,20 +149,24 @@ class PhaseTrainer:
             raise VoxadaptError(f"phase '{phase.name}': {err}") from None
         head.scale = phase.scale
         self.model, self.head = model.to(dev), head.to(dev)
-        self.module: nn.Module = TrainModule(self.model, self.head)
+        self.distiller = None
+        if cfg.model.distill.teacher:
+            self.distiller = Distiller(cfg.model.distill, self.table.classes, model.backend.embed_dim, dev).to(dev)
+        self.module: nn.Module = TrainModule(self.model, self.head, self.distiller)
         if self.info.distributed:
             self.module = nn.parallel.DistributedDataParallel(
                 self.module, device_ids=[dev.index] if dev.type == "cuda" else None)
         self.groups = param_groups(model, head, phase)
+        if self.distiller is not None:
+            self.groups.append(ParamGroup("distill", list(self.distiller.head.parameters()), phase.lr))
         self.optimizer = make_optimizer(self.groups, phase)
         self.scaler = torch.amp.GradScaler("cuda", enabled=phase.precision == "fp16" and dev.type == "cuda")
         if phase.precision == "fp16" and dev.type != "cuda":
             raise VoxadaptError(f"phase '{phase.name}': precision fp16 needs a GPU; use bf16 or fp32 on CPU")
         self.l2sp = None
         if phase.l2sp != "none":
-            reference = build_hf_model(cfg.model.backbone.type, cfg.model.backbone.path, cfg.model.backbone.arch,
-                                       cfg.seed).state_dict()
-            params = {k: p for k, p in self.model.backbone.model.named_parameters() if p.requires_grad}
+            reference = backbone_from_config(cfg.model.backbone, cfg.seed).state_dict()
+            params = {k: p for k, p in self.model.backbone.model.named_parameters() if p.requires_grad and k in reference}
             self.l2sp = L2SP(params, reference, phase.l2sp, phase.l2sp_weight)
         batch = phase.batch_size or cfg.loader.batch_size
         if (batch // self.info.world_size) % phase.accum_steps:
@@ -134,6 +174,14 @@ class PhaseTrainer:
                                 f"divisible by accum_steps {phase.accum_steps}")
         self.sampler = SpeakerBatchSampler(self.table.label, batch, self.seed, cfg.loader.sampler,
                                            self.info.world_size, self.info.rank, cfg.loader.batches_per_epoch)
+        n = self.table.num_classes
+        self.dropclass = DropClass(phase.dropclass, n, self.seed) if phase.dropclass.drop else None
+        self.dropadapt = None
+        if phase.dropadapt.drop:
+            audio = adaptation_audio(phase.dropadapt.adaptation_dir, self.data_dir, cfg.data.test_sets)
+            self.dropadapt = DropAdapt(phase.dropadapt, n, self.seed, audio, cfg.data.sample_rate, self.table.classes,
+                                       self.phase_dir / "dropadapt.tsv")
+        self.head_classes: torch.Tensor | None = None  # rows of the head in the softmax (None: all)
         augment = Augmenter(cfg.augment, self.data_dir) if cfg.augment.aug_prob > 0 else None
         self.dataset = CropBatchDataset(self.table, phase.crop_seconds or cfg.loader.crop_seconds, augment)
         self.validator = None
@@ -158,6 +206,11 @@ class PhaseTrainer:
         if ckpt["scaler"]:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.sampler.load_state_dict(ckpt["sampler"])
+        if self.distiller is not None:
+            self.distiller.head.load_state_dict(ckpt["distill"])
+        if self.dropadapt is not None:
+            self.dropadapt.dropped = list(ckpt["dropadapt"])
+        self.head_classes = ckpt["head_classes"]
         torch.set_rng_state(ckpt["rng"]["torch"])
         if self.info.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.info.device)
@@ -176,6 +229,9 @@ class PhaseTrainer:
             "head": {k: v.detach().cpu() for k, v in self.head.state_dict().items()},
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "sampler": self.sampler.state_dict(at=consumed), "rng": rng,
+            "distill": {k: v.detach().cpu() for k, v in self.distiller.head.state_dict().items()} if self.distiller else {},
+            "dropadapt": self.dropadapt.dropped if self.dropadapt else [],
+            "head_classes": self.head_classes.cpu() if self.head_classes is not None else None,
         }
         ckpt_io.save_checkpoint(self.ckpt_dir, step, content, end_of_epoch)
         ckpt_io.prune_checkpoints(self.ckpt_dir, self.phase.average_last)
@@ -192,8 +248,11 @@ class PhaseTrainer:
             sync = i == len(parts) - 1 or not self.info.distributed
             ctx = self.module.no_sync() if not sync else contextlib.nullcontext()
             with ctx:
+                classes = self.head_classes
+                if phase.dropclass.batch_classes_only:  # softmax over the (kept) classes in this batch
+                    classes = torch.unique(y) if classes is None else classes[torch.isin(classes, y)]
                 with autocast:
-                    ce, logits, targets = self.module(w, y, margin)
+                    ce, logits, targets = self.module(w, y, margin, classes)
                 loss = self.l2sp.loss(ce) if self.l2sp else ce
                 self.scaler.scale(loss / len(parts)).backward()
             total_loss += float(ce.detach()) / len(parts)
@@ -238,6 +297,8 @@ class PhaseTrainer:
         if self.model.backbone_frozen:
             self.model.backbone.eval()  # a frozen feature extractor: no dropout
         stop = StopRequested()
+        self.summary = {"trainable_params": n_train, "total_params": n_total, "start_step": step}
+        started = time.time()
         try:
             step = self._loop(step, bpe, stop)
         finally:
@@ -246,8 +307,38 @@ class PhaseTrainer:
                 self.writer.close()
         if step < 0:
             raise KeyboardInterrupt
+        self.summary.update(steps=step, seconds=round(time.time() - started, 1))
         self._finish()
         return self.final_dir
+
+    def _drop_due(self, step: int) -> bool:
+        return bool((self.dropclass and self.dropclass.due(step)) or (self.dropadapt and self.dropadapt.due(step)))
+
+    def _apply_drops(self, step: int) -> None:
+        """Before step `step`: a DropClass draw or DropAdapt round restricts the data and the head."""
+        dev = self.info.device
+        if self.dropclass and self.dropclass.due(step):
+            kept = self.dropclass.kept(step)
+            self.head_classes = torch.from_numpy(kept).to(dev)
+            self.sampler.restrict(kept)
+            if self.phase.dropclass.reinit_head:
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+                with torch.no_grad():
+                    bound = (6.0 / sum(self.head.weight.shape)) ** 0.5  # Xavier-uniform, seeded per draw
+                    self.head.weight.copy_((torch.rand(self.head.weight.shape, generator=gen) * 2 - 1) * bound)
+                self.optimizer.state.pop(self.head.weight, None)
+        if self.dropadapt and self.dropadapt.due(step):
+            newly = self.dropadapt.update(step, self.model, self.head, dev) if self.info.is_main else []
+            newly = broadcast_list(self.info, newly)
+            if not self.info.is_main:
+                self.dropadapt.dropped.extend(newly)
+            kept = self.dropadapt.kept()
+            self.sampler.restrict(kept)
+            if self.phase.dropadapt.variant != "data_only":
+                self.head_classes = torch.from_numpy(kept).to(dev)
+            if newly and self.info.is_main:
+                log.info("phase %s step %d: DropAdapt dropped %d classes (%d left), e.g. %s", self.phase.name, step,
+                         len(newly), len(kept), ", ".join(self.table.classes[c] for c in newly[:3]))
 
     def _loop(self, step: int, bpe: int, stop: StopRequested) -> int:
         phase = self.phase
@@ -255,10 +346,11 @@ class PhaseTrainer:
         while step < phase.epochs * bpe:
             epoch = step // bpe
             self.sampler.set_epoch(epoch)
+            self._apply_drops(step)
             loader = make_loader(self.dataset, self.sampler, self.cfg.loader.num_workers,
                                  worker_init_fn=_ignore_sigint_in_workers)
             t0, losses, accs = time.time(), [], []
-            consumed = None
+            consumed, restart = None, False
             for batch in loader:
                 progress = step / bpe
                 set_lr(self.optimizer, lr_factor(phase, progress))
@@ -287,6 +379,13 @@ class PhaseTrainer:
                     break
                 if phase.checkpoint_every_steps and step % phase.checkpoint_every_steps == 0:
                     self._save(step, consumed)
+                if self._drop_due(step):
+                    # Batches prefetched under the old classes must not be used: restart from here.
+                    self.sampler.state = consumed
+                    restart = True
+                    break
+            if restart:
+                continue
             self._save(step, consumed, epoch)
             self._log_epoch(epoch)
             barrier(self.info)
@@ -304,6 +403,9 @@ class PhaseTrainer:
             save_layer_weight_png(self.phase_dir / "layer_weights.png",
                                   {k: v.cpu().numpy() for k, v in self.model.backend.layer_weights().items()},
                                   f"{self.cfg.name} / {self.phase.name}")
+            s = self.summary
+            s["seconds_per_step"] = round(s["seconds"] / max(1, s["steps"] - s["start_step"]), 3)
+            write_text_atomic(self.phase_dir / "summary.json", json.dumps(s, indent=1) + "\n")
             self.marker.mark_done()
             log.info("phase %s: done; model (average of %d epoch checkpoints) in %s", self.phase.name, len(chosen),
                      self.final_dir)

@@ -1,0 +1,131 @@
+"""Inner/inter adapters, LoRA, class token and distillation: the properties the methods rely on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from helpers import MICRO
+from voxadapt.config import load_config
+from voxadapt.errors import VoxadaptError
+from voxadapt.models.adapters import is_adapter_param, merge_lora
+from voxadapt.models.clstoken import kd_loss
+from voxadapt.models.speaker import build_model
+from voxadapt.train.optim import param_groups, set_trainable
+
+ADAPTED = MICRO + ["model.adapters.inner=true", "model.adapters.inter=true", "model.adapters.lora=true",
+                   "model.adapters.bottleneck=8", "train.phases.0.trainable_layers=0"]
+
+
+def test_zero_initialised_adapters_leave_the_model_unchanged():
+    base, _ = build_model(load_config(None, MICRO), 5)
+    adapted, _ = build_model(load_config(None, ADAPTED), 5)
+    base.eval()
+    adapted.eval()
+    wav = torch.randn(2, 16000)
+    with torch.no_grad():
+        a, _ = base.backbone(wav)
+        b, _ = adapted.backbone(wav)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+def test_adapters_change_the_output_once_trained():
+    adapted, _ = build_model(load_config(None, ADAPTED), 5)
+    adapted.eval()
+    wav = torch.randn(1, 16000)
+    with torch.no_grad():
+        before = adapted(wav)
+        for name, p in adapted.named_parameters():
+            if name.endswith(("up.weight", "lora_b")):
+                p.add_(0.05)
+        assert not torch.allclose(before, adapted(wav))
+
+
+def test_only_adapters_layer_norms_backend_and_head_get_gradients():
+    cfg = load_config(None, ADAPTED)
+    model, head = build_model(cfg, 5)
+    set_trainable(model, head, 0)
+    model.train()
+    loss, _, _ = head(model(torch.randn(2, 16000)), torch.tensor([0, 1]), 0.2)
+    loss.backward()
+    for name, p in model.named_parameters():
+        trained = p.grad is not None and p.grad.abs().sum() > 0
+        should = name.startswith("backend.") or is_adapter_param(name) or ("layer_norm" in name and "encoder" in name)
+        if name.startswith("backbone.model.feature_extractor") or "original" in name:
+            assert not p.requires_grad, name
+        if trained:
+            assert should, f"{name} got a gradient"
+    groups = {g.name for g in param_groups(model, head, cfg.train.phases[0])}
+    assert groups == {"backend", "adapters"}
+
+
+def test_adapter_weights_save_and_load_without_the_backbone(tmp_path):
+    cfg = load_config(None, ADAPTED)
+    model, _ = build_model(cfg, 5)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if is_adapter_param(name):
+                p.normal_()
+    shipped = {k: v for k, v in model.state_dict().items() if is_adapter_param(k)}
+    save_file(shipped, str(tmp_path / "adapters.safetensors"))
+    fresh, _ = build_model(cfg, 5)
+    missing, unexpected = fresh.load_state_dict(load_file(str(tmp_path / "adapters.safetensors")), strict=False)
+    assert not unexpected and not any(is_adapter_param(k) for k in missing)
+    for k, v in shipped.items():
+        assert torch.equal(fresh.state_dict()[k], v)
+    assert sum(v.numel() for v in shipped.values()) < sum(p.numel() for p in model.parameters()) / 2
+
+
+def test_lora_merges_into_the_weights():
+    model, _ = build_model(load_config(None, ADAPTED), 5)
+    model.eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lora_b"):
+                p.normal_(0, 0.1)
+        wav = torch.randn(1, 16000)
+        before = model(wav)
+        merge_lora(model)
+        assert not any(".lora_" in n for n, _ in model.named_parameters())
+        assert torch.allclose(before, model(wav), atol=1e-5)
+
+
+def test_adapters_need_transformer_blocks():
+    from torch import nn
+
+    from voxadapt.config import AdapterConfig
+    from voxadapt.models.adapters import add_inner_adapters
+
+    with pytest.raises(VoxadaptError, match="inner adapters need 'attention' blocks"):
+        add_inner_adapters(nn.ModuleList([nn.Linear(4, 4)]), 4, AdapterConfig(inner=True))
+
+
+CLS = MICRO + ["model.backend.type=clstoken", "model.backend.token_dim=16", "model.backend.token_ffn=32",
+               "model.backend.class_token=sampled", "model.backend.distill_token=true"]
+
+
+def test_sampled_class_token_is_random_in_training_and_fixed_in_eval():
+    model, _ = build_model(load_config(None, CLS), 5)
+    states = [torch.randn(2, 10, 32) for _ in range(3)]
+    backend = model.backend
+    backend.train()
+    assert not torch.equal(backend.class_token(2), backend.class_token(2))
+    backend.eval()
+    with torch.no_grad():
+        assert torch.equal(backend(states), backend(states))
+        assert torch.equal(backend.class_token(1)[0, 0], backend.token_mean.mean(0))
+    emb, distill = backend.encode(states, None)
+    assert emb.shape == distill.shape == (2, 32)
+
+
+def test_kd_loss_is_zero_when_student_matches_teacher():
+    logits = torch.randn(4, 7)
+    assert float(kd_loss(logits, logits.clone(), 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(kd_loss(logits, torch.randn(4, 7), 2.0)) > 0
+
+
+def test_distillation_config_is_checked():
+    with pytest.raises(Exception, match="distill.teacher needs backend.type clstoken"):
+        load_config(None, MICRO + ["model.distill.teacher=/x"])

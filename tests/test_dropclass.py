@@ -1,0 +1,96 @@
+"""DropClass and DropAdapt: draws, head rows, sampler, hand-checked drops, resume, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import MICRO, assert_clean_error, run_py, set_args
+from voxadapt.config import DropAdaptConfig, DropClassConfig, load_config
+from voxadapt.errors import VoxadaptError
+from voxadapt.models.aam import AAMSoftmax
+from voxadapt.train.dropclass import DropAdapt, DropClass
+
+
+def test_dropclass_draws_are_fresh_deterministic_and_rank_independent():
+    dc = DropClass(DropClassConfig(every_steps=5, drop=4), 12, seed=3)
+    a, b = dc.kept(0), dc.kept(4)
+    assert np.array_equal(a, b) and len(a) == 8  # one draw in force from step 0 to 4
+    c = dc.kept(5)
+    assert len(c) == 8 and not np.array_equal(a, c)  # a fresh draw, not cumulative
+    other_rank = DropClass(DropClassConfig(every_steps=5, drop=4), 12, seed=3)
+    assert all(np.array_equal(dc.kept(s), other_rank.kept(s)) for s in range(0, 40, 5))
+    with pytest.raises(VoxadaptError, match="must be less than the 12 training classes"):
+        DropClass(DropClassConfig(every_steps=5, drop=12), 12, 0)
+
+
+class Identity(torch.nn.Module):
+    """A 'speaker model' whose embedding is the first two samples: a hand-computable head input."""
+
+    def forward(self, wav):  # noqa: ANN001, ANN201
+        return wav[:, :2]
+
+
+def test_dropadapt_drops_exactly_the_least_probable_classes(tmp_path):
+    head = AAMSoftmax(2, 4, scale=5.0)
+    angles = torch.tensor([0.0, 0.5, 2.0, 3.0])
+    with torch.no_grad():
+        head.weight.copy_(torch.stack([torch.cos(angles), torch.sin(angles)], 1))
+    audio = [np.array([np.cos(t), np.sin(t)] * 8000, dtype=np.float32) for t in (0.1, 0.3, 0.4)]
+    da = DropAdapt(DropAdaptConfig(every_steps=1, drop=1, crop_seconds=0.5), 4, 0, audio, 16000,
+                   ["a", "b", "c", "d"], tmp_path / "drops.tsv")
+    da._crops = lambda draw: torch.tensor(np.stack([a[:2] for a in audio]))  # no crop randomness here
+    emb = torch.tensor(np.stack([a[:2] for a in audio]))
+    probs = torch.softmax(5.0 * head.cosine(emb), 1).sum(0).detach().numpy()
+    order = np.argsort(probs)
+    assert da.update(0, Identity(), head, torch.device("cpu")) == [int(order[0])]
+    probs2 = torch.softmax(5.0 * head.cosine(emb, torch.tensor(np.delete(np.arange(4), order[0]))), 1).sum(0).detach().numpy()
+    remaining = np.delete(np.arange(4), order[0])
+    assert da.update(1, Identity(), head, torch.device("cpu")) == [int(remaining[np.argmin(probs2)])]
+    assert da.dropped == [int(order[0]), int(remaining[np.argmin(probs2)])]  # cumulative, never restored
+    rows = (tmp_path / "drops.tsv").read_text().splitlines()
+    assert rows[0] == "step\tclass\tsummed_probability" and len(rows) == 3
+    with pytest.raises(VoxadaptError, match="adaptation set has no audio"):
+        DropAdapt(DropAdaptConfig(every_steps=1, drop=1), 4, 0, [], 16000, list("abcd"), tmp_path / "x")
+
+
+def test_every_steps_zero_is_refused():
+    with pytest.raises(Exception, match="dropclass.every_steps must be >= 1 when drop > 0"):
+        load_config(None, MICRO + ["train.phases.0.dropclass.drop=3"])
+    with pytest.raises(Exception, match="dropadapt.every_steps must be >= 1"):
+        load_config(None, ["adapt.phases=[{name: a, dropadapt: {drop: 2}}]"])
+
+
+@pytest.mark.slow
+def test_no_dropped_class_reaches_a_batch_or_the_head(tiny_data, tmp_path):
+    from voxadapt.train.distributed import init_distributed
+    from voxadapt.train.trainer import PhaseTrainer
+
+    cfg = load_config(None, MICRO + ["train.phases.0.dropclass.every_steps=5", "train.phases.0.dropclass.drop=20",
+                                     "train.phases.0.epochs=1", "train.phases.0.average_last=1",
+                                     "loader.num_workers=1"])
+    trainer = PhaseTrainer(cfg, cfg.train.phases[0], 0, tiny_data, tmp_path, None, init_distributed("cpu"))
+    seen = []
+    original = PhaseTrainer._train_step
+
+    def spy(self, batch, margin):  # noqa: ANN001, ANN202
+        seen.append((batch["label"].numpy().copy(), self.head_classes.cpu().numpy().copy()))
+        return original(self, batch, margin)
+
+    PhaseTrainer._train_step = spy
+    try:
+        trainer.run()
+    finally:
+        PhaseTrainer._train_step = original
+    assert len(seen) == 22
+    for step, (labels, kept) in enumerate(seen):
+        assert len(kept) == 16 and set(labels.tolist()) <= set(kept.tolist()), step
+        assert np.array_equal(kept, trainer.dropclass.kept(step))
+
+
+def test_bad_dropclass_values_are_clear_errors(tiny_data, tmp_path):
+    proc = run_py("train.py", *set_args(MICRO + ["train.phases.0.dropclass.every_steps=5",
+                                                 "train.phases.0.dropclass.drop=36"]),
+                  "--data", str(tiny_data), "--exp", str(tmp_path))
+    assert_clean_error(proc, "dropclass.drop 36 must be less than the 36 training classes")

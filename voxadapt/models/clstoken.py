@@ -1,0 +1,72 @@
+"""Class-token back-end (Mingote et al., seed 003; SPEC.md section 5).
+
+A small transformer over the layer-weighted SSL frames; a learnable class token is prepended
+and its output is the embedding (instead of average pooling). Robust variant: the token is
+drawn from a bank of trainable tokens, each a learned mean and log-variance sampled with the
+reparameterisation trick in training; inference uses the bank's mean (deterministic). An
+optional distillation token learns to match a teacher's softened predictions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from voxadapt.config import BackendConfig
+from voxadapt.models.mhfa import LayerWeights
+
+
+class ClassTokenBackend(nn.Module):
+    def __init__(self, num_states: int, in_dim: int, cfg: BackendConfig):
+        super().__init__()
+        d = cfg.token_dim
+        self.sampled = cfg.class_token == "sampled"
+        bank = cfg.token_bank if self.sampled else 1
+        self.layer_weights_ = LayerWeights(num_states)
+        self.input = nn.Linear(in_dim, d)
+        self.token_mean = nn.Parameter(torch.randn(bank, d) * 0.02)
+        self.token_logvar = nn.Parameter(torch.full((bank, d), -4.0)) if self.sampled else None
+        self.distill_token = nn.Parameter(torch.randn(1, d) * 0.02) if cfg.distill_token else None
+        layer = nn.TransformerEncoderLayer(d, cfg.token_heads, cfg.token_ffn, dropout=0.1, batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.token_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.projection = nn.Linear(d, cfg.embed_dim)
+        self.distill_projection = nn.Linear(d, cfg.embed_dim) if cfg.distill_token else None
+        self.embed_dim = cfg.embed_dim
+
+    def class_token(self, batch: int) -> torch.Tensor:
+        if not self.sampled:
+            return self.token_mean[0].expand(batch, 1, -1)
+        if not self.training:  # the bank's mean: one deterministic token
+            return self.token_mean.mean(0).expand(batch, 1, -1)
+        k = torch.randint(len(self.token_mean), (batch,), device=self.token_mean.device)
+        std = torch.exp(0.5 * self.token_logvar[k])
+        return (self.token_mean[k] + std * torch.randn_like(std))[:, None, :]
+
+    def encode(self, states: list[torch.Tensor], mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = self.input(self.layer_weights_(states))
+        tokens = [self.class_token(len(x))]
+        if self.distill_token is not None:
+            tokens.append(self.distill_token.expand(len(x), 1, -1))
+        h = torch.cat(tokens + [x], dim=1)
+        pad = None
+        if mask is not None:
+            pad = torch.cat([torch.zeros(len(x), len(tokens), dtype=torch.bool, device=x.device), ~mask], dim=1)
+        h = self.norm(self.encoder(h, src_key_padding_mask=pad))
+        distill = self.distill_projection(h[:, 1]) if self.distill_projection is not None else None
+        return self.projection(h[:, 0]), distill
+
+    def forward(self, states: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode(states, mask)[0]
+
+    def layer_weights(self) -> dict[str, torch.Tensor]:
+        return {"layers": self.layer_weights_.weights()}
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), averaged over the batch."""
+    t = F.log_softmax(teacher_logits / temperature, dim=1)
+    s = F.log_softmax(student_logits / temperature, dim=1)
+    return temperature**2 * F.kl_div(s, t, log_target=True, reduction="batchmean")
