@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""X-vector extraction speed against the roofline, WavLM Base+ architecture + MHFA (random init:
+the real model's compute), whole utterances of 2-20 s (log-uniform, VoxCeleb1-test-like).
+
+Roofline: the model's matmul/conv FLOPs for these utterances (torch's FlopCounterMode, fitted per
+length as a + b*n + c*n^2 from three counted lengths) divided by the fp32 matrix-multiply rate
+measured in the same run. A variant at 1.00x would run every FLOP at the sgemm rate.
+    python benchmarks/extraction.py [--utts 16] [--threads N] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+SR = 16000
+
+
+def matmul_rate(device: str, size: int = 2048, reps: int = 20) -> float:
+    """Best-of fp32 FLOP/s of a square matrix multiply."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    best = float("inf")
+    for _ in range(reps):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def count_flops(model: torch.nn.Module, seconds: float, device: str) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, int(seconds * SR), device=device))
+    return float(counter.get_total_flops())
+
+
+def flops_per_utterance(model: torch.nn.Module, lengths: list[int], device: str) -> np.ndarray:
+    points = [2.0, 10.0, 20.0]
+    coeff = np.polyfit(points, [count_flops(model, s, device) for s in points], 2)
+    return np.polyval(coeff, np.array(lengths) / SR)
+
+
+def one_at_a_time(model: torch.nn.Module, wavs: list[np.ndarray], device: str, bf16: bool = False) -> None:
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        for w in wavs:
+            model(torch.from_numpy(w)[None].to(device))
+
+
+def stage5_path(model: torch.nn.Module, wavs: list[np.ndarray], device: str, bf16: bool = False) -> None:
+    from voxadapt.config import ExtractConfig
+    from voxadapt.embed import embed_waveforms
+
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        embed_waveforms(model, wavs, SR, ExtractConfig(), device)
+
+
+VARIANTS = {
+    "one utterance at a time, no_grad (plain forward)": (one_at_a_time, False),
+    "stage 5: batched by length, masked padding, inference_mode": (stage5_path, False),
+    "one utterance at a time, bf16 autocast": (one_at_a_time, True),
+    "stage 5, bf16 autocast": (stage5_path, True),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--utts", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from voxadapt.config import load_config
+    from voxadapt.models.speaker import build_model
+
+    cfg = load_config(None, ["model.backbone.type=wavlm"])
+    model = build_model(cfg, 1)[0].eval().to(args.device)
+    rng = np.random.default_rng(0)
+    lengths = [int(SR * s) for s in np.exp(rng.uniform(np.log(2.0), np.log(20.0), args.utts))]
+    wavs = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in lengths]
+    audio_s = sum(lengths) / SR
+    flops = float(flops_per_utterance(model, lengths, args.device).sum())
+    rate = matmul_rate(args.device)
+    roofline_s = flops / rate
+    one_at_a_time(model, wavs[:2], args.device)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for _ in range(args.rounds):  # interleaved rounds: a shared machine's drift hits every variant
+        for name, (fn, bf16) in VARIANTS.items():
+            sync(args.device)
+            start = time.perf_counter()
+            fn(model, wavs, args.device, bf16)
+            sync(args.device)
+            times[name].append(time.perf_counter() - start)
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {args.device}; {args.utts} utterances, {audio_s:.0f} s of audio "
+          f"(2-20 s); {flops / audio_s / 1e9:.1f} GFLOP per second of audio; fp32 matmul rate "
+          f"{rate / 1e9:.0f} GFLOP/s; roofline {roofline_s:.1f} s (RTF {roofline_s / audio_s:.3f}); best of "
+          f"{args.rounds} rounds\n")
+    print("| variant | seconds | audio s / s | RTF | x roofline |")
+    print("|---|---|---|---|---|")
+    for name, ts in times.items():
+        t = min(ts)
+        print(f"| {name} | {t:.1f} | {audio_s / t:.1f} | {t / audio_s:.3f} | {t / roofline_s:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

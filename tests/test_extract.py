@@ -1,0 +1,129 @@
+"""Stage 5: x-vectors to Kaldi ark/scp through the JOB=1:N launcher; merge, checks, resume."""
+
+from __future__ import annotations
+
+import kaldiio
+import numpy as np
+import pytest
+import torch
+
+from helpers import MICRO, assert_clean_error, run_py, run_sh, venv_env, write_config
+from voxadapt.config import load_config
+from voxadapt.data.kaldi_dir import DataDir
+from voxadapt.embed import chunk_bounds, embed_waveforms
+from voxadapt.extract import load_utterance
+from voxadapt.models.speaker import build_model, load_model_dir, save_model_dir
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def micro_exp(tmp_path_factory):
+    """exp/mhfa_tiny/model: a (random) micro model, as stage 4 would publish it."""
+    root = tmp_path_factory.mktemp("xv")
+    cfg = load_config(None, MICRO)
+    model, head = build_model(cfg, 36)
+    save_model_dir(root / "exp" / "mhfa_tiny" / "main" / "final", cfg, model, head, [f"c{i}" for i in range(36)])
+    (root / "exp" / "mhfa_tiny" / "model").symlink_to("main/final")
+    write_config(root / "micro.yaml", MICRO)
+    return root
+
+
+def stage5(micro_exp, tiny_data, nj="2", extra_env=None):
+    return run_sh("run.sh", "--stage", "5", "--stop_stage", "5", "--config", str(micro_exp / "micro.yaml"),
+                  "--nj", nj, "--data", str(tiny_data), "--exp", str(micro_exp / "exp"),
+                  env={**venv_env(), **(extra_env or {})})
+
+
+@pytest.fixture(scope="module")
+def extracted(micro_exp, tiny_data):
+    proc = stage5(micro_exp, tiny_data)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return micro_exp / "exp" / "mhfa_tiny" / "embeddings"
+
+
+def test_xvectors_read_back_and_equal_unbatched_embeddings(extracted, micro_exp, tiny_data):
+    d = DataDir.load(tiny_data / "test")
+    vectors = dict(kaldiio.load_scp_sequential(str(extracted / "test" / "xvector.scp")))
+    assert sorted(vectors) == d.utterance_ids
+    assert (extracted / "test" / "xvector.scp").read_text().splitlines()[0].startswith(d.utterance_ids[0] + " ")
+    model, _, cfg, _ = load_model_dir(micro_exp / "exp" / "mhfa_tiny" / "model")
+    for utt in d.utterance_ids[:6]:
+        with torch.no_grad():
+            single = model(torch.from_numpy(load_utterance(d, utt))[None]).numpy()[0]
+        assert vectors[utt].dtype == np.float32
+        np.testing.assert_allclose(vectors[utt], single, atol=1e-5)
+
+
+def test_speaker_means_and_counts(extracted, tiny_data):
+    d = DataDir.load(tiny_data / "test")
+    vectors = dict(kaldiio.load_scp_sequential(str(extracted / "test" / "xvector.scp")))
+    means = dict(kaldiio.load_scp_sequential(str(extracted / "test" / "spk_xvector.scp")))
+    for spk, utts in d.spk2utt.items():
+        np.testing.assert_allclose(means[spk], np.mean([vectors[u] for u in utts], 0), atol=1e-6)
+    counts = dict(line.split() for line in (extracted / "test" / "num_utts.ark").read_text().splitlines())
+    assert counts == {s: str(len(u)) for s, u in d.spk2utt.items()}
+
+
+def test_rerun_does_nothing_and_a_lost_job_is_redone_alone(extracted, micro_exp, tiny_data):
+    again = stage5(micro_exp, tiny_data)
+    assert again.returncode == 0 and again.stderr.count("already complete; nothing to do") == 3
+    out = extracted / "dev"
+    ark1 = (out / "xvector.1.ark").stat().st_mtime_ns
+    before = (out / "xvector.scp").read_text()
+    (out / "xvector.2.scp").unlink()  # as if job 2 had been killed before finishing
+    (out / ".done.json").unlink()
+    proc = stage5(micro_exp, tiny_data)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "already complete" in (out / "log" / "extract.1.log").read_text()
+    assert "x-vectors ->" in (out / "log" / "extract.2.log").read_text()
+    assert (out / "xvector.1.ark").stat().st_mtime_ns == ark1
+    assert (out / "xvector.scp").read_text() == before
+
+
+def test_chunked_long_utterance(micro_exp):
+    model, _, cfg, _ = load_model_dir(micro_exp / "exp" / "mhfa_tiny" / "model")
+    opts = cfg.extract
+    opts.max_chunk_seconds, opts.chunk_overlap_seconds = 4.0, 1.0
+    x = np.random.default_rng(0).standard_normal(int(10.5 * 16000)).astype(np.float32) * 0.1
+    bounds = chunk_bounds(len(x), 16000, opts)
+    assert bounds[0] == (0, 64000) and bounds[-1][1] == len(x) and len(bounds) == 4
+    got = embed_waveforms(model, [x, x[:16000]], 16000, opts)
+    with torch.no_grad():
+        want = np.mean([model(torch.from_numpy(x[s:e])[None]).numpy()[0] for s, e in bounds], 0)
+        short = model(torch.from_numpy(x[:16000])[None]).numpy()[0]
+    np.testing.assert_allclose(got[0], want, atol=1e-5)
+    np.testing.assert_allclose(got[1], short, atol=1e-5)
+
+
+def test_launcher_names_the_failing_job(tmp_path):
+    proc = run_sh("utils/run_local.sh", "JOB=1:3", str(tmp_path / "log" / "t.JOB.log"), "bash", "-c",
+                  "echo job JOB; [ JOB != 2 ]")
+    assert proc.returncode == 1 and f"1 / 3 failed, log is in {tmp_path}/log/t.2.log" in proc.stderr
+    assert "job 3" in (tmp_path / "log" / "t.3.log").read_text()
+    assert "# Ended (code 1)" in (tmp_path / "log" / "t.2.log").read_text()
+
+
+def test_bad_inputs(micro_exp, tiny_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data / "test", data / "test", ignore=shutil.ignore_patterns("split*"))
+    lines = (data / "test" / "wav.scp").read_text().splitlines()
+    bad_utt = lines[3].split()[0]
+    (tmp_path / "garbage.wav").write_text("not audio")
+    lines[3] = f"{bad_utt} {tmp_path / 'garbage.wav'}"
+    (data / "test" / "wav.scp").write_text("\n".join(lines) + "\n")
+    from voxadapt.data.split import split_data_dir
+
+    split_data_dir(data / "test", 2)
+    model = micro_exp / "exp" / "mhfa_tiny" / "model"
+    proc = run_py("extract_xvectors.py", "--model", str(model), "--split-dir", str(data / "test" / "split2"),
+                  "--out", str(tmp_path / "xv"), "--job", "1")
+    assert_clean_error(proc, f"utterance '{bad_utt}'", "cannot decode audio")
+    assert not (tmp_path / "xv" / "xvector.1.scp").exists()
+    proc = run_py("extract_xvectors.py", "--model", str(tmp_path), "--split-dir", str(data / "test" / "split2"),
+                  "--out", str(tmp_path / "xv"), "--job", "2")
+    assert_clean_error(proc, "not a trained voxadapt model directory")
+    proc = run_py("split_data.py", str(tiny_data / "test"), "21")
+    assert_clean_error(proc, "cannot split 20 utterances into 21 jobs", "--nj between 1 and 20")

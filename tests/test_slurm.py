@@ -1,0 +1,84 @@
+"""Stage 5 and training through a real one-node Slurm cluster on localhost.
+
+As root, Slurm is installed from Debian when missing (slurm-wlm, munge) and its daemons are
+started for these tests and stopped afterwards; otherwise the tests are skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+
+import kaldiio
+import numpy as np
+import pytest
+
+from helpers import MICRO, ROOT, run_sh, venv_env, write_config
+from slurm_cluster import LocalSlurm, SlurmUnavailable
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except SlurmUnavailable as err:
+        cluster.stop()
+        pytest.skip(f"no real Slurm: {err}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def slurm_opts(tmp_path_factory):
+    conf = tmp_path_factory.mktemp("slurmconf") / "slurm.conf"
+    conf.write_text('partition=""\nmem=2G\ntime=00:30:00\nextra_args=""\n')
+    return conf
+
+
+def test_stage5_through_slurm_equals_local(slurm, slurm_opts, tiny_data, tmp_path):
+    from voxadapt.config import load_config
+    from voxadapt.models.speaker import build_model, save_model_dir
+
+    cfg = load_config(None, MICRO)
+    model, head = build_model(cfg, 36)
+    outs = {}
+    for launcher in ("local", "slurm"):
+        exp = tmp_path / launcher / "exp" / "mhfa_tiny"
+        save_model_dir(exp / "main" / "final", cfg, model, head, [f"c{i}" for i in range(36)])
+        (exp / "model").symlink_to("main/final")
+        data = tmp_path / launcher / "data"
+        shutil.copytree(tiny_data / "test", data / "test", ignore=shutil.ignore_patterns("split*"))
+        for s in ("train", "dev"):
+            shutil.copytree(tiny_data / s, data / s, ignore=shutil.ignore_patterns("split*"))
+        write_config(tmp_path / launcher / "micro.yaml", MICRO)
+        cmd = ("utils/run_slurm.sh --config " + str(slurm_opts)) if launcher == "slurm" else "utils/run_local.sh"
+        proc = run_sh("run.sh", "--stage", "5", "--stop_stage", "5", "--config", str(tmp_path / launcher / "micro.yaml"),
+                      "--nj", "2", "--data", str(data), "--exp", str(tmp_path / launcher / "exp"),
+                      env={**venv_env(), **slurm.env, "extract_cmd": cmd})
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        outs[launcher] = exp / "embeddings"
+    assert "Slurm job" in (outs["slurm"] / "test" / "log" / "extract.1.log").read_text()
+    for s in ("train", "dev", "test"):
+        a = dict(kaldiio.load_scp_sequential(str(outs["local"] / s / "xvector.scp")))
+        b = dict(kaldiio.load_scp_sequential(str(outs["slurm"] / s / "xvector.scp")))
+        assert a.keys() == b.keys()
+        assert all(np.array_equal(a[k], b[k]) for k in a), s
+
+
+def test_training_example_script_under_sbatch(slurm, tiny_data, tmp_path):
+    import subprocess
+
+    write_config(tmp_path / "micro.yaml", MICRO + ["train.phases.0.epochs=1", "train.phases.0.average_last=1"])
+    proc = subprocess.run(["sbatch", "--wait", "--nodes=1", "--cpus-per-task=2", "--mem=4G",
+                           f"--output={tmp_path}/slurm-%j.out", str(ROOT / "local" / "slurm_train.sbatch"),
+                           "--config", str(tmp_path / "micro.yaml"), "--data", str(tiny_data), "--exp",
+                           str(tmp_path / "exp")], cwd=ROOT, env={**__import__("os").environ, **venv_env(), **slurm.env},
+                          capture_output=True, text=True, timeout=900)
+    out = "".join(p.read_text() for p in tmp_path.glob("slurm-*.out"))
+    assert proc.returncode == 0, out[-3000:] + proc.stderr
+    assert (tmp_path / "exp" / "mhfa_tiny" / "model" / "model.safetensors").is_file()
+    assert filecmp.cmp(tmp_path / "exp" / "mhfa_tiny" / "model" / "model.safetensors",
+                       tmp_path / "exp" / "mhfa_tiny" / "main" / "final" / "model.safetensors")

@@ -1,0 +1,160 @@
+"""Stage 5: x-vectors for a data dir, written as Kaldi float vectors (kaldiio), in N jobs.
+
+Each job embeds one part of <data>/split<N>/ into <out>/xvector.<n>.{ark,scp}; the .scp is
+renamed into place last, so a job whose .scp exists is complete and a re-run skips it. The merge
+step joins the parts into one sorted xvector.scp, checks it (every utterance once, finite values,
+one dimension), and writes speaker means spk_xvector.{ark,scp} and num_utts.ark as Kaldi's
+ivector-mean does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import torch
+
+from voxadapt.config import Config
+from voxadapt.data.audio import read_audio
+from voxadapt.data.kaldi_dir import DataDir
+from voxadapt.data.kaldi_dir import tables_digest
+from voxadapt.data.split import utterance_durations
+from voxadapt.embed import embed_waveforms
+from voxadapt.errors import DataError, VoxadaptError, located
+from voxadapt.fileio import StageMarker, atomic_path
+from voxadapt.models.speaker import load_model_dir
+from voxadapt.train.distributed import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def model_digest(model_dir: Path) -> str:
+    """Identifies the model an output was made with (path, size, mtime: cheap for large models)."""
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file():
+        raise VoxadaptError(located(weights, None, "missing: not a trained voxadapt model directory",
+                                    "run stages 3-4 first, or give exp/<name>/model"))
+    st = weights.stat()
+    return hashlib.sha1(f"{(model_dir / 'model.safetensors').resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+
+
+def load_utterance(d: DataDir, utt: str) -> np.ndarray:
+    seg = d.segments[utt] if d.segments is not None else None
+    try:
+        audio, _ = read_audio(d.wav_scp[seg.recording if seg else utt], seg.start if seg else 0.0, seg.end if seg else None)
+    except VoxadaptError as err:
+        raise DataError(f"utterance '{utt}' of {d.path}: {err}") from None
+    return audio[0]
+
+
+def extract_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: int) -> None:
+    """Embed part `job` of a split data dir into out_dir/xvector.<job>.{ark,scp} (skip if done)."""
+    part = DataDir.load(split_dir / str(job))
+    scp = out_dir / f"xvector.{job}.scp"
+    marker = StageMarker(out_dir / f".xvector.{job}.json", {"model": model_digest(model_dir),
+                                                              "utts": hashlib.sha1(" ".join(part.utterance_ids).encode()).hexdigest()})
+    if scp.is_file() and marker.is_done(outputs_hint=scp):
+        log.info("job %d: %s already complete; nothing to do", job, scp)
+        return
+    if cfg.extract.num_threads:
+        torch.set_num_threads(cfg.extract.num_threads)
+    device = str(resolve_device(cfg.extract.device))
+    model, _, _, _ = load_model_dir(model_dir, device)
+    durations = utterance_durations(part)
+    utts = sorted(part.utterance_ids, key=lambda u: (durations[u], u))  # similar lengths batch together
+    ark = out_dir / f"xvector.{job}.ark"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sr = cfg.data.sample_rate
+    group, budget = [], 20 * cfg.extract.batch_seconds  # audio held in memory at once
+    with atomic_path(scp) as tmp_scp, kaldiio.WriteHelper(f"ark,scp:{ark},{tmp_scp}") as writer:
+        def flush() -> None:
+            vectors = embed_waveforms(model, [w for _, w in group], sr, cfg.extract, device)
+            for (utt, _), vec in zip(group, vectors):
+                writer(utt, vec.astype(np.float32))
+            group.clear()
+
+        held = 0.0
+        for i, utt in enumerate(utts):
+            group.append((utt, load_utterance(part, utt)))
+            held += durations[utt]
+            if held >= budget or i == len(utts) - 1:
+                flush()
+                held = 0.0
+    marker.mark_done()
+    log.info("job %d: %d x-vectors -> %s", job, len(utts), scp)
+
+
+def merge(data_dir: Path, out_dir: Path, nj: int) -> int:
+    """Join job outputs into xvector.scp, check them, write speaker means. Returns the dimension."""
+    d = DataDir.load(data_dir)
+    lines: dict[str, str] = {}
+    for job in range(1, nj + 1):
+        part = out_dir / f"xvector.{job}.scp"
+        if not part.is_file():
+            raise VoxadaptError(located(part, None, "missing: extraction job did not finish",
+                                        f"see {out_dir}/log/extract.{job}.log and re-run stage 5"))
+        for line in part.read_text().splitlines():
+            utt, loc = line.split(maxsplit=1)
+            if utt in lines:
+                raise VoxadaptError(located(part, None, f"utterance '{utt}' extracted twice", "re-run stage 5"))
+            lines[utt] = loc
+    missing = sorted(set(d.utt2spk) - set(lines))
+    extra = sorted(set(lines) - set(d.utt2spk))
+    if missing or extra:
+        raise VoxadaptError(located(out_dir, None, f"x-vectors missing for {missing[:3]} / unexpected {extra[:3]}",
+                                    "delete the job outputs and re-run stage 5"))
+    dims = set()
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for utt in sorted(lines):
+        vec = kaldiio.load_mat(lines[utt])
+        if vec.ndim != 1 or not np.isfinite(vec).all():
+            raise VoxadaptError(located(out_dir, None, f"x-vector of '{utt}' is not a finite vector",
+                                        "delete the job outputs and re-run stage 5"))
+        dims.add(len(vec))
+        spk = d.utt2spk[utt]
+        sums[spk] = sums.get(spk, 0) + vec.astype(np.float64)
+        counts[spk] = counts.get(spk, 0) + 1
+    if len(dims) != 1:
+        raise VoxadaptError(located(out_dir, None, f"x-vectors of different dimensions {sorted(dims)}",
+                                    "delete the job outputs and re-run stage 5"))
+    with atomic_path(out_dir / "spk_xvector.scp") as tmp_scp:
+        with kaldiio.WriteHelper(f"ark,scp:{out_dir / 'spk_xvector.ark'},{tmp_scp}") as writer:
+            for spk in sorted(sums):
+                writer(spk, (sums[spk] / counts[spk]).astype(np.float32))
+    with atomic_path(out_dir / "num_utts.ark") as tmp:
+        tmp.write_text("".join(f"{spk} {counts[spk]}\n" for spk in sorted(counts)))
+    with atomic_path(out_dir / "xvector.scp") as tmp:  # last: its presence means the set is complete
+        tmp.write_text("".join(f"{utt} {lines[utt]}\n" for utt in sorted(lines)))
+    return dims.pop()
+
+
+def read_xvectors(scp: Path) -> dict[str, np.ndarray]:
+    if not scp.is_file():
+        raise VoxadaptError(located(scp, None, "missing", "run stage 5 (extract) first"))
+    return {k: np.asarray(v, dtype=np.float32) for k, v in kaldiio.load_scp_sequential(str(scp))}
+
+
+def write_summary(out_dir: Path, model_dir: Path, dim: int, count: int) -> None:
+    with atomic_path(out_dir / "info.json") as tmp:
+        tmp.write_text(json.dumps({"model": os.path.realpath(model_dir), "dim": dim, "utterances": count}, indent=1) + "\n")
+
+
+def merge_stage(data_dir: Path, model_dir: Path, out_dir: Path, nj: int, check_only: bool) -> int:
+    d = DataDir.load(data_dir)
+    marker = StageMarker(out_dir / ".done.json", {"model": model_digest(model_dir), "tables": tables_digest(d.path)})
+    done = (out_dir / "xvector.scp").is_file() and marker.is_done(outputs_hint=out_dir)
+    if check_only:
+        if done:
+            log.info("stage 5: %s already complete; nothing to do", out_dir)
+        return 0 if done else 1
+    dim = merge(data_dir, out_dir, nj)
+    write_summary(out_dir, model_dir, dim, len(d.utt2spk))
+    marker.mark_done()
+    log.info("stage 5: %d x-vectors of dimension %d in %s", len(d.utt2spk), dim, out_dir / "xvector.scp")
+    return 0
