@@ -1,0 +1,1 @@
+"""Back-ends: mean, LDA, two-covariance PLDA (Kaldi formats), cosine, AS-norm, calibration."""

@@ -1,0 +1,161 @@
+"""Stages 6 (back-end training + calibration) and 7 (scoring, metrics, reports)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from voxadapt.backend.calibration import Calibration, load_calibrations, quality_measures, save_calibrations
+from voxadapt.backend.lda import apply_affine, compute_lda, length_norm
+from voxadapt.backend.plda import Plda
+from voxadapt.backend.scoring import Backend, Embeddings, score_trials, write_scores
+from voxadapt.config import Config, ScoringConfig
+from voxadapt.data.kaldi_dir import DataDir
+from voxadapt.data.split import utterance_durations
+from voxadapt.data.trials import make_trials, read_trials, write_trials
+from voxadapt.errors import VoxadaptError
+from voxadapt.fileio import StageMarker, atomic_dir
+from voxadapt.train.trainer import file_digest
+
+log = logging.getLogger(__name__)
+
+
+def train_backend(emb: Embeddings, utt2spk: dict[str, str], cfg: ScoringConfig) -> tuple[Backend, list[float]]:
+    """Mean, LDA, length norm, PLDA (EM) and the AS-norm cohort from labelled x-vectors."""
+    missing = [u for u in emb.ids if u not in utt2spk]
+    if missing:
+        raise VoxadaptError(f"no speaker for {len(missing)} x-vector(s), e.g. '{missing[0]}'; give the matching utt2spk")
+    labels = np.array([utt2spk[u] for u in emb.ids])
+    x = emb.matrix.astype(np.float64)
+    mean = x.mean(0)
+    lda = compute_lda(x - mean, labels, cfg.lda_dim)
+    plda, history = Plda.train(length_norm(apply_affine(lda, x - mean)), labels, cfg.plda_iters)
+    speakers, inverse = np.unique(labels, return_inverse=True)
+    cohort = np.zeros((len(speakers), x.shape[1]))
+    np.add.at(cohort, inverse, x)
+    cohort /= np.bincount(inverse)[:, None]
+    return Backend(mean, lda, plda, cohort), history
+
+
+def split_calibration_speakers(speakers: list[str], fraction: float, seed: int) -> set[str]:
+    n = min(max(2, round(len(speakers) * fraction)), len(speakers) // 2)
+    rng = np.random.default_rng(seed)
+    return set(rng.choice(sorted(speakers), n, replace=False).tolist())
+
+
+def calibration_trials(d: DataDir, emb: Embeddings, held: set[str], cfg: ScoringConfig) -> list:
+    """Trials among the held-out training speakers: all target pairs up to half the list."""
+    spk2utt = {s: [u for u in us if u in emb.index] for s, us in d.spk2utt.items() if s in held}
+    n_tar = sum(len(u) * (len(u) - 1) // 2 for u in spk2utt.values())
+    n_utt = sum(len(u) for u in spk2utt.values())
+    n_non = (n_utt**2 - sum(len(u) ** 2 for u in spk2utt.values())) // 2
+    n = min(cfg.calibration_trials, 2 * n_tar, n_tar + n_non)
+    return make_trials(spk2utt, n, 0.5, np.random.default_rng(cfg.seed))
+
+
+def backend_stage(cfg: Config, data: str | Path, exp: str | Path) -> int:
+    exp_dir, sc, data_dir = Path(exp) / cfg.name, cfg.scoring, Path(data)
+    train = cfg.data.train_set
+    scp = exp_dir / "embeddings" / train / "xvector.scp"
+    out = exp_dir / "backend"
+    cal_scp = exp_dir / "embeddings" / sc.calibration_set / "xvector.scp" if sc.calibration_set else None
+    for needed in (scp, cal_scp):
+        if needed is not None and not needed.is_file():
+            raise VoxadaptError(f"{needed}: missing; run stage 5 (extract) first")
+    marker = StageMarker(exp_dir / ".done" / "stage6_backend.json",
+                         {"scoring": dataclasses.asdict(sc), "xvectors": file_digest(scp),
+                          "calibration_xvectors": file_digest(cal_scp) if cal_scp else ""})
+    if marker.is_done(outputs_hint=out):
+        log.info("stage 6: back-end already trained (%s); nothing to do", out)
+        return 0
+    d = DataDir.load(data_dir / train)
+    emb = Embeddings.from_scp(scp)
+    if sc.calibration_set:
+        held: set[str] = set()
+        cal_dir = DataDir.load(data_dir / sc.calibration_set)
+        cal_emb = Embeddings.from_scp(cal_scp)
+        cal_trials = read_trials(data_dir / sc.calibration_set / "trials", known=cal_emb.index)
+        where = f"the {len(cal_dir.spk2utt)} speakers of {sc.calibration_set}"
+    else:
+        held = split_calibration_speakers(list(d.spk2utt), sc.calibration_fraction, sc.seed)
+        cal_dir, cal_emb = d, emb
+        cal_trials = calibration_trials(d, emb, held, sc)
+        where = f"{len(held)} held-out training speakers"
+    fit_ids = [u for u in emb.ids if d.utt2spk[u] not in held]
+    backend, history = train_backend(emb.subset(fit_ids), d.utt2spk, sc)
+    labels = np.array([t.target for t in cal_trials])
+    scores = score_trials(backend, cal_emb, cal_trials, sc.methods, sc.asnorm_top_n, "calibration trials")
+    quality = quality_measures(cal_trials, utterance_durations(cal_dir)) if sc.calibration_quality else None
+    calibrations = {m: Calibration.fit(scores[m], labels, quality) for m in sc.methods}
+    with atomic_dir(out) as tmp:
+        backend.save(tmp)
+        write_trials(tmp / "calibration_trials", cal_trials)
+        save_calibrations(tmp / "calibration.json", calibrations, sc.p_targets)
+        (tmp / "plda_em.json").write_text(json.dumps({"loglik_per_example": history}, indent=1) + "\n")
+    marker.mark_done()
+    log.info("stage 6: back-end from %d speakers (%d x-vectors), LDA %d -> %d, PLDA log-likelihood %.2f -> %.2f; "
+             "calibrated on %d trials of %s -> %s", len(d.spk2utt) - len(held), len(fit_ids),
+             emb.matrix.shape[1], backend.lda.shape[0], history[0], history[-1], len(cal_trials), where, out)
+    return 0
+
+
+def trial_lists(data_dir: Path, sets: list[str]) -> dict[str, tuple[str, Path]]:
+    """{name: (set, path)} for data/<set>/trials (name <set>) and data/<set>/trials_<x> (<set>_<x>)."""
+    out = {}
+    for s in sets:
+        for f in sorted((data_dir / s).glob("trials*")):
+            if f.name == "trials" or f.name.startswith("trials_"):
+                out[s + f.name[len("trials"):]] = (s, f)
+    return out
+
+
+def score_stage(cfg: Config, data: str | Path, exp: str | Path) -> int:
+    from voxadapt.report.plots import det_figure, histogram_figure, save_figure
+    from voxadapt.report.results import evaluate, write_results
+    from voxadapt.metrics import roc
+
+    exp_dir, sc, data_dir = Path(exp) / cfg.name, cfg.scoring, Path(data)
+    lists = trial_lists(data_dir, cfg.data.test_sets)
+    if not lists:
+        raise VoxadaptError(f"no trial lists in {data_dir}/{{{','.join(cfg.data.test_sets)}}}/trials*; run stage 0")
+    inputs = {"backend": file_digest(exp_dir / "backend" / "calibration.json") if (exp_dir / "backend" / "calibration.json").is_file() else "",
+              "scoring": dataclasses.asdict(sc)}
+    for name, (s, f) in lists.items():
+        xv = exp_dir / "embeddings" / s / "xvector.scp"
+        inputs[name] = [file_digest(f), file_digest(xv) if xv.is_file() else ""]
+    marker = StageMarker(exp_dir / ".done" / "stage7_score.json", inputs)
+    if marker.is_done(outputs_hint=exp_dir / "scores") and (exp_dir / "RESULTS.md").is_file():
+        log.info("stage 7: already scored; nothing to do")
+        print((exp_dir / "RESULTS.md").read_text())
+        return 0
+    backend = Backend.load(exp_dir / "backend")
+    calibrations = load_calibrations(exp_dir / "backend" / "calibration.json")
+    results: dict[str, dict] = {}
+    for name, (s, f) in lists.items():
+        emb = Embeddings.from_scp(exp_dir / "embeddings" / s / "xvector.scp")
+        trials = read_trials(f)
+        labels = np.array([t.target for t in trials])
+        scores = score_trials(backend, emb, trials, sc.methods, sc.asnorm_top_n, f)
+        quality = quality_measures(trials, utterance_durations(DataDir.load(data_dir / s))) if sc.calibration_quality else None
+        out = exp_dir / "scores" / name
+        results[name] = {}
+        for m in sc.methods:
+            llr = calibrations[m].llr(scores[m], quality)
+            write_scores(out / f"{m}.score", trials, scores[m])
+            write_scores(out / f"{m}.llr", trials, llr)
+            results[name][m] = evaluate(scores[m], labels, sc.p_targets, llr)
+        curves = {}
+        for m in sc.methods:
+            r = roc(scores[m], labels)
+            curves[f"{m} (EER {100 * results[name][m]['eer']:.2f}%)"] = (r.p_fa, r.p_miss)
+        save_figure(det_figure(curves, f"{cfg.name}: {name}"), out / "det.png")
+        save_figure(histogram_figure({m: (scores[m], labels) for m in sc.methods}, f"{cfg.name}: {name}"),
+                    out / "histogram.png")
+    table = write_results(exp_dir, cfg.name, results, sc.p_targets)
+    marker.mark_done()
+    print(f"\nResults of {cfg.name} ({exp_dir / 'RESULTS.md'}):\n\n{table}")
+    return 0

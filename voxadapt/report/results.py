@@ -1,0 +1,42 @@
+"""results.json and the RESULTS.md table: EER and DCFs per trial list and scoring method."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from voxadapt.fileio import atomic_path
+from voxadapt.metrics import actual_dcf, eer, min_dcf
+
+
+def evaluate(scores: np.ndarray, labels: np.ndarray, p_targets: list[float], llrs: np.ndarray | None) -> dict:
+    out = {"eer": eer(scores, labels)[0], "min_dcf": {str(p): min_dcf(scores, labels, p)[0] for p in p_targets},
+           "trials": int(len(labels)), "targets": int(labels.sum())}
+    if llrs is not None:
+        out["act_dcf"] = {str(p): actual_dcf(llrs, labels, p) for p in p_targets}
+    return out
+
+
+def results_table(results: dict[str, dict[str, dict]], p_targets: list[float]) -> str:
+    ps = [str(p) for p in p_targets]
+    head = ["trial list", "method", "EER (%)"] + [f"minDCF {p}" for p in ps] + [f"actDCF {p}" for p in ps] + ["trials"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for trials, methods in results.items():
+        for method, r in methods.items():
+            act = [f"{r['act_dcf'][p]:.3f}" if "act_dcf" in r else "-" for p in ps]
+            cells = [trials, method, f"{100 * r['eer']:.2f}", *[f"{r['min_dcf'][p]:.3f}" for p in ps], *act,
+                     f"{r['trials']:,}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(exp_dir: Path, name: str, results: dict, p_targets: list[float]) -> str:
+    table = results_table(results, p_targets)
+    with atomic_path(exp_dir / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
+    with atomic_path(exp_dir / "RESULTS.md") as tmp:
+        tmp.write_text(f"# {name}\n\nEER and DCFs (C_miss = C_fa = 1) per trial list; actDCF uses the calibrated "
+                       f"log-likelihood ratios at the Bayes threshold.\n\n{table}")
+    return table
