@@ -1,0 +1,254 @@
+"""Masked prediction of frame units (HuBERT) with denoising inputs (WavLM), on one process.
+
+Pipeline (each step resumable): unlabeled corpus -> MFCC k-means targets -> training with
+checkpoints -> `save_pretrained` export. Everything is drawn from seeded generators.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from voxadapt.augment.generate import NOISE_KINDS, make_noise
+from voxadapt.augment.online import add_at_snr
+from voxadapt.config import Config
+from voxadapt.data.audio import read_audio
+from voxadapt.data.kaldi_dir import DataDir, write_table
+from voxadapt.data.sampler import BatchSpec, SpeakerBatchSampler
+from voxadapt.data.validate import validate_data_dir
+from voxadapt.errors import VoxadaptError, located
+from voxadapt.fileio import StageMarker, atomic_dir
+from voxadapt.models.backbone import _classes, hf_config
+from voxadapt.pretrain.targets import HOP, FrameTargets, fit_targets, mfcc, num_frames
+from voxadapt.train import checkpoint as ckpt_io
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------- corpus
+
+
+def prepare_corpus(cfg: Config, work: Path, nj: int) -> DataDir:
+    p = cfg.pretrain
+    if p.data_dir:
+        return validate_data_dir(p.data_dir, cfg.data.sample_rate, cfg.data.min_duration, nj=nj)
+    from voxadapt.corpus.synthetic import render, speaker_jobs
+
+    syn = dataclasses.replace(cfg.data.synthetic, utts_per_speaker=p.utts_per_speaker, seed=p.corpus_seed)
+    marker = StageMarker(work / "data" / ".done.json", {"synthetic": dataclasses.asdict(syn), "speakers": p.speakers})
+    if not marker.is_done(outputs_hint=work / "data"):
+        # 'pre' ids and their own seed: voices unrelated to the embedded corpus's speakers.
+        rendered = render(speaker_jobs("pre", range(p.speakers), p.corpus_seed, work / "audio"), syn,
+                          cfg.data.sample_rate, nj)
+        DataDir(work / "data", {u: path for utts in rendered.values() for u, path in utts},
+                {u: spk for spk, utts in rendered.items() for u, _ in utts}).write()
+        d = validate_data_dir(work / "data", cfg.data.sample_rate, cfg.data.min_duration, nj=nj)
+        write_table(d.path / "reco2dur", ((r, f"{v:.4f}") for r, v in (d.reco2dur or {}).items()))
+        marker.mark_done()
+    return DataDir.load(work / "data")
+
+
+def load_utterances(d: DataDir) -> list[np.ndarray]:
+    out = []
+    for utt in d.utterance_ids:
+        seg = d.segments[utt] if d.segments is not None else None
+        audio, _ = read_audio(d.wav_scp[seg.recording if seg else utt], seg.start if seg else 0.0, seg.end if seg else None)
+        out.append(audio[0])
+    return out
+
+
+# ---------------------------------------------------------------------------------- batches
+
+
+class MaskedPredictionBatches(Dataset):
+    """BatchSpec -> {'wav': (B, S), 'targets': (B, F), 'mask': (B, F)} with frame-aligned crops."""
+
+    def __init__(self, audio: list[np.ndarray], targets: FrameTargets, frames: int, cfg: Config):
+        self.audio, self.targets, self.frames = audio, targets, frames
+        self.samples = (frames - 1) * HOP + 400
+        self.p, self.sr = cfg.pretrain, cfg.data.sample_rate
+
+    def __len__(self) -> int:
+        return len(self.audio)
+
+    def _mask(self, rng: np.random.Generator) -> np.ndarray:
+        mask = np.zeros(self.frames, dtype=bool)
+        starts = np.flatnonzero(rng.random(self.frames - self.p.mask_length + 1) < self.p.mask_prob)
+        if len(starts) == 0:
+            starts = rng.integers(0, self.frames - self.p.mask_length + 1, 1)
+        for s in starts:
+            mask[s:s + self.p.mask_length] = True
+        return mask
+
+    def _corrupt(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() >= self.p.noise_prob:
+            return x
+        if rng.random() < 0.5:  # an overlapping second speaker on part of the crop (WavLM's mixing)
+            other = self.audio[int(rng.integers(len(self.audio)))]
+            span = int(len(x) * rng.uniform(0.2, 0.5))
+            src = int(rng.integers(0, max(1, len(other) - span)))
+            dst = int(rng.integers(0, len(x) - span + 1))
+            noise = np.zeros_like(x)
+            piece = other[src:src + span]
+            noise[dst:dst + len(piece)] = piece
+            return add_at_snr(x, noise, rng.uniform(0, 10))
+        kind = NOISE_KINDS[int(rng.integers(len(NOISE_KINDS)))]
+        return add_at_snr(x, make_noise(kind, len(x) / self.sr, self.sr, rng)[: len(x)].astype(np.float32),
+                          rng.uniform(5, 20))
+
+    def __getitem__(self, spec: BatchSpec) -> dict:
+        wav = np.empty((len(spec.examples), self.samples), dtype=np.float32)
+        tgt = np.empty((len(spec.examples), self.frames), dtype=np.int64)
+        mask = np.empty((len(spec.examples), self.frames), dtype=bool)
+        for row, (i, seed) in enumerate(zip(spec.examples, spec.seeds)):
+            rng = np.random.default_rng(np.random.SeedSequence(list(seed)))
+            labels = self.targets.of(i)
+            k = int(rng.integers(0, len(labels) - self.frames + 1))
+            wav[row] = self._corrupt(self.audio[i][k * HOP: k * HOP + self.samples], rng)
+            tgt[row] = labels[k:k + self.frames]
+            mask[row] = self._mask(rng)
+        return {"wav": torch.from_numpy(wav), "targets": torch.from_numpy(tgt), "mask": torch.from_numpy(mask),
+                "state_after": spec.state_after}
+
+
+def _identity(batch: dict) -> dict:
+    return batch
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def build_pretraining_model(cfg: Config) -> tuple[nn.Module, nn.Linear]:
+    _, model_cls = _classes(cfg.model.backbone.type)
+    # mask_time_prob > 0 makes transformers create the learned mask embedding; masks are ours.
+    config = hf_config(cfg.model.backbone.type, {**cfg.model.backbone.arch, "layerdrop": 0.0, "mask_time_prob": 0.05})
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        try:
+            model = model_cls(config)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise VoxadaptError(f"transformers cannot build a {cfg.model.backbone.type} model from "
+                                f"model.backbone.arch: {str(err).splitlines()[0]}") from None
+        head = nn.Linear(config.hidden_size, cfg.pretrain.clusters)
+    return model, head
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    p = cfg.pretrain
+    if step < p.warmup_steps:
+        return p.lr * (step + 1) / p.warmup_steps
+    return p.lr * max(0.0, (p.steps - step) / max(1, p.steps - p.warmup_steps))
+
+
+def pretrain(cfg: Config, work: Path, nj: int) -> dict:
+    p = cfg.pretrain
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    d = prepare_corpus(cfg, work, nj)
+    audio = load_utterances(d)
+    frames = num_frames(int(p.crop_seconds * cfg.data.sample_rate))
+    keep = [i for i, x in enumerate(audio) if num_frames(len(x)) >= frames]
+    if not keep:
+        raise VoxadaptError(located(d.path, None, f"no utterance is at least {p.crop_seconds} s long",
+                                    "lower pretrain.crop_seconds or give longer audio"))
+    audio = [audio[i] for i in keep]
+    target_file = work / "targets.npz"
+    marker = StageMarker(work / ".targets.json", {"clusters": p.clusters, "frames": p.kmeans_frames, "seed": cfg.seed,
+                                                   "utterances": [d.utterance_ids[i] for i in keep]})
+    if not marker.is_done(outputs_hint=target_file):
+        targets, inertia = fit_targets([mfcc(x, cfg.data.sample_rate) for x in audio], p.clusters, p.kmeans_frames, cfg.seed)
+        targets.save(target_file)
+        marker.mark_done()
+        log.info("k-means: %d clusters over %d frames (inertia %.2f per frame)", p.clusters, len(targets.labels), inertia)
+    targets = FrameTargets.load(target_file)
+
+    model, head = build_pretraining_model(cfg)
+    params = list(model.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay, betas=(0.9, 0.98))
+    sampler = SpeakerBatchSampler(np.zeros(len(audio), dtype=np.int64), p.batch_size, cfg.seed,
+                                  batches_per_epoch=p.steps)
+    dataset = MaskedPredictionBatches(audio, targets, frames, cfg)
+    fingerprint = {"pretrain": dataclasses.asdict(p), "arch": cfg.model.backbone.arch, "type": cfg.model.backbone.type,
+                   "seed": cfg.seed, "corpus": d.utterance_ids[:3] + [str(len(audio))]}
+    ckpt_dir = work / "checkpoints"
+    step = 0
+    if paths := ckpt_io.list_checkpoints(ckpt_dir):
+        ckpt = ckpt_io.load_checkpoint(paths[-1], fingerprint)
+        model.load_state_dict(ckpt["model"])
+        head.load_state_dict(ckpt["head"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sampler.load_state_dict(ckpt["sampler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        step = int(ckpt["step"])
+        log.info("pre-training: resuming from %s (step %d)", paths[-1].name, step)
+
+    stop = {"flag": False}
+    old = signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+    history: list[tuple[int, float, float]] = []
+    start = time.time()
+
+    def save(consumed) -> None:  # noqa: ANN001
+        ckpt_io.save_checkpoint(ckpt_dir, step, {
+            "fingerprint": fingerprint, "step": step, "model": model.state_dict(), "head": head.state_dict(),
+            "optimizer": opt.state_dict(), "sampler": sampler.state_dict(at=consumed),
+            "rng": {"torch": torch.get_rng_state()}})
+        ckpt_io.prune_checkpoints(ckpt_dir, 1)
+
+    try:
+        model.train()
+        loader = DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=p.num_workers, collate_fn=_identity,
+                            generator=torch.Generator().manual_seed(0),
+                            multiprocessing_context="fork" if p.num_workers else None)
+        losses, accs = [], []
+        for batch in loader:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            mask = batch["mask"]
+            hidden = model(batch["wav"], mask_time_indices=mask).last_hidden_state
+            logits = head(hidden[mask])
+            target = batch["targets"][mask]
+            loss = nn.functional.cross_entropy(logits, target)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 10.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(float(loss.detach()))
+            accs.append(float((logits.argmax(1) == target).float().mean()))
+            if step % 50 == 0 or step == p.steps:
+                history.append((step, float(np.mean(losses[-50:])), float(np.mean(accs[-50:]))))
+                log.info("pre-training step %d/%d: loss %.3f, masked-frame accuracy %.3f, lr %.1e (%.0f s)",
+                         step, p.steps, history[-1][1], history[-1][2], lr_at(step, cfg), time.time() - start)
+            if stop["flag"]:
+                save(batch["state_after"])
+                log.warning("interrupted: checkpoint saved at step %d; re-run to resume", step)
+                raise KeyboardInterrupt
+            if step % p.checkpoint_every_steps == 0 or step == p.steps:
+                save(batch["state_after"])
+    finally:
+        signal.signal(signal.SIGINT, old)
+    return {"steps": step, "seconds_this_run": round(time.time() - start, 1), "history": history,
+            "utterances": len(audio), "hours": round(sum(len(x) for x in audio) / cfg.data.sample_rate / 3600, 2),
+            "model": model}
+
+
+def export(cfg: Config, result: dict, out_dir: Path, command: str) -> None:
+    """save_pretrained (safetensors + config.json) plus a note of how the model was made."""
+    model = result.pop("model")
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "pretraining.json").write_text(json.dumps({
+            "objective": "HuBERT-style masked prediction of MFCC k-means units, WavLM-style denoising",
+            "command": command, "pretrain": dataclasses.asdict(cfg.pretrain), "arch": cfg.model.backbone.arch,
+            **result}, indent=1) + "\n")
+        for f in tmp.iterdir():
+            f.chmod(0o644)  # shipped in the repository: readable by everyone
