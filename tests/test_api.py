@@ -1,0 +1,134 @@
+"""The packaged model: `voxadapt` command, Python API, ONNX export, adapters-only packages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import kaldiio
+import numpy as np
+import pytest
+import soundfile as sf
+
+from helpers import ROOT, assert_clean_error, write_wav
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def package(micro_pipeline):
+    return micro_pipeline / "exp" / "mhfa_tiny" / "package"
+
+
+@pytest.fixture(scope="module")
+def wavs(micro_pipeline):
+    from voxadapt.data.kaldi_dir import DataDir
+
+    d = DataDir.load(micro_pipeline / "data" / "test")
+    return [d.wav_scp[u] for u in d.utterance_ids[:3]]
+
+
+def voxadapt(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "voxadapt", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_api_embed_and_verify(package, wavs):
+    import voxadapt
+
+    model = voxadapt.load(package)
+    x, sr = sf.read(wavs[0], dtype="float32")
+    assert sr == model.sample_rate
+    np.testing.assert_allclose(model.embed(wavs[0]), model.embed(x), atol=1e-6)
+    same, other = model.verify(wavs[0], wavs[0]), model.verify(wavs[0], wavs[1])
+    assert same.method == model.manifest["default_method"] and same.score >= other.score
+    assert same.threshold == pytest.approx(np.log(99)) and same.accept == (same.llr >= same.threshold)
+    assert voxadapt.load(package, method="cosine").verify(wavs[0], wavs[0]).score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_cli_embed_verify_score(package, wavs, micro_pipeline, tmp_path):
+    proc = voxadapt("embed", str(package), wavs[0], wavs[1])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(wavs[0] + "  [ ")
+    out = f"ark,scp:{tmp_path / 'e.ark'},{tmp_path / 'e.scp'}"
+    assert voxadapt("embed", str(package), wavs[0], "--out", out).returncode == 0
+    import voxadapt as api
+
+    vec = dict(kaldiio.load_scp(str(tmp_path / "e.scp")))[wavs[0]]
+    np.testing.assert_allclose(vec, api.load(package).embed(wavs[0]), atol=1e-6)
+    proc = voxadapt("verify", str(package), wavs[0], wavs[1], "--method", "plda")
+    assert proc.returncode == 0 and "llr" in proc.stdout and ("accept" in proc.stdout or "reject" in proc.stdout)
+    scp = micro_pipeline / "exp" / "mhfa_tiny" / "embeddings" / "test" / "xvector.scp"
+    proc = voxadapt("score", str(package), "--trials", str(micro_pipeline / "data" / "test" / "trials"),
+                    "--scp", str(scp), "--out", str(tmp_path / "s"))
+    assert proc.returncode == 0 and "EER" in proc.stderr
+    assert len((tmp_path / "s").read_text().splitlines()) == 120
+
+
+def test_onnx_matches_pytorch(package, wavs):
+    import onnxruntime as ort
+
+    import voxadapt as api
+
+    model = api.load(package)
+    session = ort.InferenceSession(str(package / "model.onnx"), providers=["CPUExecutionProvider"])
+    for w in wavs:
+        x, _ = sf.read(w, dtype="float32")
+        a = session.run(None, {"waveform": x[None]})[0][0]
+        b = model.embed(x)
+        assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.9999
+
+
+def test_bad_inputs(package, wavs, tmp_path):
+    assert_clean_error(voxadapt("verify", str(tmp_path), wavs[0], wavs[1]), "not a packaged voxadapt model")
+    (tmp_path / "noise.wav").write_text("not audio at all")
+    assert_clean_error(voxadapt("verify", str(package), wavs[0], str(tmp_path / "noise.wav")), "not readable audio")
+    stereo = write_wav(tmp_path / "stereo.wav", 2.0, channels=2)
+    assert_clean_error(voxadapt("embed", str(package), str(stereo)), "2 channels; pick one with --channel")
+    assert voxadapt("embed", str(package), str(stereo), "--channel", "1").returncode == 0
+    narrow = write_wav(tmp_path / "8k.wav", 2.0, sr=8000)
+    assert_clean_error(voxadapt("embed", str(package), str(narrow)), "8000 Hz audio", "--allow-upsample")
+    assert voxadapt("embed", str(package), str(narrow), "--allow-upsample").returncode == 0
+    assert_clean_error(voxadapt("embed", str(package), str(tmp_path / "missing.wav")), "audio file not found")
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(package, broken)
+    (broken / "model.safetensors").unlink()
+    assert_clean_error(voxadapt("embed", str(broken), wavs[0]), "model.safetensors: missing")
+
+
+def test_adapters_only_package(micro_pipeline, tmp_path):
+    import shutil
+
+    import torch
+
+    import voxadapt as api
+    from helpers import MICRO
+    from voxadapt.config import load_config
+    from voxadapt.models.backbone import build_hf_model
+    from voxadapt.models.speaker import build_model, save_model_dir
+    from voxadapt.package import make_package
+
+    base = tmp_path / "base"
+    cfg0 = load_config(None, MICRO)
+    build_hf_model("wavlm", "", cfg0.model.backbone.arch, 0).save_pretrained(base)
+    cfg = load_config(None, MICRO + [f"model.backbone.path={base}", "model.backbone.arch={}", "model.adapters.inner=true",
+                                     "model.adapters.bottleneck=4"])
+    model, head = build_model(cfg, 36)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("up.weight"):
+                p.normal_(0, 0.05)
+    exp = tmp_path / "exp"
+    save_model_dir(exp / "model", cfg, model, head, [f"c{i}" for i in range(36)])
+    shutil.copytree(micro_pipeline / "exp" / "mhfa_tiny" / "backend", exp / "backend")
+    make_package(exp, tmp_path / "pkg", adapters_only=True)
+    pkg = tmp_path / "pkg"
+    assert not (pkg / "model.safetensors").exists() and (pkg / "adapters.safetensors").stat().st_size < \
+        (exp / "model" / "model.safetensors").stat().st_size
+    wav = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    model.eval()
+    with torch.no_grad():
+        want = model(torch.from_numpy(wav)[None]).numpy()[0]
+    np.testing.assert_allclose(api.load(pkg).embed(wav), want, atol=1e-5)
