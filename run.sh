@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=0
-stop_stage=7
+stop_stage=8
 config=conf/mhfa_tiny.yaml
 corpus=""            # synthetic | voxceleb | kaldi (default: the config's data.corpus)
 nj=2                 # parallel jobs for data preparation and extraction
@@ -40,6 +40,7 @@ Stages:
   5 extract    x-vectors exp/<name>/embeddings/<set>/xvector.{ark,scp} (+ speaker means)
   6 backend    mean, LDA, PLDA (Kaldi format), AS-norm cohort
   7 score      cosine / AS-norm / PLDA scores, EER and minDCF, RESULTS.md, DET plots
+  8 package    exp/<name>/package: model + back-end + calibration (+ model.onnx) for the voxadapt command
 Options:
   --stage N --stop_stage M     run stages N..M (default: $stage..$stop_stage)
   --config FILE                experiment config (default: $config)
@@ -95,17 +96,50 @@ fi
 
 torchrun_args=(--nproc_per_node "$nproc_per_node" --nnodes "$nnodes" --node_rank "$node_rank"
                --master_addr "$master_addr" --master_port "$master_port")
+node=""
+[ "$nnodes" -gt 1 ] && node=".node$node_rank"  # one log per node on a shared file system
 
 if run_stage 3; then
-  log "Stage 3: training (log: $expdir/log/train.log; TensorBoard: $expdir/tensorboard)"
-  $train_cmd "$expdir/log/train.log" \
+  log "Stage 3: training (log: $expdir/log/train$node.log; TensorBoard: $expdir/tensorboard)"
+  $train_cmd "$expdir/log/train$node.log" \
     python pyscripts/torchrun.py "${torchrun_args[@]}" pyscripts/train.py "${common[@]}" --data "$data" --exp "$exp" --stage train
 fi
 
 if run_stage 4; then
-  log "Stage 4: adaptation phases and the final model (log: $expdir/log/adapt.log)"
-  $train_cmd "$expdir/log/adapt.log" \
+  log "Stage 4: adaptation phases and the final model (log: $expdir/log/adapt$node.log)"
+  $train_cmd "$expdir/log/adapt$node.log" \
     python pyscripts/torchrun.py "${torchrun_args[@]}" pyscripts/train.py "${common[@]}" --data "$data" --exp "$exp" --stage adapt
+fi
+
+if run_stage 5; then
+  log "Stage 5: x-vectors ($nj jobs per set; logs: $expdir/embeddings/<set>/log/)"
+  # Local jobs share this machine's cores; more threads than cores makes every job crawl.
+  threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1
+  for set in $(python pyscripts/show_config.py "${common[@]}" --get data.all_sets); do
+    out="$expdir/embeddings/$set"
+    merge=(python pyscripts/merge_xvectors.py --data "$data/$set" --model "$expdir/model" --out "$out" --nj "$nj")
+    if "${merge[@]}" --check; then continue; fi
+    utils/split_data.sh "$data/$set" "$nj"
+    $extract_cmd JOB=1:"$nj" "$out/log/extract.JOB.log" \
+      python pyscripts/extract_xvectors.py "${common[@]}" --model "$expdir/model" \
+        --split-dir "$data/$set/split$nj" --out "$out" --job JOB --num-threads "$threads"
+    "${merge[@]}"
+  done
+fi
+
+if run_stage 6; then
+  log "Stage 6: back-end (mean, LDA, PLDA, AS-norm cohort, calibration)"
+  python pyscripts/train_backend.py "${common[@]}" --data "$data" --exp "$exp"
+fi
+
+if run_stage 7; then
+  log "Stage 7: scoring"
+  python pyscripts/score.py "${common[@]}" --data "$data" --exp "$exp"
+fi
+
+if run_stage 8; then
+  log "Stage 8: packaged model for 'voxadapt embed|verify|score' and voxadapt.load()"
+  python pyscripts/package_model.py "${common[@]}" --exp "$exp"
 fi
 
 log "Done (stages $stage..$stop_stage) for $expdir"

@@ -25,6 +25,9 @@ VARIANTS = {
     "MHFA, frozen backbone": ("mhfa", 0, []),
     "MHFA, full fine-tuning": ("mhfa", -1, []),
     "weighted sum + ASP, frozen backbone": ("wsasp", 0, []),
+    "Inner + Inter adapters (r = 64) + MHFA": (
+        "mhfa", 0, ["model.adapters.inner=true", "model.adapters.inter=true", "model.adapters.bottleneck=64"]),
+    "LoRA q/v (rank 8) + MHFA": ("mhfa", 0, ["model.adapters.lora=true"]),
 }
 
 

@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers import TINY  # noqa: E402
+from helpers import PIPELINE, TINY, run_stages, write_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +26,13 @@ def tiny_data(tmp_path_factory) -> Path:
     manifests_stage(cfg, data)
     augment_stage(cfg, data)
     return data
+
+
+@pytest.fixture(scope="session")
+def micro_pipeline(tmp_path_factory) -> Path:
+    """Stages 0-8 of the micro model on the tiny corpus, uninterrupted (read-only for tests)."""
+    root = tmp_path_factory.mktemp("pipeline")
+    write_config(root / "cfg.yaml", PIPELINE)
+    proc = run_stages(root, 0, 8)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root

@@ -141,3 +141,18 @@ MICRO = TINY + [
     "margin_ramp: [0, 1], warmup_epochs: 0.5, schedule: exponential, l2sp: normalized, checkpoint_every_steps: 3, "
     "average_last: 2}]",
 ]
+
+
+# The micro model through every stage, deterministic: the uninterrupted reference pipeline.
+PIPELINE = MICRO + [
+    "train.deterministic=true",
+    "adapt.phases=[{name: lm, epochs: 1, lr: 0.001, backbone_lr: 0.0001, margin: 0.3, crop_seconds: 1.5, "
+    "checkpoint_every_steps: 4, average_last: 1}]",
+    "scoring.lda_dim=16", "scoring.asnorm_top_n=5", "scoring.calibration_trials=200",
+]
+
+
+def run_stages(root: Path, first: int, last: int) -> subprocess.CompletedProcess:
+    """run.sh on root/cfg.yaml with root/data and root/exp."""
+    return run_sh("run.sh", "--config", str(root / "cfg.yaml"), "--stage", str(first), "--stop_stage", str(last),
+                  "--data", str(root / "data"), "--exp", str(root / "exp"), env=venv_env())

@@ -17,6 +17,10 @@ from voxadapt.errors import VoxadaptError
 
 
 def _tmp_name(path: Path) -> Path:
+    """A fresh temporary name for `path`; temporaries of `path` left by a killed writer are removed
+    first (every output has a single writer, so any other is stale)."""
+    for stale in path.parent.glob(f".{path.name}.tmp*"):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
@@ -59,8 +63,6 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
     try:
         yield tmp
@@ -71,18 +73,6 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def remove_stale_temporaries(directory: str | Path) -> None:
-    """Delete temporary outputs left by a killed run (names made by `_tmp_name`)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return
-    for entry in directory.glob(".*.tmp*"):
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
 
 
 class StageMarker:

@@ -70,8 +70,8 @@ def _rirs(root: Path) -> RecordingSet:
 def _write_generated(out_dir: Path, name: str, audio: np.ndarray, sr: int) -> Recording:
     path = out_dir / f"{name}.wav"
     if not path.is_file():  # deterministic content: a file left by a killed run is complete and equal
-        with atomic_path(path) as tmp:
-            sf.write(tmp, audio.astype(np.float32), sr, subtype="FLOAT", format="WAV")
+        with atomic_path(path) as tmp:  # 24-bit PCM: float WAVs get a timestamped PEAK chunk (not reproducible)
+            sf.write(tmp, np.clip(audio, -1.0, 1.0).astype(np.float32), sr, subtype="PCM_24", format="WAV")
     return Recording.from_file(path, recording_id=name)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from voxadapt.config import Config
 from voxadapt.corpus.finalize import finalize_data_dirs
-from voxadapt.fileio import StageMarker, remove_stale_temporaries
+from voxadapt.fileio import StageMarker
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,6 @@ def prepare_data_stage(cfg: Config, data: str | Path, nj: int) -> int:
     if marker.is_done(outputs_hint=data_dir):
         log.info("stage 0: %s already prepared (%s); nothing to do", data_dir, cfg.data.corpus)
         return 0
-    for name in cfg.data.all_sets:
-        remove_stale_temporaries(data_dir / name)
     if cfg.data.corpus == "synthetic":
         from voxadapt.corpus.synthetic import generate_corpus
 

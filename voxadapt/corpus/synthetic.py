@@ -205,6 +205,18 @@ def _render_speaker(job: SpeakerJob, cfg: SyntheticConfig, sample_rate: int) -> 
     return out
 
 
+def speaker_jobs(prefix: str, indices: range, seed: int, audio_dir: Path) -> list[SpeakerJob]:
+    """Pseudo-speakers '<prefix><index>', each voice drawn from (seed, index)."""
+    return [SpeakerJob(f"{prefix}{i:04d}", i, draw_voice(f"vx{prefix}{i:04d}", seeded_rng(seed, i, 0)), audio_dir)
+            for i in indices]
+
+
+def render(jobs: list[SpeakerJob], cfg: SyntheticConfig, sample_rate: int, nj: int) -> dict[str, list[tuple[str, str]]]:
+    """Render every job's utterances (skipping files already complete); speaker -> [(utt, path)]."""
+    log.info("rendering %d speakers x %d utterances with espeak-ng (%d jobs)", len(jobs), cfg.utts_per_speaker, nj)
+    return dict(zip((j.speaker for j in jobs), _render_all(jobs, cfg, sample_rate, nj)))
+
+
 def _render_all(jobs: list[SpeakerJob], cfg: SyntheticConfig, sample_rate: int, nj: int) -> list[list[tuple[str, str]]]:
     with tempfile.TemporaryDirectory(prefix="voxadapt-espeak-") as tmp:
         root = make_data_root(Path(tmp), {j.voice.name: j.voice.variant_file() for j in jobs})
@@ -221,17 +233,11 @@ def generate_corpus(data: DataConfig, data_dir: Path, audio_dir: Path, nj: int =
     cfg = data.synthetic
     sets = {"train": cfg.num_train_speakers, "dev": cfg.num_dev_speakers, "test": cfg.num_test_speakers}
     jobs: dict[str, list[SpeakerJob]] = {}
-    index = 0
+    first = 0
     for name, count in sets.items():
-        jobs[name] = []
-        for _ in range(count):
-            spk = f"spk{index:04d}"
-            voice = draw_voice(f"vx{spk}", seeded_rng(cfg.seed, index, 0))
-            jobs[name].append(SpeakerJob(spk, index, voice, audio_dir))
-            index += 1
-    flat = [j for js in jobs.values() for j in js]
-    log.info("rendering %d speakers x %d utterances with espeak-ng (%d jobs)", len(flat), cfg.utts_per_speaker, nj)
-    rendered = dict(zip((j.speaker for j in flat), _render_all(flat, cfg, data.sample_rate, nj)))
+        jobs[name] = speaker_jobs("spk", range(first, first + count), cfg.seed, audio_dir)
+        first += count
+    rendered = render([j for js in jobs.values() for j in js], cfg, data.sample_rate, nj)
     out: dict[str, DataDir] = {}
     for name, set_jobs in jobs.items():
         if not set_jobs:

@@ -6,6 +6,7 @@ Files are written sorted in C order, as Kaldi's tools expect.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -197,6 +198,15 @@ class DataDir:
                                            for u, s in self.segments.items()))
         if self.reco2dur is not None:
             write_table(out / "reco2dur", ((r, f"{d:.4f}") for r, d in self.reco2dur.items()))
+
+
+def tables_digest(set_dir: Path) -> str:
+    """A hash of a data dir's tables: outputs derived from them record it to notice edits."""
+    h = hashlib.sha1()
+    for name in ("wav.scp", "utt2spk", "segments", "reco2dur"):
+        if (set_dir / name).is_file():
+            h.update(name.encode() + (set_dir / name).read_bytes())
+    return h.hexdigest()
 
 
 def write_table(path: Path, items: Iterable[tuple[str, str]]) -> None:

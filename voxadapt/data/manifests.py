@@ -6,7 +6,6 @@ Written as gzipped JSON lines under data/manifests/<set>/, readable lazily with
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from lhotse.kaldi import load_kaldi_data_dir
 from lhotse.qa import validate_recordings_and_supervisions
 
 from voxadapt.config import Config
+from voxadapt.data.kaldi_dir import tables_digest
 from voxadapt.errors import DataError, located
 from voxadapt.fileio import StageMarker, atomic_dir
 
@@ -55,14 +55,6 @@ def load_cuts(data_dir: Path, set_name: str) -> CutSet:
     return load_manifest_lazy(path)
 
 
-def _tables_digest(set_dir: Path) -> str:
-    h = hashlib.sha1()
-    for name in ("wav.scp", "utt2spk", "segments", "reco2dur"):
-        if (set_dir / name).is_file():
-            h.update(name.encode() + (set_dir / name).read_bytes())
-    return h.hexdigest()
-
-
 def manifests_stage(cfg: Config, data: str | Path) -> int:
     data_dir = Path(data)
     sets = cfg.data.all_sets
@@ -71,7 +63,7 @@ def manifests_stage(cfg: Config, data: str | Path) -> int:
             raise DataError(located(data_dir / name, None, "data dir missing", "run stage 0 first"))
     # The fingerprint covers the data-dir tables: manifests of edited data dirs are never reused.
     marker = StageMarker(data_dir / ".done" / "stage1_manifests.json",
-                         {"sample_rate": cfg.data.sample_rate, **{s: _tables_digest(data_dir / s) for s in sets}})
+                         {"sample_rate": cfg.data.sample_rate, **{s: tables_digest(data_dir / s) for s in sets}})
     if marker.is_done(outputs_hint=data_dir / "manifests"):
         log.info("stage 1: manifests already made; nothing to do")
         return 0
