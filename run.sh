@@ -28,7 +28,7 @@ nproc_per_node=1     # processes (GPUs) per node
 nnodes=1
 node_rank=0
 master_addr=127.0.0.1
-master_port=29500
+master_port=""   # empty: 29500 for several nodes; a free port on one node
 
 help_message="Usage: $0 [options]
 Stages:
@@ -95,7 +95,11 @@ if run_stage 2; then
 fi
 
 torchrun_args=(--nproc_per_node "$nproc_per_node" --nnodes "$nnodes" --node_rank "$node_rank"
-               --master_addr "$master_addr" --master_port "$master_port")
+               --master_addr "$master_addr" --master_port "${master_port:-29500}")
+if [ "$nnodes" -eq 1 ] && [ -z "$master_port" ]; then
+  # One node, no port given: a free port of torchrun's choosing, so experiments can run side by side.
+  torchrun_args=(--standalone --nproc_per_node "$nproc_per_node")
+fi
 node=""
 [ "$nnodes" -gt 1 ] && node=".node$node_rank"  # one log per node on a shared file system
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -90,6 +92,17 @@ def test_lora_merges_into_the_weights():
         merge_lora(model)
         assert not any(".lora_" in n for n, _ in model.named_parameters())
         assert torch.allclose(before, model(wav), atol=1e-5)
+
+
+def test_merging_a_copy_leaves_the_original_working():
+    # What export does: fold a deepcopy. The parametrized modules' classes are shared by the copy.
+    model, _ = build_model(load_config(None, ADAPTED), 5)
+    model.eval()
+    wav = torch.randn(1, 16000)
+    with torch.no_grad():
+        before = model(wav)
+        merge_lora(copy.deepcopy(model))
+        assert torch.equal(before, model(wav))
 
 
 def test_adapters_need_transformer_blocks():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import kaldiio
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from helpers import MICRO, assert_clean_error, run_py, run_sh, venv_env, write_c
 from voxadapt.config import load_config
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.embed import chunk_bounds, embed_waveforms
-from voxadapt.extract import load_utterance
+from voxadapt.data.audio import read_utterance
 from voxadapt.models.speaker import build_model, load_model_dir, save_model_dir
 
 pytestmark = pytest.mark.slow
@@ -50,9 +52,23 @@ def test_xvectors_read_back_and_equal_unbatched_embeddings(extracted, micro_exp,
     model, _, cfg, _ = load_model_dir(micro_exp / "exp" / "mhfa_tiny" / "model")
     for utt in d.utterance_ids[:6]:
         with torch.no_grad():
-            single = model(torch.from_numpy(load_utterance(d, utt))[None]).numpy()[0]
+            single = model(torch.from_numpy(read_utterance(d, utt))[None]).numpy()[0]
         assert vectors[utt].dtype == np.float32
         np.testing.assert_allclose(vectors[utt], single, atol=1e-5)
+
+
+def test_padded_batches_equal_single_utterances(micro_exp, tiny_data):
+    # Stage 5 on a CPU embeds one piece per batch; on a GPU pieces of similar length share a batch,
+    # padded and masked. Force wide batches here: every embedding must still equal the single one.
+    d = DataDir.load(tiny_data / "test")
+    model, _, cfg, _ = load_model_dir(micro_exp / "exp" / "mhfa_tiny" / "model")
+    audio = [read_utterance(d, u) for u in d.utterance_ids[:8]]
+    assert len({len(a) for a in audio}) > 1
+    opts = dataclasses.replace(cfg.extract, batch_seconds=200.0, max_padding=10.0)
+    got = embed_waveforms(model, audio, 16000, opts)
+    with torch.no_grad():
+        want = np.stack([model(torch.from_numpy(a)[None]).numpy()[0] for a in audio])
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_speaker_means_and_counts(extracted, tiny_data):

@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 
 from helpers import MICRO, ROOT, assert_clean_error, kill_group, run_py, set_args, start_killable
 from voxadapt.config import load_config
+from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.embed import embed_waveforms
 from voxadapt.models.speaker import build_model, load_model_dir
-from voxadapt.train.validate import load_utterances
 
 pytestmark = pytest.mark.slow
 DETERMINISTIC = MICRO + ["train.deterministic=true"]
@@ -155,9 +155,8 @@ def test_training_learns_the_training_speakers(tiny_data, tmp_path):
     trained, trained_head, _, classes = load_model_dir(tmp_path / "exp" / "mhfa_tiny" / "main" / "final")
     untrained, untrained_head = build_model(cfg, len(classes))
     d = DataDir.load(tiny_data / "train")
-    wavs = load_utterances(d)
-    utts = sorted(wavs)
-    audio = [wavs[u] for u in utts]
+    utts = sorted(d.utt2spk)
+    audio = [read_utterance(d, u) for u in utts]
     labels = np.array([classes.index(d.utt2spk[u]) for u in utts])
 
     def accuracy(model, head):

@@ -362,14 +362,19 @@ class AdaptConfig:
 class ExtractConfig:
     max_chunk_seconds: float = 30.0  # longer utterances: overlapping chunks, embeddings averaged
     chunk_overlap_seconds: float = 3.0
-    batch_seconds: float = 200.0  # audio per batch (utterances grouped by length)
+    # Audio per batch (pieces grouped by length). 0: 200 s on a GPU, one piece per batch on a CPU,
+    # where batching buys nothing and masks cost (BENCHMARKS.md).
+    batch_seconds: float = 0.0
+    max_padding: float = 0.05  # a batch's longest piece is at most this much longer than its shortest
     device: str = "auto"
     num_threads: int = 0  # torch threads per extraction job; 0: torch's default
 
     def __post_init__(self) -> None:
         _require(self.max_chunk_seconds >= 1.0, "max_chunk_seconds must be >= 1")
         _require(0 <= self.chunk_overlap_seconds < self.max_chunk_seconds, "need 0 <= chunk_overlap < max_chunk")
-        _require(self.batch_seconds >= self.max_chunk_seconds, "batch_seconds must be >= max_chunk_seconds")
+        _require(self.batch_seconds == 0 or self.batch_seconds >= self.max_chunk_seconds,
+                 "batch_seconds must be 0 (auto) or >= max_chunk_seconds")
+        _require(self.max_padding >= 0, "max_padding must be >= 0")
 
 
 # ---------------------------------------------------------------------------------- scoring

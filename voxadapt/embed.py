@@ -26,20 +26,24 @@ def embed_waveforms(model: torch.nn.Module, wavs: Sequence[np.ndarray], sr: int,
     """(N, E) float32 embeddings; a chunked utterance gets the mean of its chunk embeddings."""
     pieces = [(u, s, e) for u, w in enumerate(wavs) for s, e in chunk_bounds(len(w), sr, opts)]
     order = sorted(range(len(pieces)), key=lambda i: pieces[i][2] - pieces[i][1])
-    budget = int(opts.batch_seconds * sr)
+    seconds = opts.batch_seconds or (200.0 if torch.device(device).type != "cpu" else 0.0)
+    budget = int(seconds * sr)
+    size = [pieces[i][2] - pieces[i][1] for i in order]  # ascending
     sums: np.ndarray | None = None
     counts = np.zeros(len(wavs))
     start = 0
     while start < len(order):
+        # Padding is computed and thrown away: a batch only holds pieces of nearly equal length.
         end = start + 1
-        while end < len(order) and (end - start + 1) * (pieces[order[end]][2] - pieces[order[end]][1]) <= budget:
+        while (end < len(order) and (end - start + 1) * size[end] <= budget
+               and size[end] <= (1 + opts.max_padding) * size[start]):
             end += 1
         batch = [pieces[i] for i in order[start:end]]
         lengths = torch.tensor([e - s for _, s, e in batch])
         x = torch.zeros(len(batch), int(lengths.max()))
         for row, (u, s, e) in enumerate(batch):
             x[row, : e - s] = torch.from_numpy(np.ascontiguousarray(wavs[u][s:e], dtype=np.float32))
-        emb = model(x.to(device), lengths.to(device)).float().cpu().numpy()
+        emb = model(x.to(device), lengths.to(device) if len(batch) > 1 else None).float().cpu().numpy()
         if sums is None:
             sums = np.zeros((len(wavs), emb.shape[1]))
         for row, (u, _, _) in enumerate(batch):

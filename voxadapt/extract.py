@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from voxadapt.config import Config
-from voxadapt.data.audio import read_audio
+from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.kaldi_dir import tables_digest
 from voxadapt.data.split import utterance_durations
 from voxadapt.embed import embed_waveforms
-from voxadapt.errors import DataError, VoxadaptError, located
+from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import StageMarker, atomic_path
 from voxadapt.models.speaker import load_model_dir
 from voxadapt.train.distributed import resolve_device
@@ -41,15 +41,6 @@ def model_digest(model_dir: Path) -> str:
                                     "run stages 3-4 first, or give exp/<name>/model"))
     st = weights.stat()
     return hashlib.sha1(f"{(model_dir / 'model.safetensors').resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
-
-
-def load_utterance(d: DataDir, utt: str) -> np.ndarray:
-    seg = d.segments[utt] if d.segments is not None else None
-    try:
-        audio, _ = read_audio(d.wav_scp[seg.recording if seg else utt], seg.start if seg else 0.0, seg.end if seg else None)
-    except VoxadaptError as err:
-        raise DataError(f"utterance '{utt}' of {d.path}: {err}") from None
-    return audio[0]
 
 
 def extract_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: int) -> None:
@@ -80,7 +71,7 @@ def extract_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, jo
 
         held = 0.0
         for i, utt in enumerate(utts):
-            group.append((utt, load_utterance(part, utt)))
+            group.append((utt, read_utterance(part, utt)))
             held += durations[utt]
             if held >= budget or i == len(utts) - 1:
                 flush()

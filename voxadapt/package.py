@@ -85,8 +85,6 @@ def read_manifest(path: Path) -> dict:
 
 def load_speaker_model(path: Path, manifest: dict, device: str):  # noqa: ANN201 - (SpeakerModel, Config)
     """The speaker model of a package (full weights, or base model + adapters)."""
-    import torch
-
     from voxadapt.models.backbone import SSLBackbone, _classes, build_hf_model
     from voxadapt.models.speaker import SpeakerModel, _normalize_flag, make_backend
 

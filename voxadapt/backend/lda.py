@@ -8,34 +8,60 @@ PLDA expect, so the transform is computed here from the scatter matrices directl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.linalg import eigh
+from scipy.sparse import csr_matrix
 
 from voxadapt.errors import VoxadaptError
 
 
-def class_stats(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(counts (C,), class means (C, d), within-class scatter (d, d)) in float64, one pass."""
+CHUNK_ROWS = 65_536  # rows per pass step: float64 accumulators, float32 data never copied whole
+
+
+@dataclass(frozen=True)
+class ClassStats:
+    counts: np.ndarray  # (C,)
+    means: np.ndarray  # (C, d) float64
+    scatter: np.ndarray  # (d, d) within-class scatter, float64 (invariant to shifting the data)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return (self.means * self.counts[:, None]).sum(0) / self.counts.sum()
+
+
+def class_stats(x: np.ndarray, labels: np.ndarray) -> ClassStats:
+    """Counts, class means and within-class scatter in float64, in one chunked pass over x."""
     classes, inverse = np.unique(labels, return_inverse=True)
     counts = np.bincount(inverse).astype(np.float64)
     sums = np.zeros((len(classes), x.shape[1]))
-    np.add.at(sums, inverse, x)
+    gram = np.zeros((x.shape[1], x.shape[1]))
+    for s in range(0, len(x), CHUNK_ROWS):
+        xd = x[s:s + CHUNK_ROWS].astype(np.float64)
+        rows = inverse[s:s + CHUNK_ROWS]
+        # Class sums as a sparse one-hot product: far faster than np.add.at on a million rows.
+        onehot = csr_matrix((np.ones(len(rows)), (rows, np.arange(len(rows)))), shape=(len(classes), len(rows)))
+        sums += onehot @ xd
+        gram += xd.T @ xd
     means = sums / counts[:, None]
-    xd = x.astype(np.float64, copy=False)
-    scatter = xd.T @ xd - (means * counts[:, None]).T @ means
-    return counts, means, scatter
+    return ClassStats(counts, means, gram - (means * counts[:, None]).T @ means)
 
 
 def compute_lda(x: np.ndarray, labels: np.ndarray, dim: int) -> np.ndarray:
     """Affine LDA transform (dim, d+1): y = A[:, :d] @ x + A[:, d]."""
-    counts, means, within = class_stats(x, labels)
+    return lda_from_stats(class_stats(x, labels), dim)
+
+
+def lda_from_stats(stats: ClassStats, dim: int) -> np.ndarray:
+    counts, means, d = stats.counts, stats.means, stats.means.shape[1]
     if len(counts) < 2:
         raise VoxadaptError("LDA needs at least two speakers")
-    dim = min(dim, x.shape[1], len(counts) - 1)
-    mean = (means * counts[:, None]).sum(0) / counts.sum()
+    dim = min(dim, d, len(counts) - 1)
+    mean = stats.mean
     centred = means - mean
     between = (centred * counts[:, None]).T @ centred / counts.sum()
-    within = within / counts.sum() + 1e-6 * np.eye(x.shape[1]) * np.trace(within) / counts.sum() / x.shape[1]
+    within = stats.scatter / counts.sum() + 1e-6 * np.eye(d) * np.trace(stats.scatter) / counts.sum() / d
     values, vectors = eigh(between, within)  # vectors.T @ within @ vectors = I
     order = np.argsort(values)[::-1][:dim]
     linear = vectors[:, order].T

@@ -53,12 +53,11 @@ class Plda:
     def train(cls, x: np.ndarray, labels: np.ndarray, iters: int = 10) -> tuple["Plda", list[float]]:
         """EM from Kaldi's starting point (within- and between-class covariances); returns the
         model and the log-likelihood per example before each iteration and after the last."""
-        counts, means, _ = class_stats(x, labels)
-        if len(counts) < 2:
+        stats = class_stats(x, labels)
+        if len(stats.counts) < 2:
             raise VoxadaptError("PLDA needs at least two speakers")
-        mean = (means * counts[:, None]).sum(0) / counts.sum()
-        centred = x - mean
-        counts, means, scatter = class_stats(centred, labels)
+        mean = stats.mean
+        counts, means, scatter = stats.counts, stats.means - mean, stats.scatter  # of the centred data
         N, C, d = counts.sum(), len(counts), x.shape[1]
         within = scatter / N + 1e-6 * np.eye(d)
         between = means.T @ means / C

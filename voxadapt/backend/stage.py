@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from voxadapt.backend.calibration import Calibration, load_calibrations, quality_measures, save_calibrations
-from voxadapt.backend.lda import apply_affine, compute_lda, length_norm
+from voxadapt.backend.lda import CHUNK_ROWS, ClassStats, apply_affine, class_stats, lda_from_stats, length_norm
 from voxadapt.backend.plda import Plda
 from voxadapt.backend.scoring import Backend, Embeddings, score_trials, write_scores
 from voxadapt.config import Config, ScoringConfig
@@ -30,15 +30,16 @@ def train_backend(emb: Embeddings, utt2spk: dict[str, str], cfg: ScoringConfig) 
     if missing:
         raise VoxadaptError(f"no speaker for {len(missing)} x-vector(s), e.g. '{missing[0]}'; give the matching utt2spk")
     labels = np.array([utt2spk[u] for u in emb.ids])
-    x = emb.matrix.astype(np.float64)
-    mean = x.mean(0)
-    lda = compute_lda(x - mean, labels, cfg.lda_dim)
-    plda, history = Plda.train(length_norm(apply_affine(lda, x - mean)), labels, cfg.plda_iters)
-    speakers, inverse = np.unique(labels, return_inverse=True)
-    cohort = np.zeros((len(speakers), x.shape[1]))
-    np.add.at(cohort, inverse, x)
-    cohort /= np.bincount(inverse)[:, None]
-    return Backend(mean, lda, plda, cohort), history
+    x = emb.matrix  # float32; every pass below is chunked so a million x-vectors fit in a few GB
+    stats = class_stats(x, labels)
+    mean = stats.mean
+    # LDA of the mean-subtracted data (Kaldi's order): the same scatter, shifted class means.
+    lda = lda_from_stats(ClassStats(stats.counts, stats.means - mean, stats.scatter), cfg.lda_dim)
+    projected = np.empty((len(x), lda.shape[0]), dtype=np.float32)
+    for s in range(0, len(x), CHUNK_ROWS):
+        projected[s:s + CHUNK_ROWS] = length_norm(apply_affine(lda, x[s:s + CHUNK_ROWS] - mean))
+    plda, history = Plda.train(projected, labels, cfg.plda_iters)
+    return Backend(mean, lda, plda, stats.means), history  # the cohort: training speaker means
 
 
 def split_calibration_speakers(speakers: list[str], fraction: float, seed: int) -> set[str]:

@@ -17,7 +17,6 @@ import soundfile as sf
 from tqdm import tqdm
 
 from voxadapt.config import VoxCelebConfig
-from voxadapt.data.audio import read_audio
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.trials import read_trials, write_trials
 from voxadapt.errors import DataError, located

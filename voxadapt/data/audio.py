@@ -11,11 +11,15 @@ import os
 import struct
 import subprocess
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 
-from voxadapt.errors import DataError
+from voxadapt.errors import DataError, VoxadaptError
+
+if TYPE_CHECKING:
+    from voxadapt.data.kaldi_dir import DataDir
 
 
 @dataclass(frozen=True)
@@ -125,3 +129,13 @@ def read_samples(rx: str, start: int = 0, frames: int = -1) -> np.ndarray:
         x, _ = sf.read(rx, start=start, frames=frames, dtype="float32", always_2d=True)
         x = x[:, 0]
     return x
+
+
+def read_utterance(d: "DataDir", utt: str) -> np.ndarray:
+    """Mono float32 samples of one utterance of a data dir (its segment, when there are segments)."""
+    seg = d.segments[utt] if d.segments is not None else None
+    try:
+        audio, _ = read_audio(d.wav_scp[seg.recording if seg else utt], seg.start if seg else 0.0, seg.end if seg else None)
+    except VoxadaptError as err:
+        raise DataError(f"utterance '{utt}' of {d.path}: {err}") from None
+    return audio[0]

@@ -99,4 +99,9 @@ def merge_lora(model: nn.Module) -> None:
     """Fold LoRA deltas into the weights (W <- W + s B A) and drop the parametrizations."""
     for module in list(model.modules()):
         if parametrize.is_parametrized(module, "weight"):
+            # The parametrized `weight` is a property of a class generated per module, and a
+            # deepcopy shares that class with its original: removing the property from it would
+            # break the original too. Give this module a class of its own first.
+            cls = module.__class__
+            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from voxadapt.augment.generate import NOISE_KINDS, make_noise
 from voxadapt.augment.online import add_at_snr
 from voxadapt.config import Config
-from voxadapt.data.audio import read_audio
+from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir, write_table
 from voxadapt.data.sampler import BatchSpec, SpeakerBatchSampler
 from voxadapt.data.validate import validate_data_dir
@@ -55,15 +55,6 @@ def prepare_corpus(cfg: Config, work: Path, nj: int) -> DataDir:
         write_table(d.path / "reco2dur", ((r, f"{v:.4f}") for r, v in (d.reco2dur or {}).items()))
         marker.mark_done()
     return DataDir.load(work / "data")
-
-
-def load_utterances(d: DataDir) -> list[np.ndarray]:
-    out = []
-    for utt in d.utterance_ids:
-        seg = d.segments[utt] if d.segments is not None else None
-        audio, _ = read_audio(d.wav_scp[seg.recording if seg else utt], seg.start if seg else 0.0, seg.end if seg else None)
-        out.append(audio[0])
-    return out
 
 
 # ---------------------------------------------------------------------------------- batches
@@ -154,7 +145,7 @@ def pretrain(cfg: Config, work: Path, nj: int) -> dict:
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     d = prepare_corpus(cfg, work, nj)
-    audio = load_utterances(d)
+    audio = [read_utterance(d, u) for u in d.utterance_ids]
     frames = num_frames(int(p.crop_seconds * cfg.data.sample_rate))
     keep = [i for i, x in enumerate(audio) if num_frames(len(x)) >= frames]
     if not keep:

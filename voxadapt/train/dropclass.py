@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from voxadapt.config import DropAdaptConfig, DropClassConfig
+from voxadapt.data.audio import read_utterance
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import atomic_path
 from voxadapt.models.aam import AAMSoftmax
@@ -113,11 +114,10 @@ def adaptation_audio(adaptation_dir: str, data_dir: Path, test_sets: list[str]) 
     """Audio of the adaptation set: a given data dir, or the enrolment side of the test trial lists."""
     from voxadapt.data.kaldi_dir import DataDir
     from voxadapt.data.trials import read_trials
-    from voxadapt.extract import load_utterance
 
     if adaptation_dir:
         d = DataDir.load(adaptation_dir)
-        return [load_utterance(d, u) for u in d.utterance_ids]
+        return [read_utterance(d, u) for u in d.utterance_ids]
     out = []
     for s in test_sets:
         d = DataDir.load(data_dir / s)
@@ -126,5 +126,5 @@ def adaptation_audio(adaptation_dir: str, data_dir: Path, test_sets: list[str]) 
             raise VoxadaptError(located(data_dir / s, None, "no trial list for the DropAdapt enrolment set",
                                         "give dropadapt.adaptation_dir"))
         enroll = sorted({t.enroll for f in lists for t in read_trials(f, known=d.utt2spk)})
-        out += [load_utterance(d, u) for u in enroll]
+        out += [read_utterance(d, u) for u in enroll]
     return out

@@ -8,23 +8,11 @@ import numpy as np
 import torch
 
 from voxadapt.config import ExtractConfig
-from voxadapt.data.audio import read_audio
+from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.trials import read_trials
 from voxadapt.embed import embed_waveforms
 from voxadapt.metrics import eer, min_dcf
-
-
-def load_utterances(d: DataDir) -> dict[str, np.ndarray]:
-    out = {}
-    for utt in d.utterance_ids:
-        if d.segments is not None:
-            seg = d.segments[utt]
-            audio, _ = read_audio(d.wav_scp[seg.recording], seg.start, seg.end)
-        else:
-            audio, _ = read_audio(d.wav_scp[utt])
-        out[utt] = audio[0]
-    return out
 
 
 def cosine_scores(emb: dict[str, np.ndarray], pairs: list[tuple[str, str]]) -> np.ndarray:
@@ -41,7 +29,7 @@ class Validator:
     def __init__(self, set_dir: Path, sample_rate: int, opts: ExtractConfig):
         d = DataDir.load(set_dir)
         self.trials = read_trials(set_dir / "trials", known=d.utt2spk)
-        self.audio = load_utterances(d)
+        self.audio = {u: read_utterance(d, u) for u in d.utterance_ids}
         self.sr, self.opts = sample_rate, opts
 
     def __call__(self, model: torch.nn.Module, device: str) -> dict[str, float]:
