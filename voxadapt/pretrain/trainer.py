@@ -144,6 +144,8 @@ def pretrain(cfg: Config, work: Path, nj: int) -> dict:
     p = cfg.pretrain
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
+    model, head = build_pretraining_model(cfg)  # first: a bad architecture fails before any work
+    work.mkdir(parents=True, exist_ok=True)
     d = prepare_corpus(cfg, work, nj)
     audio = [read_utterance(d, u) for u in d.utterance_ids]
     frames = num_frames(int(p.crop_seconds * cfg.data.sample_rate))
@@ -162,7 +164,6 @@ def pretrain(cfg: Config, work: Path, nj: int) -> dict:
         log.info("k-means: %d clusters over %d frames (inertia %.2f per frame)", p.clusters, len(targets.labels), inertia)
     targets = FrameTargets.load(target_file)
 
-    model, head = build_pretraining_model(cfg)
     params = list(model.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay, betas=(0.9, 0.98))
     sampler = SpeakerBatchSampler(np.zeros(len(audio), dtype=np.int64), p.batch_size, cfg.seed,
@@ -185,6 +186,7 @@ def pretrain(cfg: Config, work: Path, nj: int) -> dict:
     stop = {"flag": False}
     old = signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
     history: list[tuple[int, float, float]] = []
+    log_every = max(1, min(50, p.steps // 10))
     start = time.time()
 
     def save(consumed) -> None:  # noqa: ANN001
@@ -215,8 +217,8 @@ def pretrain(cfg: Config, work: Path, nj: int) -> dict:
             step += 1
             losses.append(float(loss.detach()))
             accs.append(float((logits.argmax(1) == target).float().mean()))
-            if step % 50 == 0 or step == p.steps:
-                history.append((step, float(np.mean(losses[-50:])), float(np.mean(accs[-50:]))))
+            if step % log_every == 0 or step == p.steps:
+                history.append((step, float(np.mean(losses[-log_every:])), float(np.mean(accs[-log_every:]))))
                 log.info("pre-training step %d/%d: loss %.3f, masked-frame accuracy %.3f, lr %.1e (%.0f s)",
                          step, p.steps, history[-1][1], history[-1][2], lr_at(step, cfg), time.time() - start)
             if stop["flag"]:
