@@ -55,9 +55,45 @@ Options:
 Every stage is resumable: re-running a finished stage does nothing."
 
 . utils/parse_options.sh
-if [ $# -ne 0 ]; then echo "$0: unexpected argument '$1' (see $0 --help)" >&2; exit 1; fi
+if [ $# -ne 0 ]; then echo "ERROR: $0: unexpected argument '$1' (see $0 --help)" >&2; exit 1; fi
+
+# Options are checked before anything runs: a typo must not skip stages and still say "Done".
+die() { echo "ERROR: $0: $*" >&2; exit 1; }
+require_int() {  # name value min [max]
+  [[ "$2" =~ ^[0-9]+$ ]] || die "--$1 '$2' is not a whole number; give e.g. --$1 $3"
+  [ "$2" -ge "$3" ] || die "--$1 $2 is below $3; give a value of at least $3"
+  [ -z "${4:-}" ] || [ "$2" -le "$4" ] || die "--$1 $2 is above $4; give a value between $3 and $4"
+}
+require_int stage "$stage" 0 8
+require_int stop_stage "$stop_stage" 0 8
+[ "$stage" -le "$stop_stage" ] || die "--stage $stage is after --stop_stage $stop_stage; nothing would run"
+require_int nj "$nj" 1
+require_int nproc_per_node "$nproc_per_node" 1
+require_int nnodes "$nnodes" 1
+require_int node_rank "$node_rank" 0 $((nnodes - 1))
+[ -z "$master_port" ] || require_int master_port "$master_port" 1 65535
+[ -f "$config" ] || die "--config $config: config file not found; pass an existing file (see conf/)"
+for root in data exp; do
+  dir="${!root}"
+  [ -n "$dir" ] || die "--$root is empty; give a directory"
+  [ ! -e "$dir" ] || [ -d "$dir" ] || die "--$root $dir exists and is not a directory; give a directory"
+done
+
 . ./path.sh
 . ./cmd.sh
+
+# Options for one corpus are errors with another, never silently ignored.
+corpus_used="${corpus:-$(python pyscripts/show_config.py --config "$config" --get data.corpus)}"
+case "$corpus_used" in
+  synthetic|voxceleb|kaldi) ;;
+  *) die "--corpus '$corpus_used' is not one of synthetic, voxceleb, kaldi" ;;
+esac
+for opt in voxceleb1_root voxceleb2_root vox1_trials vox2_convert_dir train_dir test_dir trials; do
+  case "$opt" in train_dir|test_dir|trials) for_corpus=kaldi ;; *) for_corpus=voxceleb ;; esac
+  if [ -n "${!opt}" ] && [ "$corpus_used" != "$for_corpus" ]; then
+    die "--$opt applies to --corpus $for_corpus, but the corpus is '$corpus_used'; add --corpus $for_corpus or drop --$opt"
+  fi
+done
 
 overrides=()
 add_override() { [ -z "$2" ] || overrides+=(--set "$1=$2"); }

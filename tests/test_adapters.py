@@ -29,8 +29,10 @@ def test_zero_initialised_adapters_leave_the_model_unchanged():
     with torch.no_grad():
         a, _ = base.backbone(wav)
         b, _ = adapted.backbone(wav)
+    # Two code paths (the LoRA parametrization adds a zero product): equal up to float rounding,
+    # which differs between CPU kernels (AVX2 vs AVX-512), so the test states its tolerance.
     for x, y in zip(a, b):
-        assert torch.equal(x, y)
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
 
 
 def test_adapters_change_the_output_once_trained():

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from helpers import ROOT, assert_clean_error, make_data_dir, run_py, write_wav
+from helpers import ROOT, assert_clean_error, make_data_dir, run_py, run_sh, write_wav
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.validate import fix_data_dir, validate_data_dir
 from voxadapt.errors import DataError
@@ -143,15 +143,43 @@ def test_fix_data_dir_drops_and_reports(ddir):
     (ddir / "utt2spk").write_text("spkB-001 spkB\nspkA-000 spkA\nspkA-000 spkA\nbroken\nspkA-001 spkA\n"
                                   "spkA-002 spkA\nspkZ-000 spkZ\n")
     (ddir / "spk2utt").write_text("garbage\n")
-    report = fix_data_dir(ddir)
-    text = "\n".join(report)
-    assert "utt2spk:3: dropped duplicate 'spkA-000'" in text
-    assert "utt2spk:4: dropped malformed line 'broken'" in text
-    assert "utt2spk: dropped 'spkZ-000' (no audio for it)" in text
-    assert "wav.scp: dropped 'spkB-000' (no utterance uses it)" in text
+    original = (ddir / "utt2spk").read_text()
+    report = fix_data_dir(ddir, allow_drop=50)
+    assert report.dropped["utt2spk: duplicate keys (the first is kept)"] == ["'spkA-000' on line 3"]
+    assert report.dropped["utt2spk: malformed lines"] == ["line 4"]
+    assert report.dropped["utt2spk: no audio for it (not in wav.scp)"] == ["'spkZ-000'"]
+    assert report.dropped["wav.scp: no utterance uses the recording"] == ["'spkB-000'"]
+    assert (report.utterances_before, report.utterances_after) == (7, 4)
     d = validate_data_dir(ddir, 16000)
     assert d.utterance_ids == ["spkA-000", "spkA-001", "spkA-002", "spkB-001"]
-    assert (ddir / ".backup" / "utt2spk").read_text().startswith("spkB-001")
+    assert (ddir / ".backup" / "1" / "utt2spk").read_text() == original
+    assert "'spkZ-000'" in (ddir / ".backup" / "1" / "dropped.txt").read_text()
+    # A second run keeps the first backup: the originals are never overwritten.
+    fix_data_dir(ddir)
+    assert (ddir / ".backup" / "1" / "utt2spk").read_text() == original
+    assert (ddir / ".backup" / "2" / "utt2spk").is_file()
+
+
+def test_fix_refuses_to_drop_most_of_a_dir_and_prints_one_line_per_reason(ddir):
+    # segments for only some utterances: fixing would silently lose the rest
+    (ddir / "segments").write_text("spkA-000 spkA-000 0 0.5\n")
+    before = snapshot(ddir)
+    proc = run_sh("utils/fix_data_dir.sh", str(ddir))
+    assert_clean_error(proc, "would drop 4 of 5 utterances (80 %", "more than the allowed 10 %", "--allow-drop 81")
+    assert snapshot(ddir) == before
+    proc = run_sh("utils/fix_data_dir.sh", "--allow-drop", "90", str(ddir))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 3, lines  # two reasons and the closing line, not one line per utterance
+    assert "utt2spk: no audio for it (not in segments): 4 dropped ('spkA-001', 'spkA-002', 'spkB-000', ... (1 more))" in lines[0]
+    assert "1 of 5 utterances kept" in lines[-1]
+
+
+def test_fix_removes_bom_and_crlf(ddir):
+    (ddir / "utt2spk").write_bytes(b"\xef\xbb\xbf" + (ddir / "utt2spk").read_bytes().replace(b"\n", b"\r\n"))
+    report = fix_data_dir(ddir)
+    assert "utt2spk: byte-order mark removed" in report.dropped and report.utterances_after == 5
+    validate_data_dir(ddir, 16000)
 
 
 def test_fix_refuses_to_empty_a_dir(ddir):

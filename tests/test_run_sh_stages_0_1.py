@@ -71,3 +71,26 @@ def test_changed_settings_are_refused_not_mixed(checkout, tmp_path):
 def test_run_sh_rejects_unknown_options(checkout):
     proc = run_sh("run.sh", "--no-such-option", "1", cwd=checkout, env=venv_env())
     assert proc.returncode != 0 and "unknown option '--no-such-option'" in proc.stderr
+
+
+def test_data_dirs_move_with_the_recipe(tmp_path):
+    """data/ made in one checkout works in another once the first is gone: wav.scp paths are
+    relative to the recipe root (Kaldi's convention) and markers hold digests of content."""
+    import shutil
+
+    env = venv_env()
+    first = clean_checkout(tmp_path / "first")
+    write_config(first / "tiny.yaml", TINY + ["name=tiny"])
+    args = ["--config", "tiny.yaml", "--stop_stage", "1"]
+    assert run_sh("run.sh", *args, cwd=first, env=env).returncode == 0
+    line = (first / "data" / "train" / "wav.scp").read_text().splitlines()[0]
+    assert line.split(" ", 1)[1].startswith("data/audio/synthetic/"), line
+    second = clean_checkout(tmp_path / "second")
+    shutil.copy(first / "tiny.yaml", second / "tiny.yaml")
+    shutil.move(first / "data", second / "data")
+    shutil.rmtree(first)
+    proc = run_sh("run.sh", *args, cwd=second, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "already prepared" in proc.stderr and "manifests already made; nothing to do" in proc.stderr
+    proc = run_sh("utils/validate_data_dir.sh", "data/train", cwd=second, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -10,17 +10,17 @@ while [ $# -gt 0 ]; do
       printf '%s\n' "${help_message:-No help available.}"
       exit 0 ;;
     --*=*)
-      echo "$0: write options as '--name value', not '$1'" >&2
+      echo "ERROR: $0: write options as '--name value', not '$1'" >&2
       exit 1 ;;
     --*)
       _name="${1#--}"
       _name="${_name//-/_}"
       if ! declare -p "$_name" > /dev/null 2>&1; then
-        echo "$0: unknown option '$1' (see $0 --help)" >&2
+        echo "ERROR: $0: unknown option '$1' (see $0 --help)" >&2
         exit 1
       fi
       if [ $# -lt 2 ]; then
-        echo "$0: option '$1' needs a value" >&2
+        echo "ERROR: $0: option '$1' needs a value" >&2
         exit 1
       fi
       printf -v "$_name" '%s' "$2"

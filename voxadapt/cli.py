@@ -6,15 +6,23 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from voxadapt.errors import VoxadaptError
 
 log = logging.getLogger("voxadapt")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with usage errors in the one-line 'ERROR: ...' form of every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"ERROR: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def make_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    parser = ArgumentParser(description=description)
     parser.add_argument(
         "--debug", action="store_true", help="show full tracebacks instead of one-line errors"
     )

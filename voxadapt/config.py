@@ -590,6 +590,26 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last silently, so a config edited by appending would hide the first setting)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key '{key}' given twice (first on line {seen[key] + 1})", key_node.start_mark)
+        if isinstance(key, (str, int, float, bool)):
+            seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """A config file with its 'base:' chain resolved (paths relative to the including file)."""
     if not path.is_file():
@@ -598,14 +618,24 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'base:' includes itself in a loop")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
+    try:
+        loaded = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)}); fix the syntax") from None
-    if loaded is not None and not isinstance(loaded, dict):
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        if isinstance(err, yaml.constructor.ConstructorError) and "given twice" in problem:
+            raise ConfigError(f"{path}{line}: {problem}; keep one of them") from None
+        raise ConfigError(f"{path}{line}: not valid YAML ({problem}); fix the syntax") from None
+    if loaded is None:
+        raise ConfigError(f"{path}: empty config; give at least 'name:' and the sections you change, "
+                          "or start it with 'base: mhfa_tiny.yaml' (see conf/)")
+    if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
-    raw = loaded or {}
+    raw = loaded
     base = raw.pop("base", None)
     if base is None:
         return raw

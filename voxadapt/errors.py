@@ -22,3 +22,9 @@ def located(path: str | Path, line: int | None, message: str, fix: str = "") -> 
     where = f"{path}:{line}" if line is not None else f"{path}"
     text = f"{where}: {message}"
     return f"{text}; {fix}" if fix else text
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type when it has none."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(err).__name__

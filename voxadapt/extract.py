@@ -26,7 +26,7 @@ from voxadapt.data.kaldi_dir import tables_digest
 from voxadapt.data.split import utterance_durations
 from voxadapt.embed import embed_waveforms
 from voxadapt.errors import VoxadaptError, located
-from voxadapt.fileio import StageMarker, atomic_path
+from voxadapt.fileio import StageMarker, atomic_path, file_digest
 from voxadapt.models.speaker import load_model_dir
 from voxadapt.train.distributed import resolve_device
 
@@ -34,13 +34,12 @@ log = logging.getLogger(__name__)
 
 
 def model_digest(model_dir: Path) -> str:
-    """Identifies the model an output was made with (path, size, mtime: cheap for large models)."""
+    """Identifies the model an output was made with, by content: a copied experiment still matches."""
     weights = model_dir / "model.safetensors"
     if not weights.is_file():
         raise VoxadaptError(located(weights, None, "missing: not a trained voxadapt model directory",
-                                    "run stages 3-4 first, or give exp/<name>/model"))
-    st = weights.stat()
-    return hashlib.sha1(f"{(model_dir / 'model.safetensors').resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+                                    "run stages 3-4 first (they write exp/<name>/model)"))
+    return file_digest(weights)
 
 
 def extract_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: int) -> None:

@@ -7,13 +7,14 @@ could mistake for a finished one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from voxadapt.errors import VoxadaptError
+from voxadapt.errors import VoxadaptError, first_line, located
 
 
 def _tmp_name(path: Path) -> Path:
@@ -73,6 +74,53 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recipe_path(path: str | Path) -> str:
+    """`path` as data dirs record it: relative to the recipe root (the working directory of run.sh,
+    Kaldi's convention) when it lies inside it, so a copied recipe with its data/ still works;
+    absolute otherwise."""
+    full = Path(path).resolve()
+    try:
+        return str(full.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(full)
+
+
+def read_json(path: str | Path, fix: str) -> Any:
+    """A JSON file the recipe wrote; damage is an error naming the file (and line) and `fix`."""
+    path = Path(path)
+    if not path.is_file():
+        raise VoxadaptError(located(path, None, "missing", fix))
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise VoxadaptError(located(path, None, "not UTF-8 text (damaged)", fix)) from None
+    except json.JSONDecodeError as err:
+        raise VoxadaptError(located(path, err.lineno, f"not valid JSON ({err.msg})", fix)) from None
+
+
+def read_safetensors(path: str | Path, fix: str) -> dict:
+    """Tensors of a safetensors file (never pickles); a truncated or foreign file is named."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise VoxadaptError(located(path, None, "missing", fix))
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error type and OSError
+        raise VoxadaptError(located(path, None, f"not a readable safetensors file ({first_line(err)})", fix)) from None
+
+
+def file_digest(path: str | Path) -> str:
+    """sha1 of a file's bytes. Fingerprints hash contents, never paths or times, so a copied or
+    moved experiment is recognised as the same one."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class StageMarker:

@@ -12,14 +12,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from voxadapt.config import load_config
 from voxadapt.errors import VoxadaptError, located
-from voxadapt.fileio import atomic_dir
+from voxadapt.fileio import atomic_dir, read_json, read_safetensors
 
 FORMAT = "voxadapt-package-1"
 MANIFEST = "voxadapt-model.json"
@@ -44,8 +45,9 @@ def make_package(exp_dir: Path, out: Path, adapters_only: bool = False) -> Path:
         if not needed.is_file():
             raise VoxadaptError(located(needed, None, "missing", "run stages 3-6 first"))
     cfg = load_config(model_dir / "config.yaml")
-    weights = {k: v for k, v in load_file(str(model_dir / "model.safetensors")).items() if not k.startswith("head.")}
-    calibration = json.loads((backend_dir / "calibration.json").read_text())
+    weights = {k: v for k, v in read_safetensors(model_dir / "model.safetensors", "re-run stages 3-4").items()
+               if not k.startswith("head.")}
+    calibration = read_json(backend_dir / "calibration.json", "re-run stage 6")
     methods = list(calibration)
     manifest = {"format": FORMAT, "name": cfg.name, "sample_rate": cfg.data.sample_rate, "methods": methods,
                 "default_method": _default_method(exp_dir, methods), "asnorm_top_n": cfg.scoring.asnorm_top_n,
@@ -72,39 +74,52 @@ def make_package(exp_dir: Path, out: Path, adapters_only: bool = False) -> Path:
     return out
 
 
+REQUIRED = {"format": str, "name": str, "sample_rate": int, "methods": list, "default_method": str,
+            "asnorm_top_n": int, "thresholds": dict, "base_model": str}
+
+
 def read_manifest(path: Path) -> dict:
-    if not (path / MANIFEST).is_file():
-        raise VoxadaptError(located(path / MANIFEST, None, "missing: not a packaged voxadapt model",
+    file = path / MANIFEST
+    if path.is_file():
+        raise VoxadaptError(located(path, None, "is a file, not a packaged model directory",
+                                    "give the package directory (exp/<name>/package)"))
+    if not file.is_file():
+        raise VoxadaptError(located(file, None, "missing: not a packaged voxadapt model",
                                     "make one with ./run.sh --stage 8, or pyscripts/package_model.py"))
-    manifest = json.loads((path / MANIFEST).read_text())
-    if manifest.get("format") != FORMAT:
-        raise VoxadaptError(located(path / MANIFEST, None, f"unknown package format {manifest.get('format')!r}",
+    manifest = read_json(file, "re-package the model (./run.sh --stage 8)")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise VoxadaptError(located(file, None, f"unknown package format {found!r}",
                                     "re-package the model with this version of voxadapt"))
+    for key, kind in REQUIRED.items():
+        if not isinstance(manifest.get(key), kind):
+            raise VoxadaptError(located(file, None, f"'{key}' is missing or not a {kind.__name__}",
+                                        "re-package the model (./run.sh --stage 8)"))
     return manifest
 
 
 def load_speaker_model(path: Path, manifest: dict, device: str):  # noqa: ANN201 - (SpeakerModel, Config)
     """The speaker model of a package (full weights, or base model + adapters)."""
-    from voxadapt.models.backbone import SSLBackbone, _classes, build_hf_model
-    from voxadapt.models.speaker import SpeakerModel, _normalize_flag, make_backend
+    from voxadapt.models.backbone import build_hf_model
+    from voxadapt.models.speaker import hf_model_from_json, speaker_model_around
 
+    fix = "re-package the model (./run.sh --stage 8)"
     cfg = load_config(path / "config.yaml")
     if manifest["base_model"]:
         hf = build_hf_model(cfg.model.backbone.type, manifest["base_model"], {}, cfg.seed)
         weights_file = path / "adapters.safetensors"
     else:
-        hf_json = json.loads((path / "backbone.json").read_text())
-        config_cls, model_cls = _classes(hf_json.get("model_type", ""))
-        hf = model_cls(config_cls.from_dict(hf_json))
+        hf = hf_model_from_json(path / "backbone.json", fix)
         weights_file = path / "model.safetensors"
-    backbone = SSLBackbone(hf, _normalize_flag(cfg.model), cfg.model.adapters)
-    model = SpeakerModel(backbone, make_backend(cfg.model, backbone.num_layers + 1, backbone.hidden_size))
-    if not weights_file.is_file():
-        raise VoxadaptError(located(weights_file, None, "missing", "re-package the model"))
-    state = load_file(str(weights_file))
-    missing, unexpected = model.load_state_dict(state, strict=not manifest["base_model"])
-    if unexpected or (manifest["base_model"] and any(k.startswith("backend.") for k in missing)):
-        raise VoxadaptError(located(weights_file, None, "weights do not fit the packaged config", "re-package it"))
+    model = speaker_model_around(hf, cfg)
+    state = read_safetensors(weights_file, fix)
+    own = model.state_dict()
+    shapes_differ = [k for k in state if k in own and own[k].shape != state[k].shape]
+    missing = set(own) - set(state)
+    if set(state) - set(own) or shapes_differ or (missing and not manifest["base_model"]) or (
+            manifest["base_model"] and any(k.startswith("backend.") for k in missing)):
+        raise VoxadaptError(located(weights_file, None, "weights do not fit the packaged config", fix))
+    model.load_state_dict(state, strict=not manifest["base_model"])
     return model.to(device).eval(), cfg
 
 
@@ -112,12 +127,18 @@ def package_stage(exp_dir: Path, out: Path, adapters_only: bool, onnx: bool) -> 
     """Stage 8: the package (and model.onnx), skipped when its inputs have not changed."""
     import logging
 
-    from voxadapt.fileio import StageMarker
-    from voxadapt.train.trainer import file_digest
+    from voxadapt.fileio import StageMarker, file_digest
 
     log = logging.getLogger(__name__)
-    inputs = {"model": file_digest(exp_dir / "model" / "model.safetensors") if (exp_dir / "model" / "model.safetensors").is_file() else "",
-              "calibration": file_digest(exp_dir / "backend" / "calibration.json") if (exp_dir / "backend" / "calibration.json").is_file() else "",
+    model_link = exp_dir / "model"
+    if model_link.is_symlink() and not model_link.exists():
+        raise VoxadaptError(located(model_link, None, f"points to {os.readlink(model_link)}, which does not exist",
+                                    "re-run stage 4 (it publishes the final model), or delete the link"))
+    weights, calibration = model_link / "model.safetensors", exp_dir / "backend" / "calibration.json"
+    for needed, stages in ((weights, "3-4"), (calibration, "6")):
+        if not needed.is_file():
+            raise VoxadaptError(located(needed, None, "missing", f"run stage {stages} first"))
+    inputs = {"model": file_digest(weights), "calibration": file_digest(calibration),
               "adapters_only": adapters_only, "onnx": onnx}
     marker = StageMarker(exp_dir / ".done" / "stage8_package.json", inputs)
     if marker.is_done(outputs_hint=out) and (out / MANIFEST).is_file():

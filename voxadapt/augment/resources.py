@@ -8,7 +8,6 @@ generated stand-ins (audio under data/augment/) and, for babble, the training re
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from voxadapt.augment.generate import NOISE_KINDS, make_music, make_noise, make_
 from voxadapt.config import AugmentConfig, Config
 from voxadapt.data.manifests import FILES, load_cuts, manifest_dir
 from voxadapt.errors import DataError, located
-from voxadapt.fileio import StageMarker, atomic_dir, atomic_path
+from voxadapt.fileio import StageMarker, atomic_dir, atomic_path, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +119,6 @@ def speed_perturbed_cuts(cuts: CutSet, speeds: list[float]) -> CutSet:
     return CutSet.from_cuts(c for part in copies for c in part)
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
 def augment_stage(cfg: Config, data: str | Path) -> int:
     data_dir = Path(data)
     train = cfg.data.train_set
@@ -131,7 +126,7 @@ def augment_stage(cfg: Config, data: str | Path) -> int:
     if not train_cuts.is_file():
         raise DataError(located(train_cuts, None, "missing", "run stage 1 (manifests) first"))
     fingerprint = {"augment": dataclasses.asdict(cfg.augment), "sample_rate": cfg.data.sample_rate,
-                   "train_cuts": _digest(train_cuts)}
+                   "train_cuts": file_digest(train_cuts)}
     marker = StageMarker(data_dir / ".done" / "stage2_augment.json", fingerprint)
     if marker.is_done(outputs_hint=data_dir / "manifests" / "augment"):
         log.info("stage 2: augmentation resources already made; nothing to do")

@@ -11,11 +11,14 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from voxadapt.errors import VoxadaptError, located
-from voxadapt.fileio import atomic_path
+from voxadapt.fileio import atomic_path, read_json
 
 
 def bayes_threshold(p_target: float) -> float:
     """Accept when LLR >= this: the minimum-risk decision for C_miss = C_fa = 1."""
+    if not 0.0 < p_target < 1.0:
+        raise VoxadaptError(f"p_target {p_target} is not a probability strictly between 0 and 1; "
+                            "give e.g. 0.01 or 0.05")
     return float(np.log((1 - p_target) / p_target))
 
 
@@ -65,7 +68,11 @@ def save_calibrations(path: Path, calibrations: dict[str, Calibration], p_target
 
 
 def load_calibrations(path: Path) -> dict[str, Calibration]:
-    if not path.is_file():
-        raise VoxadaptError(located(path, None, "missing", "run stage 7 (score), which trains the calibration"))
-    data = json.loads(path.read_text())
-    return {m: Calibration(v["weights"], v["bias"], v["quality"]) for m, v in data.items()}
+    fix = "re-run stage 6, which trains the calibration"
+    data = read_json(path, fix)
+    try:
+        return {m: Calibration([float(w) for w in v["weights"]], float(v["bias"]), bool(v["quality"]))
+                for m, v in data.items()}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise VoxadaptError(located(path, None, "not a calibration file (weights, bias, quality per method)",
+                                    fix)) from None

@@ -15,8 +15,9 @@ import numpy as np
 from voxadapt.backend import kaldi_format as kf
 from voxadapt.backend.lda import apply_affine, length_norm
 from voxadapt.backend.plda import Plda
+from voxadapt.data.kaldi_dir import iter_table
 from voxadapt.data.trials import Trial
-from voxadapt.errors import VoxadaptError, located
+from voxadapt.errors import VoxadaptError, first_line, located
 from voxadapt.fileio import atomic_path
 
 CHUNK = 200_000  # trials (or utterances) per vectorised block
@@ -35,21 +36,25 @@ class Embeddings:
         scp = Path(scp)
         if not scp.is_file():
             raise VoxadaptError(located(scp, None, "x-vector list not found", "run stage 5, or check the path"))
+        lines = list(iter_table(scp))  # BOMs, CR LF, blank or one-field lines: named by line
         ids, vecs, dims = [], [], set()
         try:
             for utt, vec in kaldiio.load_scp_sequential(str(scp)):
+                line = lines[len(ids)].lineno
                 vec = np.asarray(vec, dtype=np.float32)
                 if vec.ndim != 1:
-                    raise VoxadaptError(located(scp, None, f"'{utt}' is a matrix, not a vector", "give x-vectors"))
+                    raise VoxadaptError(located(scp, line, f"'{utt}' is a matrix, not a vector", "give x-vectors"))
                 if not np.isfinite(vec).all():
-                    raise VoxadaptError(located(scp, None, f"x-vector of '{utt}' has NaN or Inf", "re-extract it"))
+                    raise VoxadaptError(located(scp, line, f"x-vector of '{utt}' has NaN or Inf", "re-extract it"))
                 ids.append(utt)
                 vecs.append(vec)
                 dims.add(len(vec))
         except VoxadaptError:
             raise
         except Exception as err:  # noqa: BLE001 - kaldiio raises several kinds for bad archives
-            raise VoxadaptError(located(scp, None, f"unreadable x-vectors ({err})", "re-extract or fix the scp")) from None
+            line = lines[len(ids)].lineno if len(ids) < len(lines) else None
+            raise VoxadaptError(located(scp, line, f"unreadable x-vector ({type(err).__name__}: {first_line(err)})",
+                                        "re-extract it, or fix the scp line")) from None
         if len(dims) > 1:
             raise VoxadaptError(located(scp, None, f"x-vectors of mixed dimensions {sorted(dims)}",
                                         "all vectors must come from one model"))
@@ -94,7 +99,21 @@ class Backend:
         if (directory / "cohort.ark").is_file():
             cohort = np.stack([np.asarray(v, dtype=np.float32) for _, v in kaldiio.load_ark(str(directory / "cohort.ark"))])
         lda = kf.read_matrix(directory / "lda.mat") if (directory / "lda.mat").is_file() else None
-        return cls(kf.read_vector(directory / "mean.vec"), lda, plda, cohort)
+        backend = cls(kf.read_vector(directory / "mean.vec"), lda, plda, cohort)
+        backend.check(directory)
+        return backend
+
+    def check(self, directory: Path) -> None:
+        """Non-finite parameters (a corrupt or hand-edited file) would turn every score into NaN."""
+        parts = {"mean.vec": [self.mean], "lda.mat": [self.lda], "cohort.ark": [self.cohort],
+                 "plda": [self.plda.mean, self.plda.transform, self.plda.psi] if self.plda else []}
+        for name, arrays in parts.items():
+            if any(a is not None and not np.isfinite(a).all() for a in arrays):
+                raise VoxadaptError(located(directory / name, None, "holds NaN or Inf",
+                                            "the file is corrupt: re-run stage 6 (delete the back-end dir first)"))
+        if self.plda is not None and (self.plda.psi < 0).any():
+            raise VoxadaptError(located(directory / "plda", None, "negative between-class variances (psi)",
+                                        "the file is corrupt: re-run stage 6 (delete the back-end dir first)"))
 
     # --- per-utterance representations --------------------------------------------------
     def cosine_space(self, x: np.ndarray) -> np.ndarray:
@@ -161,6 +180,11 @@ def score_trials(backend: Backend, emb: Embeddings, trials: list[Trial], methods
         Pe, Pt = backend.plda_space(E), backend.plda_space(T)
         out["plda"] = np.concatenate([backend.plda.llr(Pe[ie[s:s + CHUNK]], Pt[it[s:s + CHUNK]])
                                       for s in range(0, len(ie), CHUNK)])
+    for m in methods:
+        bad = int((~np.isfinite(out[m])).sum())
+        if bad:
+            raise VoxadaptError(located(source, None, f"{bad} of {len(trials)} {m} scores are NaN or Inf",
+                                        "the back-end files are damaged: re-run stage 6"))
     return {m: out[m] for m in methods}
 
 

@@ -18,8 +18,7 @@ from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.split import utterance_durations
 from voxadapt.data.trials import make_trials, read_trials, write_trials
 from voxadapt.errors import VoxadaptError
-from voxadapt.fileio import StageMarker, atomic_dir
-from voxadapt.train.trainer import file_digest
+from voxadapt.fileio import StageMarker, atomic_dir, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -142,20 +141,21 @@ def score_stage(cfg: Config, data: str | Path, exp: str | Path) -> int:
         labels = np.array([t.target for t in trials])
         scores = score_trials(backend, emb, trials, sc.methods, sc.asnorm_top_n, f)
         quality = quality_measures(trials, utterance_durations(DataDir.load(data_dir / s))) if sc.calibration_quality else None
-        out = exp_dir / "scores" / name
         results[name] = {}
-        for m in sc.methods:
-            llr = calibrations[m].llr(scores[m], quality)
-            write_scores(out / f"{m}.score", trials, scores[m])
-            write_scores(out / f"{m}.llr", trials, llr)
-            results[name][m] = evaluate(scores[m], labels, sc.p_targets, llr)
-        curves = {}
-        for m in sc.methods:
-            r = roc(scores[m], labels)
-            curves[f"{m} (EER {100 * results[name][m]['eer']:.2f}%)"] = (r.p_fa, r.p_miss)
-        save_figure(det_figure(curves, f"{cfg.name}: {name}"), out / "det.png")
-        save_figure(histogram_figure({m: (scores[m], labels) for m in sc.methods}, f"{cfg.name}: {name}"),
-                    out / "histogram.png")
+        # The list's directory appears whole or not at all: a kill leaves no half-scored list.
+        with atomic_dir(exp_dir / "scores" / name) as out:
+            for m in sc.methods:
+                llr = calibrations[m].llr(scores[m], quality)
+                write_scores(out / f"{m}.score", trials, scores[m])
+                write_scores(out / f"{m}.llr", trials, llr)
+                results[name][m] = evaluate(scores[m], labels, sc.p_targets, llr)
+            curves = {}
+            for m in sc.methods:
+                r = roc(scores[m], labels)
+                curves[f"{m} (EER {100 * results[name][m]['eer']:.2f}%)"] = (r.p_fa, r.p_miss)
+            save_figure(det_figure(curves, f"{cfg.name}: {name}"), out / "det.png")
+            save_figure(histogram_figure({m: (scores[m], labels) for m in sc.methods}, f"{cfg.name}: {name}"),
+                        out / "histogram.png")
     table = write_results(exp_dir, cfg.name, results, sc.p_targets)
     marker.mark_done()
     print(f"\nResults of {cfg.name} ({exp_dir / 'RESULTS.md'}):\n\n{table}")

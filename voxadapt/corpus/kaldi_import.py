@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from voxadapt.config import KaldiImportConfig
-from voxadapt.data.kaldi_dir import DataDir
+from voxadapt.data.validate import validate_data_dir
 from voxadapt.data.trials import read_trials, write_trials
 from voxadapt.errors import DataError
+from voxadapt.fileio import atomic_dir
 
-TABLES = ("wav.scp", "utt2spk", "spk2utt", "segments")
 
-
-def import_kaldi_dirs(cfg: KaldiImportConfig, data_dir: Path) -> None:
+def import_kaldi_dirs(cfg: KaldiImportConfig, data_dir: Path, sample_rate: int, min_duration: float, nj: int) -> None:
+    """Validate the user's dirs in place (tables and audio), then copy them as data/train and
+    data/test: every error names the user's own file and line, and a failed import leaves nothing."""
     if not (cfg.train_dir and cfg.test_dir and cfg.trials):
         raise DataError("--corpus kaldi needs --train_dir DIR --test_dir DIR --trials FILE")
-    # Read (strictly) before copying: errors then name the user's own files and lines.
-    train, test = DataDir.load(cfg.train_dir), DataDir.load(cfg.test_dir)
+    train, test = (validate_data_dir(d, sample_rate, min_duration, check_audio=True, nj=nj)
+                   for d in (cfg.train_dir, cfg.test_dir))
     trials = read_trials(cfg.trials, known=test.utt2spk)
     for src, name in ((train, "train"), (test, "test")):
-        out = data_dir / name
-        out.mkdir(parents=True, exist_ok=True)
-        for table in TABLES:
-            if (src.path / table).is_file():
-                shutil.copyfile(src.path / table, out / table)
-        src.write(out)  # regenerates spk2utt if the user's dir had none
-    write_trials(data_dir / "test" / "trials", trials)
+        with atomic_dir(data_dir / name) as out:
+            src.write(out)  # sorted tables, spk2utt regenerated, reco2dur from the validation
+            if name == "test":
+                write_trials(out / "trials", trials)

@@ -36,8 +36,9 @@ def prepare_data_stage(cfg: Config, data: str | Path, nj: int) -> int:
     else:
         from voxadapt.corpus.kaldi_import import import_kaldi_dirs
 
-        import_kaldi_dirs(cfg.data.kaldi, data_dir)
-    finalize_data_dirs(cfg, data_dir, nj)
+        import_kaldi_dirs(cfg.data.kaldi, data_dir, cfg.data.sample_rate, cfg.data.min_duration, nj)
+    # The user's Kaldi dirs were decoded in place by the import; the others are decoded here.
+    finalize_data_dirs(cfg, data_dir, nj, check_audio=cfg.data.corpus != "kaldi")
     marker.mark_done()
     log.info("stage 0: data dirs ready under %s", data_dir)
     return 0

@@ -25,7 +25,7 @@ from voxadapt.config import DataConfig, SyntheticConfig
 from voxadapt.corpus.espeak import Espeak, make_data_root
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.trials import make_trials, write_trials
-from voxadapt.fileio import atomic_path
+from voxadapt.fileio import atomic_path, recipe_path
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def _render_speaker(job: SpeakerJob, cfg: SyntheticConfig, sample_rate: int) -> 
             y = render_utterance(_engine, job.voice, seeded_rng(cfg.seed, job.index, 1, u), cfg, sample_rate)
             with atomic_path(path) as tmp:
                 sf.write(tmp, (y * 32767).astype(np.int16), sample_rate, subtype="PCM_16", format="WAV")
-        out.append((utt, str(path.resolve())))
+        out.append((utt, recipe_path(path)))
     return out
 
 

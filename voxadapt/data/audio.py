@@ -8,29 +8,18 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import struct
 import subprocess
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 
-from voxadapt.errors import DataError, VoxadaptError
+from voxadapt.errors import DataError, VoxadaptError, first_line
 
 if TYPE_CHECKING:
     from voxadapt.data.kaldi_dir import DataDir
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    sample_rate: int
-    num_samples: int
-    channels: int
-
-    @property
-    def duration(self) -> float:
-        return self.num_samples / self.sample_rate
 
 
 def is_pipe(rx: str) -> bool:
@@ -59,20 +48,13 @@ def _open(rx: str) -> str | io.BytesIO:
 
 def _describe(rx: str, err: Exception) -> DataError:
     if not is_pipe(rx) and not os.path.exists(rx):
+        if len(rx.split()) > 1 and shutil.which(rx.split()[0]):
+            # 'sox a.flac -t wav -' is a command, but without the final '|' Kaldi reads it as a path
+            return DataError(f"'{rx}': audio file not found; it looks like a command: end it with ' |' "
+                             "to run it as a pipe")
         return DataError(f"'{rx}': audio file not found; fix the path in wav.scp")
-    msg = str(err).split("\n")[0]
+    msg = first_line(err)
     return DataError(f"'{rx}': cannot decode audio ({msg}); re-encode it as WAV/FLAC or fix wav.scp")
-
-
-def audio_info(rx: str) -> AudioInfo:
-    """Header information; for pipes this runs the command."""
-    try:
-        info = sf.info(_open(rx))
-    except DataError:
-        raise
-    except Exception as err:  # soundfile raises several types for bad files
-        raise _describe(rx, err) from None
-    return AudioInfo(info.samplerate, info.frames, info.channels)
 
 
 def _wav_shortfall(path: str) -> int:

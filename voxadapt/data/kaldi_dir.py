@@ -7,6 +7,7 @@ Files are written sorted in C order, as Kaldi's tools expect.
 from __future__ import annotations
 
 import hashlib
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -29,26 +30,50 @@ class TableLine:
     value: str
 
 
-def iter_table(path: Path) -> Iterator[TableLine]:
-    """Lines 'key value...' of a Kaldi table file; blank or one-field lines are errors."""
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text table, after checking for the invisible faults editors add."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(located(path, None, "file not found")) from None
+    except IsADirectoryError:
+        raise DataError(located(path, None, "is a directory, not a file", "give the file")) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise DataError(located(path, line, "not UTF-8 text", "re-encode the file as UTF-8")) from None
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    check_text_form(path, text)
+    lines = text.split("\n")  # not splitlines(): it also splits at form feeds and U+2028
+    if lines[-1] == "":
+        lines.pop()  # the final newline
+    return lines
+
+
+def iter_table(path: Path) -> Iterator[TableLine]:
+    """Lines 'key value...' of a Kaldi table file; blank or one-field lines are errors."""
+    for lineno, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             raise DataError(located(path, lineno, "empty line", "delete it"))
         if line != line.strip():
             raise DataError(located(path, lineno, "leading or trailing whitespace", "strip the line"))
         parts = line.split(maxsplit=1)
         if len(parts) < 2:
-            raise DataError(located(path, lineno, f"expected '<key> <value>', got {line!r}", "fix or delete the line"))
+            raise DataError(located(path, lineno, f"expected '<key> <value>', got {line[:200]!r}",
+                                    "fix or delete the line"))
         yield TableLine(lineno, parts[0], parts[1])
+
+
+def check_text_form(path: Path, text: str) -> None:
+    """Byte-order marks and Windows line ends break keys silently ('\ufeffspk1' is a new speaker);
+    name them before any parsing does something stranger."""
+    if text.startswith("\ufeff"):
+        raise DataError(located(path, 1, "starts with a UTF-8 byte-order mark (an editor's, invisible)",
+                                f"remove it: sed -i '1s/^\\xEF\\xBB\\xBF//' {shlex.quote(str(path))}"))
+    if "\r" in text:
+        line = text[: text.index("\r")].count("\n") + 1
+        raise DataError(located(path, line, "Windows line ending (CR LF)",
+                                f"convert it: sed -i 's/\\r$//' {shlex.quote(str(path))}  (or dos2unix)"))
 
 
 def check_sorted_unique(path: Path, lines: list[TableLine]) -> None:

@@ -8,6 +8,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from voxadapt.data.kaldi_dir import read_lines
 from voxadapt.errors import DataError, located
 from voxadapt.fileio import atomic_path
 
@@ -35,20 +36,31 @@ def read_trials(path: str | Path, known: Iterable[str] | None = None) -> list[Tr
     if not path.is_file():
         raise DataError(located(path, None, "trial list not found", "check the path"))
     trials: list[Trial] = []
-    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    first_seen: dict[tuple[str, str], int] = {}
+    for lineno, line in enumerate(read_lines(path), start=1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 3:
-            raise DataError(located(path, lineno, f"expected 3 fields, got {line!r}",
+            raise DataError(located(path, lineno, f"expected 3 fields, got {line[:200]!r}",
                                     "use 'enroll test target|nontarget' or VoxCeleb's '1|0 path1 path2'"))
         if parts[2] in ("target", "nontarget"):
-            trials.append(Trial(parts[0], parts[1], parts[2] == "target"))
+            trial = Trial(parts[0], parts[1], parts[2] == "target")
         elif parts[0] in ("0", "1"):
-            trials.append(Trial(voxceleb_path_to_utt(parts[1]), voxceleb_path_to_utt(parts[2]), parts[0] == "1"))
+            trial = Trial(voxceleb_path_to_utt(parts[1]), voxceleb_path_to_utt(parts[2]), parts[0] == "1")
         else:
-            raise DataError(located(path, lineno, f"label must be target/nontarget (Kaldi) or 1/0 (VoxCeleb): {line!r}",
-                                    "fix the line"))
+            raise DataError(located(path, lineno, f"label must be target/nontarget (Kaldi) or 1/0 (VoxCeleb): "
+                                    f"{line[:200]!r}", "fix the line"))
+        # A repeated pair counts twice in EER and DCF; an utterance against itself is a sure target.
+        if trial.enroll == trial.test:
+            raise DataError(located(path, lineno, f"'{trial.enroll}' is scored against itself",
+                                    "delete the line: a trial needs two different utterances"))
+        pair = (trial.enroll, trial.test)
+        if pair in first_seen:
+            raise DataError(located(path, lineno, f"trial '{trial.enroll} {trial.test}' repeats line "
+                                    f"{first_seen[pair]}", "delete one of them (e.g. sort -u)"))
+        first_seen[pair] = lineno
+        trials.append(trial)
     if not trials:
         raise DataError(located(path, None, "trial list is empty", "give a list with at least one trial"))
     if known is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -89,35 +89,85 @@ def validate_data_dir(path: str | Path, sample_rate: int, min_duration: float = 
 # ------------------------------------------------------------------------------------- fixing
 
 
-def _lenient_table(path: Path, fields: int | None, report: list[str]) -> dict[str, str]:
-    """Read a table keeping the first of duplicate keys and skipping malformed lines."""
+@dataclass
+class FixReport:
+    """What fixing dropped, by reason ('utt2spk: no audio for it' -> keys or 'file:line's)."""
+
+    utterances_before: int
+    utterances_after: int = 0
+    dropped: dict[str, list[str]] = field(default_factory=dict)
+    backup: Path | None = None
+
+    def drop(self, reason: str, what: str) -> None:
+        self.dropped.setdefault(reason, []).append(what)
+
+    @property
+    def dropped_share(self) -> float:
+        return 1.0 - self.utterances_after / max(1, self.utterances_before)
+
+    def summary(self) -> list[str]:
+        """One line per reason with a count and the first few entries."""
+        out = []
+        for reason, items in self.dropped.items():
+            shown = ", ".join(items[:3]) + (f", ... ({len(items) - 3} more)" if len(items) > 3 else "")
+            out.append(f"{reason}: {len(items)} dropped ({shown})")
+        return out
+
+
+def _lenient_table(path: Path, fields: int | None, report: FixReport) -> dict[str, str]:
+    """Read a table keeping the first of duplicate keys and skipping malformed lines; a byte-order
+    mark and Windows line ends are removed (and reported)."""
     out: dict[str, str] = {}
     if not path.is_file():
         return out
-    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    if text.startswith("\ufeff"):
+        report.drop(f"{path.name}: byte-order mark removed", "line 1")
+        text = text[1:]
+    if "\r" in text:
+        report.drop(f"{path.name}: Windows line ends converted", f"{text.count(chr(13))} lines")
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    for lineno, line in enumerate(text.split("\n"), start=1):
         parts = line.strip().split(maxsplit=1)
         if len(parts) < 2 or (fields is not None and len(parts[1].split()) != fields - 1):
             if line.strip():
-                report.append(f"{path.name}:{lineno}: dropped malformed line {line.strip()!r}")
+                report.drop(f"{path.name}: malformed lines", f"line {lineno}")
             continue
         key, value = parts
         if key in out:
-            report.append(f"{path.name}:{lineno}: dropped duplicate '{key}'")
+            report.drop(f"{path.name}: duplicate keys (the first is kept)", f"'{key}' on line {lineno}")
             continue
         out[key] = value
     return out
 
 
-def fix_data_dir(path: str | Path) -> list[str]:
+def _new_backup_dir(path: Path) -> Path:
+    """<dir>/.backup/<n>/ with the next free n: earlier backups are never overwritten."""
+    root = path / ".backup"
+    root.mkdir(exist_ok=True)
+    taken = [int(p.name) for p in root.iterdir() if p.name.isdigit()]
+    n = max(taken, default=0) + 1
+    while True:
+        try:
+            (root / str(n)).mkdir()
+            return root / str(n)
+        except FileExistsError:  # another fixer took it meanwhile
+            n += 1
+
+
+def fix_data_dir(path: str | Path, allow_drop: float = 10.0) -> FixReport:
     """Sort the tables, drop malformed, duplicate and inconsistent entries, regenerate spk2utt.
 
-    Returns one line per dropped entry. Originals are kept in `<dir>/.backup/`.
+    Refuses (changing nothing) when more than `allow_drop` percent of the utterances would go:
+    that is a mismatch of ids between tables, not a few bad lines. The originals are copied to a
+    new `<dir>/.backup/<n>/` first, with the list of what was dropped.
     """
     path = Path(path)
     if not (path / "wav.scp").is_file() or not (path / "utt2spk").is_file():
         raise DataError(located(path, None, "not a Kaldi data dir (needs wav.scp and utt2spk)",
                                 "check the path"))
-    report: list[str] = []
+    before = sum(1 for line in (path / "utt2spk").read_bytes().splitlines() if line.strip())
+    report = FixReport(before)
     wav = _lenient_table(path / "wav.scp", None, report)
     utt2spk = _lenient_table(path / "utt2spk", 2, report)
     seg_raw = _lenient_table(path / "segments", 4, report) if (path / "segments").is_file() else None
@@ -132,32 +182,42 @@ def fix_data_dir(path: str | Path) -> list[str]:
             except ValueError:
                 ok = False
             if not ok:
-                report.append(f"segments: dropped '{utt}' (bad times {start} {end})")
+                report.drop("segments: bad start/end times", f"'{utt}'")
             elif reco not in wav:
-                report.append(f"segments: dropped '{utt}' (recording '{reco}' not in wav.scp)")
+                report.drop("segments: recording not in wav.scp", f"'{utt}'")
             else:
                 segments[utt] = value
         utts = set(segments) & set(utt2spk)
         for u in sorted(set(segments) - utts):
-            report.append(f"segments: dropped '{u}' (not in utt2spk)")
+            report.drop("segments: utterance not in utt2spk", f"'{u}'")
             del segments[u]
         used = {v.split()[0] for v in segments.values()}
     else:
         utts = set(wav) & set(utt2spk)
         used = utts
     for u in sorted(set(utt2spk) - utts):
-        report.append(f"utt2spk: dropped '{u}' (no audio for it)")
+        report.drop("utt2spk: no audio for it (not in " + ("segments" if segments is not None else "wav.scp") + ")",
+                    f"'{u}'")
     for r in sorted(set(wav) - used):
-        report.append(f"wav.scp: dropped '{r}' (no utterance uses it)")
+        report.drop("wav.scp: no utterance uses the recording", f"'{r}'")
+    report.utterances_after = len(utts)
     if not utts:
         raise DataError(located(path, None, "no usable utterance would be left after fixing",
                                 "check that wav.scp, utt2spk and segments use the same ids"))
-    backup = path / ".backup"
-    backup.mkdir(exist_ok=True)
+    if 100 * report.dropped_share > allow_drop:
+        worst = max(report.dropped.items(), key=lambda kv: len(kv[1]))[0]
+        raise DataError(located(path, None, f"fixing would drop {before - len(utts)} of {before} utterances "
+                                f"({100 * report.dropped_share:.0f} %, more than the allowed {allow_drop:g} %; "
+                                f"mostly '{worst}'); nothing was changed",
+                                "fix the ids in the tables, or pass --allow-drop "
+                                f"{int(100 * report.dropped_share) + 1} to accept the loss"))
+    backup = report.backup = _new_backup_dir(path)
     for name in ("wav.scp", "utt2spk", "spk2utt", "segments", "reco2dur"):
         if (path / name).is_file():
             shutil.copy2(path / name, backup / name)
-    reco2dur = _lenient_table(path / "reco2dur", 2, [])
+    (backup / "dropped.txt").write_text("".join(f"{reason}: {item}\n" for reason, items in report.dropped.items()
+                                                for item in items))
+    reco2dur = _lenient_table(path / "reco2dur", 2, FixReport(0))
     write_table(path / "wav.scp", ((r, wav[r]) for r in used))
     write_table(path / "utt2spk", ((u, utt2spk[u]) for u in utts))
     spk2utt: dict[str, list[str]] = {}

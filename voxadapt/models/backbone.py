@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from voxadapt.config import AdapterConfig, BackboneConfig
-from voxadapt.errors import VoxadaptError, located
+from voxadapt.errors import VoxadaptError, first_line, located
 from voxadapt.models.adapters import Bottleneck, add_inner_adapters, add_lora, chosen_layers
 
 # WavLM's attention passes a boolean padding mask with a float position bias; torch warns on every call.
@@ -31,7 +31,7 @@ MODEL_TYPES = {
 }
 
 
-def _classes(model_type: str):  # noqa: ANN202
+def model_classes(model_type: str):  # noqa: ANN202
     import transformers
 
     if model_type not in MODEL_TYPES:
@@ -42,7 +42,7 @@ def _classes(model_type: str):  # noqa: ANN202
 
 def hf_config(model_type: str, overrides: dict):  # noqa: ANN201 - a transformers PretrainedConfig
     """A config-only architecture (random init), e.g. the tiny default or WavLM Base+'s shape."""
-    config_cls, _ = _classes(model_type)
+    config_cls, _ = model_classes(model_type)
     try:
         config = config_cls(**overrides)
     except (TypeError, ValueError) as err:
@@ -179,13 +179,13 @@ def build_hf_model(model_type: str, path: str, arch: dict, seed: int, random_ini
         if model_type and local_type != model_type:
             raise VoxadaptError(located(p / "config.json", None, f"a {local_type} model, the config says {model_type}",
                                         "set model.backbone.type to match or point at another model"))
-        _, model_cls = _classes(local_type)
+        _, model_cls = model_classes(local_type)
         try:
             return model_cls.from_pretrained(p, local_files_only=True, **overrides)
         except (OSError, ValueError) as err:
-            raise VoxadaptError(located(p, None, f"cannot load the model ({str(err).splitlines()[0]})",
+            raise VoxadaptError(located(p, None, f"cannot load the model ({first_line(err)})",
                                         "check the directory holds the weights saved with it")) from None
-    _, model_cls = _classes(model_type)
+    _, model_cls = model_classes(model_type)
     config = hf_config(model_type, {**arch, **overrides})
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # the same random backbone every time (also the L2-SP reference)
@@ -193,7 +193,7 @@ def build_hf_model(model_type: str, path: str, arch: dict, seed: int, random_ini
             return model_cls(config)
         except (TypeError, ValueError, RuntimeError) as err:
             raise VoxadaptError(f"transformers cannot build a {model_type} model from model.backbone.arch: "
-                                f"{str(err).splitlines()[0]}") from None
+                                f"{first_line(err)}") from None
 
 
 def backbone_from_config(b: BackboneConfig, seed: int):  # noqa: ANN201 - a transformers model

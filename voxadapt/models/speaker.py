@@ -13,14 +13,14 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from voxadapt.config import Config, ModelConfig, dump_yaml, load_config
-from voxadapt.errors import VoxadaptError, located
-from voxadapt.fileio import atomic_dir
+from voxadapt.errors import VoxadaptError, first_line, located
+from voxadapt.fileio import atomic_dir, read_json, read_safetensors
 from voxadapt.models.aam import AAMSoftmax
-from voxadapt.models.backbone import SSLBackbone, _classes, backbone_from_config
+from voxadapt.models.backbone import MODEL_TYPES, SSLBackbone, model_classes, backbone_from_config
 from voxadapt.models.clstoken import ClassTokenBackend
 from voxadapt.models.mhfa import MHFA, WeightedSumASP
 
@@ -100,21 +100,33 @@ def load_model_dir(path: str | Path, device: str = "cpu") -> tuple[SpeakerModel,
                                         "run stages 3-4 first, or give exp/<name>/model"))
     cfg = load_config(path / "config.yaml")
     classes = (path / "classes.txt").read_text().split()
-    hf_json = json.loads((path / "backbone.json").read_text())
-    config_cls, model_cls = _classes(hf_json.get("model_type", ""))
-    hf_cfg = config_cls.from_dict(hf_json)
-    backbone = SSLBackbone(model_cls(hf_cfg), _normalize_flag(cfg.model), cfg.model.adapters)
-    backend = make_backend(cfg.model, backbone.num_layers + 1, backbone.hidden_size)
-    model, head = SpeakerModel(backbone, backend), AAMSoftmax(backend.embed_dim, len(classes))
+    model = speaker_model_around(hf_model_from_json(path / "backbone.json", "re-run the stage that wrote the model"), cfg)
+    head = AAMSoftmax(model.backend.embed_dim, len(classes))
     load_weights(path / "model.safetensors", model, head)
     return model.to(device).eval(), head.to(device).eval(), cfg, classes
 
 
-def load_weights(file: Path, model: SpeakerModel, head: AAMSoftmax) -> None:
+def hf_model_from_json(file: Path, fix: str) -> nn.Module:
+    """An untrained transformers model of the architecture saved in `file` (weights come later)."""
+    hf_json = read_json(file, fix)
+    model_type = hf_json.get("model_type", "") if isinstance(hf_json, dict) else ""
+    if model_type not in MODEL_TYPES:
+        raise VoxadaptError(located(file, None, f"not an SSL model config (model_type {model_type!r})", fix))
+    config_cls, model_cls = model_classes(model_type)
     try:
-        state = load_file(str(file))
-    except Exception as err:  # noqa: BLE001 - safetensors raises several types for bad files
-        raise VoxadaptError(located(file, None, f"unreadable weights ({err})", "re-run the stage that wrote it")) from None
+        return model_cls(config_cls.from_dict(hf_json))
+    except Exception as err:  # noqa: BLE001 - transformers validates configs with several error types
+        raise VoxadaptError(located(file, None, f"transformers cannot build it ({first_line(err)})", fix)) from None
+
+
+def speaker_model_around(hf: nn.Module, cfg: Config) -> SpeakerModel:
+    """The speaker model of `cfg` (wrapper, adapters, back-end) around a transformers model."""
+    backbone = SSLBackbone(hf, _normalize_flag(cfg.model), cfg.model.adapters)
+    return SpeakerModel(backbone, make_backend(cfg.model, backbone.num_layers + 1, backbone.hidden_size))
+
+
+def load_weights(file: Path, model: SpeakerModel, head: AAMSoftmax) -> None:
+    state = read_safetensors(file, "re-run the stage that wrote it")
     head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
     body = {k: v for k, v in state.items() if not k.startswith("head.")}
     for module, part in ((model, body), (head, head_state)):

@@ -25,9 +25,9 @@ from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir, write_table
 from voxadapt.data.sampler import BatchSpec, SpeakerBatchSampler
 from voxadapt.data.validate import validate_data_dir
-from voxadapt.errors import VoxadaptError, located
+from voxadapt.errors import VoxadaptError, first_line, located
 from voxadapt.fileio import StageMarker, atomic_dir
-from voxadapt.models.backbone import _classes, hf_config
+from voxadapt.models.backbone import model_classes, hf_config
 from voxadapt.pretrain.targets import HOP, FrameTargets, fit_targets, mfcc, num_frames
 from voxadapt.train import checkpoint as ckpt_io
 
@@ -119,7 +119,7 @@ def _identity(batch: dict) -> dict:
 
 
 def build_pretraining_model(cfg: Config) -> tuple[nn.Module, nn.Linear]:
-    _, model_cls = _classes(cfg.model.backbone.type)
+    _, model_cls = model_classes(cfg.model.backbone.type)
     # mask_time_prob > 0 makes transformers create the learned mask embedding; masks are ours.
     config = hf_config(cfg.model.backbone.type, {**cfg.model.backbone.arch, "layerdrop": 0.0, "mask_time_prob": 0.05})
     with torch.random.fork_rng():
@@ -128,7 +128,7 @@ def build_pretraining_model(cfg: Config) -> tuple[nn.Module, nn.Linear]:
             model = model_cls(config)
         except (TypeError, ValueError, RuntimeError) as err:
             raise VoxadaptError(f"transformers cannot build a {cfg.model.backbone.type} model from "
-                                f"model.backbone.arch: {str(err).splitlines()[0]}") from None
+                                f"model.backbone.arch: {first_line(err)}") from None
         head = nn.Linear(config.hidden_size, cfg.pretrain.clusters)
     return model, head
 

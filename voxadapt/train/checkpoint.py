@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from voxadapt.errors import VoxadaptError, located
+from voxadapt.errors import VoxadaptError, first_line, located
 from voxadapt.fileio import atomic_path
 
 FORMAT = "voxadapt-checkpoint-1"
@@ -47,7 +47,7 @@ def load_checkpoint(path: Path, fingerprint: dict) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for foreign or torn files
-        raise VoxadaptError(located(path, None, f"not a readable voxadapt checkpoint ({str(err).splitlines()[0][:120]})",
+        raise VoxadaptError(located(path, None, f"not a readable voxadapt checkpoint ({first_line(err)})",
                                     "delete it to resume from the one before")) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise VoxadaptError(located(path, None, "not a voxadapt checkpoint", "delete it or use another exp dir"))

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from voxadapt.errors import VoxadaptError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -26,11 +28,23 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto', 'cpu', 'cuda' (this process's GPU under torchrun) or 'cuda:N', checked to exist here."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise VoxadaptError(f"device '{name}' is not a device name; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VoxadaptError(f"device '{name}': this machine (torch {torch.__version__}) has no usable CUDA GPU; "
+                                "use cpu (or auto)")
+        index = local_rank if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            raise VoxadaptError(f"device '{name}': there is no GPU {index} (this machine has "
+                                f"{torch.cuda.device_count()}); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+        return torch.device("cuda", index)
+    return device
 
 
 def init_distributed(device_name: str) -> DistInfo:

@@ -28,7 +28,7 @@ from voxadapt.data.dataset import CropBatchDataset, make_loader
 from voxadapt.data.examples import ExampleTable
 from voxadapt.data.sampler import SpeakerBatchSampler
 from voxadapt.errors import VoxadaptError
-from voxadapt.fileio import StageMarker, write_text_atomic
+from voxadapt.fileio import StageMarker, file_digest, write_text_atomic
 from voxadapt.models.aam import AAMSoftmax
 from voxadapt.models.backbone import backbone_from_config
 from voxadapt.models.clstoken import kd_loss
@@ -106,14 +106,6 @@ class StopRequested:
 def _ignore_sigint_in_workers(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class PhaseTrainer:
