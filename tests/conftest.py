@@ -36,3 +36,18 @@ def micro_pipeline(tmp_path_factory) -> Path:
     proc = run_stages(root, 0, 8)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root
+
+
+@pytest.fixture(scope="session")
+def package(micro_pipeline) -> Path:
+    """The micro pipeline's packaged model (read-only for tests)."""
+    return micro_pipeline / "exp" / "mhfa_tiny" / "package"
+
+
+@pytest.fixture(scope="session")
+def wavs(micro_pipeline) -> list[str]:
+    """Three test utterances of the micro pipeline's corpus."""
+    from voxadapt.data.kaldi_dir import DataDir
+
+    d = DataDir.load(micro_pipeline / "data" / "test")
+    return [d.wav_scp[u] for u in d.utterance_ids[:3]]

@@ -15,19 +15,6 @@ from helpers import ROOT, assert_clean_error, write_wav
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def package(micro_pipeline):
-    return micro_pipeline / "exp" / "mhfa_tiny" / "package"
-
-
-@pytest.fixture(scope="module")
-def wavs(micro_pipeline):
-    from voxadapt.data.kaldi_dir import DataDir
-
-    d = DataDir.load(micro_pipeline / "data" / "test")
-    return [d.wav_scp[u] for u in d.utterance_ids[:3]]
-
-
 def voxadapt(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "voxadapt", *args], capture_output=True, text=True, cwd=ROOT)
 

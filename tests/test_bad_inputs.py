@@ -158,16 +158,8 @@ def voxadapt(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def package(micro_pipeline):
-    return micro_pipeline / "exp" / "mhfa_tiny" / "package"
-
-
-@pytest.fixture(scope="module")
-def wav(micro_pipeline):
-    from voxadapt.data.kaldi_dir import DataDir
-
-    d = DataDir.load(micro_pipeline / "data" / "test")
-    return d.wav_scp[d.utterance_ids[0]]
+def wav(wavs):
+    return wavs[0]
 
 
 def damaged(package: Path, tmp_path: Path, name: str, content: bytes) -> Path:

@@ -135,5 +135,6 @@ class SpeakerVerifier:
         llr = float(cal.llr(np.array([score]), quality)[0])
         return Verification(score, llr, llr >= threshold, threshold, self.method, p_target)
 
+
 def load(path: str | Path, device: str = "cpu", method: str | None = None) -> SpeakerVerifier:
     return SpeakerVerifier(path, device, method)
