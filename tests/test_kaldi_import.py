@@ -32,3 +32,60 @@ def test_import_errors_name_the_users_file(tmp_path):
     assert_clean_error(proc, f"{train}/utt2spk:2: not sorted")
     proc = run_py("prepare_data.py", "--set", "data.corpus=kaldi", "--data", str(tmp_path / "data"))
     assert_clean_error(proc, "--corpus kaldi needs --train_dir")
+
+
+def segmented_dir(root, speakers, seconds=6.0):
+    """Kaldi dir whose utterances are cut from one long recording per speaker by `segments`,
+    the last one with Kaldi's end time -1 (to the end of the recording)."""
+    from helpers import write_wav
+
+    root.mkdir(parents=True)
+    wav, seg, utt2spk = [], [], []
+    for n, spk in enumerate(speakers):
+        path = write_wav(root / "wav" / f"{spk}.wav", seconds, seed=n)
+        wav.append(f"{spk}-rec {path}")
+        bounds = [(0.0, 2.5), (2.5, 4.0), (4.0, -1)]
+        for i, (start, end) in enumerate(bounds):
+            seg.append(f"{spk}-{i:03d} {spk}-rec {start} {end}")
+            utt2spk.append(f"{spk}-{i:03d} {spk}")
+    for name, lines in (("wav.scp", wav), ("segments", seg), ("utt2spk", utt2spk)):
+        (root / name).write_text("\n".join(sorted(lines)) + "\n")
+    return root
+
+
+def test_segmented_dirs_without_text_through_manifests_and_training_examples(tmp_path):
+    """Kaldi speaker dirs rarely have `text`; lhotse's import wants one with segments."""
+    import numpy as np
+    import soundfile as sf
+
+    from helpers import run_sh, venv_env, write_config
+    from voxadapt.augment.resources import training_cuts_path
+    from voxadapt.data.examples import ExampleTable
+    from voxadapt.data.manifests import load_cuts
+
+    train = segmented_dir(tmp_path / "mytrain", ["a", "b"])
+    test = segmented_dir(tmp_path / "mytest", ["c", "d"])
+    (tmp_path / "trials").write_text("c-000 c-001 target\nc-000 d-002 nontarget\n")
+    over = ["data.corpus=kaldi", f"data.kaldi.train_dir={train}", f"data.kaldi.test_dir={test}",
+            f"data.kaldi.trials={tmp_path / 'trials'}", "augment.speed_perturb=false"]
+    write_config(tmp_path / "seg.yaml", over)
+    proc = run_sh("run.sh", "--config", str(tmp_path / "seg.yaml"), "--stop_stage", "1", "--data",
+                  str(tmp_path / "data"), "--exp", str(tmp_path / "exp"), env=venv_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cuts = {c.id: c for c in load_cuts(tmp_path / "data", "train")}
+    assert sorted(cuts) == ["a-000", "a-001", "a-002", "b-000", "b-001", "b-002"]
+    assert (cuts["a-001"].start, cuts["a-001"].duration) == (2.5, 1.5)
+    assert cuts["b-002"].duration == 2.0 and cuts["b-002"].supervisions[0].speaker == "b"  # end -1: to the end
+    # Training reads each example from inside its recording.
+    cfg = load_config(tmp_path / "seg.yaml")
+    from voxadapt.augment.resources import augment_stage
+
+    augment_stage(cfg, tmp_path / "data")
+    table = ExampleTable.from_manifest(training_cuts_path(tmp_path / "data", cfg), 16000)
+    i = [table.sources[k] for k in range(len(table))].index(str(train / "wav" / "a.wav"))
+    i += int(np.argmax(table.start[i:i + 3] == 2.5))
+    crop = table.crop(i, 8000, np.random.default_rng(0))
+    whole, _ = sf.read(train / "wav" / "a.wav", dtype="float32")
+    segment = whole[40000:64000]
+    pos = next(p for p in range(len(segment) - 8000 + 1) if np.array_equal(segment[p:p + 8000], crop))
+    assert 0 <= pos

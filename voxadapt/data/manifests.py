@@ -7,14 +7,16 @@ Written as gzipped JSON lines under data/manifests/<set>/, readable lazily with
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
-from lhotse import CutSet, load_manifest_lazy
+from lhotse import CutSet, RecordingSet, SupervisionSegment, SupervisionSet, load_manifest_lazy
 from lhotse.kaldi import load_kaldi_data_dir
 from lhotse.qa import validate_recordings_and_supervisions
 
 from voxadapt.config import Config
-from voxadapt.data.kaldi_dir import tables_digest
+from voxadapt.data.kaldi_dir import DataDir, tables_digest
 from voxadapt.errors import DataError, located
 from voxadapt.fileio import StageMarker, atomic_dir
 
@@ -31,7 +33,10 @@ def make_manifests(data_dir: Path, set_name: str, sample_rate: int) -> Path:
     src = data_dir / set_name
     if not (src / "reco2dur").is_file():
         raise DataError(located(src / "reco2dur", None, "missing", "run stage 0 first (it validates the audio)"))
-    recordings, supervisions, _ = load_kaldi_data_dir(src, sampling_rate=sample_rate)
+    if (src / "segments").is_file() and not (src / "text").is_file():
+        recordings, supervisions = _segmented_speaker_dir(src, sample_rate)
+    else:
+        recordings, supervisions, _ = load_kaldi_data_dir(src, sampling_rate=sample_rate)
     if supervisions is None:
         raise DataError(located(src / "utt2spk", None, "missing", "a speaker data dir needs utt2spk"))
     try:
@@ -46,6 +51,25 @@ def make_manifests(data_dir: Path, set_name: str, sample_rate: int) -> Path:
         supervisions.to_file(tmp / FILES[1])
         cuts.to_file(tmp / FILES[2])
     return out
+
+
+def _segmented_speaker_dir(src: Path, sample_rate: int) -> tuple[RecordingSet, SupervisionSet]:
+    """lhotse's Kaldi import insists on a `text` file when there are segments, which speaker data
+    has no use for: lhotse reads the recordings (wav.scp, reco2dur), the segments come from our
+    own strict parse of the data dir."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("wav.scp", "reco2dur"):
+            shutil.copyfile(src / name, Path(tmp) / name)
+        recordings, _, _ = load_kaldi_data_dir(tmp, sampling_rate=sample_rate)
+    d = DataDir.load(src)
+    assert d.segments is not None and d.reco2dur is not None
+    supervisions = []
+    for utt, seg in d.segments.items():
+        end = d.reco2dur[seg.recording] if seg.end == -1 else min(seg.end, d.reco2dur[seg.recording])
+        supervisions.append(SupervisionSegment(id=utt, recording_id=seg.recording, start=seg.start,
+                                               duration=round(end - seg.start, 6), channel=0,
+                                               speaker=d.utt2spk[utt]))
+    return recordings, SupervisionSet.from_segments(supervisions)
 
 
 def load_cuts(data_dir: Path, set_name: str) -> CutSet:
