@@ -52,7 +52,8 @@ Options:
   --ssl_model DIR                                 (pre-trained WavLM/HuBERT/wav2vec2 directory)
   --train_dir DIR --test_dir DIR --trials FILE    (for --corpus kaldi)
   --nproc_per_node N --nnodes N --node_rank R --master_addr H --master_port P   (torchrun, stages 3-4)
-Every stage is resumable: re-running a finished stage does nothing."
+Every stage is resumable: re-running a finished stage does nothing.
+A trained model on new data (your Kaldi dir and trial list): local/evaluate.sh --model exp/<name> ..."
 
 . utils/parse_options.sh
 if [ $# -ne 0 ]; then echo "ERROR: $0: unexpected argument '$1' (see $0 --help)" >&2; exit 1; fi
@@ -92,6 +93,10 @@ for opt in voxceleb1_root voxceleb2_root vox1_trials vox2_convert_dir train_dir 
   case "$opt" in train_dir|test_dir|trials) for_corpus=kaldi ;; *) for_corpus=voxceleb ;; esac
   if [ -n "${!opt}" ] && [ "$corpus_used" != "$for_corpus" ]; then
     die "--$opt applies to --corpus $for_corpus, but the corpus is '$corpus_used'; add --corpus $for_corpus or drop --$opt"
+  fi
+  # Corpus paths are read by stage 0 only: later stages use the data dirs it made.
+  if [ -n "${!opt}" ] && [ "$stage" -gt 0 ]; then
+    die "--$opt is read by stage 0 only, and --stage is $stage; to score new data with a trained model use local/evaluate.sh (see --help)"
   fi
 done
 

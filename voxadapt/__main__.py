@@ -1,10 +1,13 @@
 """The `voxadapt` command: embed, verify, score and export with a packaged model.
 
-    voxadapt embed MODEL a.wav b.wav               (Kaldi text vectors on stdout)
-    voxadapt embed MODEL --wav-scp wav.scp --out ark,scp:x.ark,x.scp
-    voxadapt verify MODEL a.wav b.wav              (score, LLR, accept/reject at the packaged threshold)
-    voxadapt score MODEL --trials trials --scp xvector.scp [--out scores]
+    voxadapt embed MODEL a.wav dir/ ...            (files, or every .wav/.flac/.ogg under a dir; Kaldi text on stdout)
+    voxadapt embed MODEL --list files.txt --out ark,scp:x.ark,x.scp
+    voxadapt embed MODEL --wav-scp wav.scp --out ark,scp:x.ark,x.scp   (paths or 'cmd |' pipes)
+    voxadapt verify MODEL a.wav b.wav [--json] [--exit-code]   (score, LLR, accept/reject)
+    voxadapt score MODEL --trials trials --scp xvector.scp [--out scores] [--utt2dur F] [--cohort-scp F] [--json]
     voxadapt export-onnx MODEL model.onnx
+
+verify --exit-code: 0 accept, 3 reject (1: a user error, 2: a usage or internal error).
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ import sys
 from typing import Sequence
 
 from voxadapt.cli import ArgumentParser, run_main
+
+
+REJECTED = 3  # verify --exit-code: 1 and 2 already mean a user error and a usage/internal error
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+EMBED_CHUNK = 32  # files read and embedded at a time: memory stays bounded on long lists
 
 
 def _probability(text: str) -> float:
@@ -70,19 +78,26 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("embed", help="embeddings of audio files")
     common(e)
-    e.add_argument("wavs", nargs="*", help="audio files (ids are the paths)")
-    e.add_argument("--wav-scp", help="Kaldi wav.scp of plain paths instead")
+    e.add_argument("wavs", nargs="*", help="audio files or directories (ids are the paths)")
+    e.add_argument("--list", help="a text file with one audio path per line instead")
+    e.add_argument("--wav-scp", help="a Kaldi wav.scp instead: 'id path' or 'id cmd |' (VOXADAPT_NO_PIPES=1 refuses pipes)")
     e.add_argument("--out", type=_wspecifier, help="Kaldi wspecifier, e.g. ark,scp:x.ark,x.scp (default: text on stdout)")
     v = sub.add_parser("verify", help="do two recordings come from the same speaker?")
     common(v)
     v.add_argument("a")
     v.add_argument("b")
-    v.add_argument("--p-target", type=_probability, default=0.01, help="prior of a target trial for the decision")
+    v.add_argument("--p-target", type=_probability, default=0.5,  # api.DEFAULT_P_TARGET (not imported: torch)
+                   help="prior of a target trial for the decision (default: 0.5, accept when the LLR is positive)")
+    v.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    v.add_argument("--exit-code", action="store_true", help="exit 0 on accept and 3 on reject")
     s = sub.add_parser("score", help="score a trial list from x-vectors made with this model")
     common(s, audio=False)
     s.add_argument("--trials", required=True)
     s.add_argument("--scp", required=True)
-    s.add_argument("--out", help="score file (default: stdout)")
+    s.add_argument("--out", help="score file: 'enroll test score llr' (default: stdout)")
+    s.add_argument("--utt2dur", help="Kaldi utt2dur of the utterances: LLRs from the duration-aware calibration")
+    s.add_argument("--cohort-scp", help="AS-norm cohort x-vectors (default: the package's training speakers)")
+    s.add_argument("--json", action="store_true", help="print a JSON summary (needs --out for the scores)")
     x = sub.add_parser("export-onnx", help="waveform -> embedding as ONNX")
     x.add_argument("model")
     x.add_argument("out")
@@ -113,52 +128,105 @@ def cli(argv: Sequence[str] | None) -> int:
         return _embed(v, args)
     if args.command == "verify":
         r = v.verify(args.a, args.b, args.p_target, args.channel, args.allow_upsample)
-        print(f"score {r.score:.4f} ({r.method})  llr {r.llr:.3f}  threshold {r.threshold:.3f} (p_target {r.p_target})"
-              f"  -> {'accept: same speaker' if r.accept else 'reject: different speakers'}")
-        return 0
+        if args.json:
+            import dataclasses
+            import json
+
+            print(json.dumps({"a": args.a, "b": args.b, **dataclasses.asdict(r)}))
+        else:
+            print(f"score {r.score:.4f} ({r.method})  llr {r.llr:.3f}  threshold {r.threshold:.3f} "
+                  f"(p_target {r.p_target})  -> {'accept: same speaker' if r.accept else 'reject: different speakers'}")
+        return REJECTED if args.exit_code and not r.accept else 0
     return _score(v, args)
 
 
-def _embed(v, args) -> int:  # noqa: ANN001
-    import kaldiio
+def _embed_items(args) -> list[tuple[str, str]]:  # noqa: ANN001
+    """(id, path or pipe) for each input: files and directories, --list, or --wav-scp."""
+    from pathlib import Path
 
+    from voxadapt.data.kaldi_dir import read_lines, read_table
     from voxadapt.errors import VoxadaptError
 
-    if args.wav_scp and args.wavs:
-        raise VoxadaptError("give audio files or --wav-scp, not both")
+    if sum(map(bool, (args.wavs, args.list, args.wav_scp))) > 1:
+        raise VoxadaptError("give audio files or directories, --list or --wav-scp, not several")
     if args.wav_scp:
-        from pathlib import Path
-
-        from voxadapt.data.kaldi_dir import read_table
-
         items = [(k, line.value) for k, line in read_table(Path(args.wav_scp), check_order=False).items()]
+    elif args.list:
+        items = [(p.strip(), p.strip()) for p in read_lines(Path(args.list)) if p.strip()]
     else:
-        items = [(w, w) for w in args.wavs]
+        items = []
+        for w in args.wavs:
+            if Path(w).is_dir():
+                found = sorted(str(p) for p in Path(w).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+                if not found:
+                    raise VoxadaptError(f"{w}: no {'/'.join(AUDIO_SUFFIXES)} files in this directory")
+                items += [(p, p) for p in found]
+            else:
+                items.append((w, w))
     if not items:
-        raise VoxadaptError("nothing to embed: give audio files or --wav-scp")
-    vectors = v.embed_many([path for _, path in items], args.channel, args.allow_upsample)
-    if args.out:
-        with kaldiio.WriteHelper(args.out) as writer:
-            for (key, _), vec in zip(items, vectors):
-                writer(key, vec)
-    else:
-        for (key, _), vec in zip(items, vectors):
-            print(f"{key}  [ {' '.join(f'{x:.6g}' for x in vec)} ]")
+        raise VoxadaptError("nothing to embed: give audio files, a directory, --list or --wav-scp")
+    return items
+
+
+def _embed(v, args) -> int:  # noqa: ANN001
+    import contextlib
+
+    import kaldiio
+    from tqdm import tqdm
+
+    items = _embed_items(args)
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(kaldiio.WriteHelper(args.out)) if args.out else None
+        bar = stack.enter_context(tqdm(total=len(items), desc="embedding", unit="file", disable=len(items) < EMBED_CHUNK,
+                                       file=sys.stderr))
+        for start in range(0, len(items), EMBED_CHUNK):
+            chunk = items[start:start + EMBED_CHUNK]
+            vectors = v.embed_many([path for _, path in chunk], args.channel, args.allow_upsample)
+            for (key, _), vec in zip(chunk, vectors):
+                if writer is not None:
+                    writer(key, vec)
+                else:
+                    print(f"{key}  [ {' '.join(f'{x:.6g}' for x in vec)} ]")
+            bar.update(len(chunk))
     return 0
 
 
 def _score(v, args) -> int:  # noqa: ANN001
+    import json
+    from pathlib import Path
+
     import numpy as np
 
+    from voxadapt.backend.calibration import quality_measures
     from voxadapt.backend.scoring import Embeddings, score_trials
+    from voxadapt.data.kaldi_dir import read_table
     from voxadapt.data.trials import read_trials
-    from voxadapt.metrics import eer
+    from voxadapt.errors import DataError, VoxadaptError, located
+    from voxadapt.report.results import evaluate
 
+    if args.json and not args.out:
+        raise VoxadaptError("--json prints a summary on stdout; give --out for the scores")
     trials = read_trials(args.trials)
+    if args.cohort_scp:
+        v.backend.cohort = Embeddings.from_scp(args.cohort_scp).matrix
     scores = score_trials(v.backend, Embeddings.from_scp(args.scp), trials, [v.method], v.manifest["asnorm_top_n"],
                           args.trials)[v.method]
     cal = v.calibrations[v.method]
-    llr = cal.llr(scores) if not cal.quality else None
+    llr = None
+    if not cal.quality:
+        llr = cal.llr(scores)
+    elif args.utt2dur:
+        table = read_table(Path(args.utt2dur), check_order=False)
+        try:
+            durations = {k: float(line.value) for k, line in table.items()}
+        except ValueError:
+            raise DataError(located(args.utt2dur, None, "durations must be numbers of seconds",
+                                    "make it with Kaldi's utils/data/get_utt2dur.sh")) from None
+        unknown = sorted({u for t in trials for u in (t.enroll, t.test)} - set(durations))
+        if unknown:
+            raise DataError(located(args.utt2dur, None, f"no duration for {len(unknown)} utterance(s) of the trials: "
+                                    f"{', '.join(unknown[:3])}", "give the utt2dur of the scored data dir"))
+        llr = cal.llr(scores, quality_measures(trials, durations))
     lines = (f"{t.enroll} {t.test} {s:.6f}" + (f" {llr[i]:.4f}" if llr is not None else "") + "\n"
              for i, (t, s) in enumerate(zip(trials, scores)))
     if args.out:
@@ -169,8 +237,14 @@ def _score(v, args) -> int:  # noqa: ANN001
     else:
         sys.stdout.writelines(lines)
     labels = np.array([t.target for t in trials])
+    summary: dict = {"trials": len(trials), "method": v.method, "scores": args.out, "llr": llr is not None}
     if labels.any() and not labels.all():
-        print(f"EER {100 * eer(scores, labels)[0]:.2f}% over {len(trials)} trials ({v.method})", file=sys.stderr)
+        summary.update(evaluate(scores, labels, [0.01, 0.05], llr))
+    if args.json:
+        print(json.dumps(summary))
+    elif "eer" in summary:
+        print(f"EER {100 * summary['eer']:.2f}% over {len(trials)} trials ({v.method})"
+              + ("" if llr is not None else "; no LLRs: this calibration needs durations (--utt2dur)"), file=sys.stderr)
     return 0
 
 

@@ -18,12 +18,18 @@ from scipy.signal import resample_poly
 
 from voxadapt.backend.calibration import bayes_threshold, load_calibrations
 from voxadapt.backend.scoring import Backend, Embeddings, score_trials
+from voxadapt.data.audio import is_pipe, read_audio
 from voxadapt.data.trials import Trial
 from voxadapt.data.validate import SILENCE_PEAK
 from voxadapt.embed import embed_waveforms
 from voxadapt.errors import VoxadaptError, first_line
 from voxadapt.package import load_speaker_model, read_manifest
 from voxadapt.train.distributed import resolve_device
+
+
+# The decision's prior when none is given: even odds, i.e. accept when the evidence favours the
+# same speaker. NIST-style priors (0.01) need far stronger evidence than a small model gives.
+DEFAULT_P_TARGET = 0.5
 
 
 @dataclass(frozen=True)
@@ -36,17 +42,22 @@ class Verification:
     p_target: float
 
 
-def load_audio(path: str | Path, sample_rate: int, channel: int | None = None, allow_upsample: bool = False) -> np.ndarray:
-    """Any format soundfile reads, as mono float32 at `sample_rate` (higher rates are resampled)."""
-    path = Path(path)
-    if path.is_dir():
-        raise VoxadaptError(f"{path}: is a directory; give audio files")
-    if not path.is_file():
-        raise VoxadaptError(f"{path}: audio file not found")
-    try:
-        audio, sr = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as err:  # noqa: BLE001 - soundfile raises several kinds for bad files
-        raise VoxadaptError(f"{path}: not readable audio ({first_line(err)}); give WAV, FLAC or OGG") from None
+def load_audio(source: str | Path, sample_rate: int, channel: int | None = None, allow_upsample: bool = False) -> np.ndarray:
+    """A file soundfile reads, or a Kaldi pipe 'cmd |' (refused with VOXADAPT_NO_PIPES=1), as mono
+    float32 at `sample_rate` (higher rates are resampled)."""
+    if isinstance(source, str) and is_pipe(source):
+        data, sr = read_audio(source)
+        audio, path = data.T, source
+    else:
+        path = Path(source)
+        if path.is_dir():
+            raise VoxadaptError(f"{path}: is a directory; give audio files")
+        if not path.is_file():
+            raise VoxadaptError(f"{path}: audio file not found")
+        try:
+            audio, sr = sf.read(path, dtype="float32", always_2d=True)
+        except Exception as err:  # noqa: BLE001 - soundfile raises several kinds for bad files
+            raise VoxadaptError(f"{path}: not readable audio ({first_line(err)}); give WAV, FLAC or OGG") from None
     channels = audio.shape[1]
     if channel is None and channels > 1:
         raise VoxadaptError(f"{path}: {channels} channels; pick one with --channel N (0-based)")
@@ -122,7 +133,7 @@ class SpeakerVerifier:
         """A waveform at model.sample_rate, or a file path -> the embedding (float32)."""
         return self.embed_many([item], channel, allow_upsample)[0]
 
-    def verify(self, a: str | Path | np.ndarray, b: str | Path | np.ndarray, p_target: float = 0.01,
+    def verify(self, a: str | Path | np.ndarray, b: str | Path | np.ndarray, p_target: float = DEFAULT_P_TARGET,
                channel: int | None = None, allow_upsample: bool = False) -> Verification:
         threshold = bayes_threshold(p_target)  # checks p_target before any work
         wavs = [self._waveform(x, channel, allow_upsample) for x in (a, b)]
@@ -130,8 +141,8 @@ class SpeakerVerifier:
         score = float(score_trials(self.backend, emb, [Trial("a", "b", False)], [self.method],
                                    self.manifest["asnorm_top_n"])[self.method][0])
         cal = self.calibrations[self.method]
-        durations = sorted(len(w) / self.sample_rate for w in wavs)
-        quality = np.log(np.array([durations])) if cal.quality else None
+        durations = sorted(len(w) / self.sample_rate for w in wavs)  # [shorter, longer]
+        quality = np.array([durations]) if cal.quality else None
         llr = float(cal.llr(np.array([score]), quality)[0])
         return Verification(score, llr, llr >= threshold, threshold, self.method, p_target)
 

@@ -394,6 +394,7 @@ class ScoringConfig:
     calibration_fraction: float = 0.1
     calibration_trials: int = 20000
     calibration_quality: bool = True  # log durations of both sides as quality measures
+    asnorm_cohort: str = ""  # x-vector .scp of the AS-norm cohort; empty: stage 6's training-speaker means
     p_targets: list[float] = field(default_factory=lambda: [0.01, 0.05])
     seed: int = 0
 
@@ -467,6 +468,10 @@ class Config:
                  "name must be a non-empty word (it names exp/<name>)")
         names = [p.name for p in self.train.phases + self.adapt.phases]
         _require(len(set(names)) == len(names), "phase names must be unique across train and adapt")
+        cal, sets = self.scoring.calibration_set, self.data.all_sets
+        _require(not cal or cal in sets, f"scoring.calibration_set '{cal}' is not a data set of corpus "
+                 f"'{self.data.corpus}' ({', '.join(sets)}); set it to '' to calibrate on held-out training "
+                 "speakers (conf/mhfa_kaldi.yaml does)")
 
 
 # ------------------------------------------------------------------------------------ loading

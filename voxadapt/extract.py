@@ -27,7 +27,7 @@ from voxadapt.data.split import utterance_durations
 from voxadapt.embed import embed_waveforms
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import StageMarker, atomic_path, file_digest
-from voxadapt.models.speaker import load_model_dir
+from voxadapt.package import load_embedding_model, weights_file
 from voxadapt.train.distributed import resolve_device
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,10 @@ log = logging.getLogger(__name__)
 
 def model_digest(model_dir: Path) -> str:
     """Identifies the model an output was made with, by content: a copied experiment still matches."""
-    weights = model_dir / "model.safetensors"
+    weights = weights_file(model_dir)
     if not weights.is_file():
-        raise VoxadaptError(located(weights, None, "missing: not a trained voxadapt model directory",
-                                    "run stages 3-4 first (they write exp/<name>/model)"))
+        raise VoxadaptError(located(weights, None, "missing: not a trained voxadapt model directory or package",
+                                    "run stages 3-4 first (they write exp/<name>/model), or give a package"))
     return file_digest(weights)
 
 
@@ -54,7 +54,7 @@ def extract_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, jo
     if cfg.extract.num_threads:
         torch.set_num_threads(cfg.extract.num_threads)
     device = str(resolve_device(cfg.extract.device))
-    model, _, _, _ = load_model_dir(model_dir, device)
+    model = load_embedding_model(model_dir, device)
     durations = utterance_durations(part)
     utts = sorted(part.utterance_ids, key=lambda u: (durations[u], u))  # similar lengths batch together
     ark = out_dir / f"xvector.{job}.ark"

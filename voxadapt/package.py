@@ -123,6 +123,27 @@ def load_speaker_model(path: Path, manifest: dict, device: str):  # noqa: ANN201
     return model.to(device).eval(), cfg
 
 
+def is_package(path: Path) -> bool:
+    return (path / MANIFEST).is_file()
+
+
+def load_embedding_model(path: Path, device: str):  # noqa: ANN201 - SpeakerModel
+    """The speaker model (no head) of a trained-model dir (exp/<name>/model) or of a package: what
+    extraction and evaluation embed with."""
+    if is_package(path):
+        return load_speaker_model(path, read_manifest(path), device)[0]
+    from voxadapt.models.speaker import load_model_dir
+
+    return load_model_dir(path, device)[0]
+
+
+def weights_file(path: Path) -> Path:
+    """The weights that identify a model dir or package (adapters only for an adapters package)."""
+    if is_package(path) and read_manifest(path)["base_model"]:
+        return path / "adapters.safetensors"
+    return path / "model.safetensors"
+
+
 def package_stage(exp_dir: Path, out: Path, adapters_only: bool, onnx: bool) -> str:
     """Stage 8: the package (and model.onnx), skipped when its inputs have not changed."""
     import logging

@@ -67,7 +67,7 @@ def backend_stage(cfg: Config, data: str | Path, exp: str | Path) -> int:
         if needed is not None and not needed.is_file():
             raise VoxadaptError(f"{needed}: missing; run stage 5 (extract) first")
     marker = StageMarker(exp_dir / ".done" / "stage6_backend.json",
-                         {"scoring": dataclasses.asdict(sc), "xvectors": file_digest(scp),
+                         {"scoring": scoring_settings(sc, stage=6), "xvectors": file_digest(scp),
                           "calibration_xvectors": file_digest(cal_scp) if cal_scp else ""})
     if marker.is_done(outputs_hint=out):
         log.info("stage 6: back-end already trained (%s); nothing to do", out)
@@ -113,17 +113,63 @@ def trial_lists(data_dir: Path, sets: list[str]) -> dict[str, tuple[str, Path]]:
     return out
 
 
-def score_stage(cfg: Config, data: str | Path, exp: str | Path) -> int:
-    from voxadapt.report.plots import det_figure, histogram_figure, save_figure
-    from voxadapt.report.results import evaluate, write_results
+def scoring_settings(sc: ScoringConfig, stage: int) -> dict:
+    """The scoring keys a stage's outputs depend on. The cohort choice matters to stage 7 only, and
+    only when set: experiments made before the key existed keep their markers."""
+    settings = dataclasses.asdict(sc)
+    if stage == 6 or not sc.asnorm_cohort:
+        del settings["asnorm_cohort"]
+    return settings
+
+
+def score_list(out_dir: Path, title: str, trials_path: Path, emb: Embeddings, durations: dict[str, float],
+               backend: Backend, calibrations: dict[str, Calibration], sc: ScoringConfig) -> dict[str, dict]:
+    """Score one trial list with every configured method into `out_dir` (scores, calibrated LLRs, DET
+    and histogram plots), written as a whole directory; returns EER and DCFs per method."""
     from voxadapt.metrics import roc
+    from voxadapt.report.plots import det_figure, histogram_figure, save_figure
+    from voxadapt.report.results import evaluate
+
+    trials = read_trials(trials_path)
+    labels = np.array([t.target for t in trials])
+    scores = score_trials(backend, emb, trials, sc.methods, sc.asnorm_top_n, trials_path)
+    quality = quality_measures(trials, durations) if sc.calibration_quality else None
+    results: dict[str, dict] = {}
+    # The list's directory appears whole or not at all: a kill leaves no half-scored list.
+    with atomic_dir(out_dir) as out:
+        for m in sc.methods:
+            llr = calibrations[m].llr(scores[m], quality)
+            write_scores(out / f"{m}.score", trials, scores[m])
+            write_scores(out / f"{m}.llr", trials, llr)
+            results[m] = evaluate(scores[m], labels, sc.p_targets, llr)
+        curves = {}
+        for m in sc.methods:
+            r = roc(scores[m], labels)
+            curves[f"{m} (EER {100 * results[m]['eer']:.2f}%)"] = (r.p_fa, r.p_miss)
+        save_figure(det_figure(curves, title), out / "det.png")
+        save_figure(histogram_figure({m: (scores[m], labels) for m in sc.methods}, title), out / "histogram.png")
+    return results
+
+
+def load_scoring_backend(backend_dir: Path, sc: ScoringConfig) -> Backend:
+    """Stage 6's back-end, with the AS-norm cohort replaced by `scoring.asnorm_cohort` when given
+    (e.g. x-vectors of unlabelled audio from the evaluation domain)."""
+    backend = Backend.load(backend_dir)
+    if sc.asnorm_cohort:
+        backend.cohort = Embeddings.from_scp(sc.asnorm_cohort).matrix
+    return backend
+
+
+def score_stage(cfg: Config, data: str | Path, exp: str | Path) -> int:
+    from voxadapt.report.results import write_results
 
     exp_dir, sc, data_dir = Path(exp) / cfg.name, cfg.scoring, Path(data)
     lists = trial_lists(data_dir, cfg.data.test_sets)
     if not lists:
         raise VoxadaptError(f"no trial lists in {data_dir}/{{{','.join(cfg.data.test_sets)}}}/trials*; run stage 0")
-    inputs = {"backend": file_digest(exp_dir / "backend" / "calibration.json") if (exp_dir / "backend" / "calibration.json").is_file() else "",
-              "scoring": dataclasses.asdict(sc)}
+    calibration = exp_dir / "backend" / "calibration.json"
+    inputs = {"backend": file_digest(calibration) if calibration.is_file() else "", "scoring": scoring_settings(sc, stage=7),
+              "cohort": file_digest(sc.asnorm_cohort) if sc.asnorm_cohort and Path(sc.asnorm_cohort).is_file() else ""}
     for name, (s, f) in lists.items():
         xv = exp_dir / "embeddings" / s / "xvector.scp"
         inputs[name] = [file_digest(f), file_digest(xv) if xv.is_file() else ""]
@@ -132,30 +178,14 @@ def score_stage(cfg: Config, data: str | Path, exp: str | Path) -> int:
         log.info("stage 7: already scored; nothing to do")
         print((exp_dir / "RESULTS.md").read_text())
         return 0
-    backend = Backend.load(exp_dir / "backend")
-    calibrations = load_calibrations(exp_dir / "backend" / "calibration.json")
+    backend = load_scoring_backend(exp_dir / "backend", sc)
+    calibrations = load_calibrations(calibration)
     results: dict[str, dict] = {}
     for name, (s, f) in lists.items():
         emb = Embeddings.from_scp(exp_dir / "embeddings" / s / "xvector.scp")
-        trials = read_trials(f)
-        labels = np.array([t.target for t in trials])
-        scores = score_trials(backend, emb, trials, sc.methods, sc.asnorm_top_n, f)
-        quality = quality_measures(trials, utterance_durations(DataDir.load(data_dir / s))) if sc.calibration_quality else None
-        results[name] = {}
-        # The list's directory appears whole or not at all: a kill leaves no half-scored list.
-        with atomic_dir(exp_dir / "scores" / name) as out:
-            for m in sc.methods:
-                llr = calibrations[m].llr(scores[m], quality)
-                write_scores(out / f"{m}.score", trials, scores[m])
-                write_scores(out / f"{m}.llr", trials, llr)
-                results[name][m] = evaluate(scores[m], labels, sc.p_targets, llr)
-            curves = {}
-            for m in sc.methods:
-                r = roc(scores[m], labels)
-                curves[f"{m} (EER {100 * results[name][m]['eer']:.2f}%)"] = (r.p_fa, r.p_miss)
-            save_figure(det_figure(curves, f"{cfg.name}: {name}"), out / "det.png")
-            save_figure(histogram_figure({m: (scores[m], labels) for m in sc.methods}, f"{cfg.name}: {name}"),
-                        out / "histogram.png")
+        durations = utterance_durations(DataDir.load(data_dir / s))
+        results[name] = score_list(exp_dir / "scores" / name, f"{cfg.name}: {name}", f, emb, durations, backend,
+                                   calibrations, sc)
     table = write_results(exp_dir, cfg.name, results, sc.p_targets)
     marker.mark_done()
     print(f"\nResults of {cfg.name} ({exp_dir / 'RESULTS.md'}):\n\n{table}")

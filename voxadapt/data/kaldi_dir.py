@@ -219,10 +219,16 @@ class DataDir:
         write_table(out / "utt2spk", self.utt2spk.items())
         write_table(out / "spk2utt", ((s, " ".join(u)) for s, u in self.spk2utt.items()))
         if self.segments is not None:
-            write_table(out / "segments", ((u, f"{s.recording} {s.start:.3f} {s.end:.3f}")
+            write_table(out / "segments", ((u, f"{s.recording} {_seconds(s.start)} {_seconds(s.end)}")
                                            for u, s in self.segments.items()))
         if self.reco2dur is not None:
             write_table(out / "reco2dur", ((r, f"{d:.4f}") for r, d in self.reco2dur.items()))
+
+
+def _seconds(t: float) -> str:
+    """A segment time as written: to the microsecond, without trailing zeros (1 ms would move a
+    16 kHz boundary by up to 8 samples)."""
+    return f"{t:.6f}".rstrip("0").rstrip(".") if t != -1 else "-1"
 
 
 def tables_digest(set_dir: Path) -> str:

@@ -16,18 +16,28 @@ def evaluate(scores: np.ndarray, labels: np.ndarray, p_targets: list[float], llr
            "trials": int(len(labels)), "targets": int(labels.sum())}
     if llrs is not None:
         out["act_dcf"] = {str(p): actual_dcf(llrs, labels, p) for p in p_targets}
+        # What the Bayes decisions do: shares of target and non-target trials accepted, at each
+        # prior and at even odds (voxadapt verify's default).
+        out["accepted"] = {}
+        for p in [*p_targets, 0.5]:
+            accept = llrs >= np.log((1 - p) / p)
+            out["accepted"][str(p)] = {"targets": float(accept[labels].mean()),
+                                       "nontargets": float(accept[~labels].mean())}
     return out
 
 
 def results_table(results: dict[str, dict[str, dict]], p_targets: list[float]) -> str:
     ps = [str(p) for p in p_targets]
-    head = ["trial list", "method", "EER (%)"] + [f"minDCF {p}" for p in ps] + [f"actDCF {p}" for p in ps] + ["trials"]
+    head = (["trial list", "method", "EER (%)"] + [f"minDCF {p}" for p in ps] + [f"actDCF {p}" for p in ps]
+            + ["accepted at p 0.5: targets / non-targets", "trials"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for trials, methods in results.items():
         for method, r in methods.items():
             act = [f"{r['act_dcf'][p]:.3f}" if "act_dcf" in r else "-" for p in ps]
+            even = r.get("accepted", {}).get("0.5")
+            accepted = f"{100 * even['targets']:.1f} % / {100 * even['nontargets']:.1f} %" if even else "-"
             cells = [trials, method, f"{100 * r['eer']:.2f}", *[f"{r['min_dcf'][p]:.3f}" for p in ps], *act,
-                     f"{r['trials']:,}"]
+                     accepted, f"{r['trials']:,}"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

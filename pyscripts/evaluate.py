@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""The Python steps of local/evaluate.sh: 'paths' prints the model dir and config of an experiment
+or package (for the shell), 'prepare' validates and copies the data dir and trial list, 'score'
+scores with the model's back-end and prints the results table."""
+
+from voxadapt.cli import make_parser, run_main
+
+
+def main(argv):
+    parser = make_parser(__doc__)
+    parser.add_argument("step", choices=["paths", "prepare", "score"])
+    parser.add_argument("--model", required=True, help="exp/<name> or a package directory")
+    parser.add_argument("--data-dir", help="prepare: your Kaldi data dir")
+    parser.add_argument("--trials", help="prepare: its trial list (Kaldi or VoxCeleb format)")
+    parser.add_argument("--eval-dir", help="the evaluation directory (data/, embeddings/, scores/)")
+    parser.add_argument("--name", default="eval", help="score: the trial list's name in the results")
+    parser.add_argument("--cohort-scp", default="", help="score: AS-norm cohort x-vectors instead of the model's")
+    parser.add_argument("--nj", type=int, default=1, help="prepare: processes decoding the audio")
+    args = parser.parse_args(argv)
+    from pathlib import Path
+
+    from voxadapt.evaluate import ModelSource, prepare_eval_data, score_eval
+
+    source = ModelSource.find(args.model)
+    if args.step == "paths":
+        print(source.model)
+        print(source.config)
+    elif args.step == "prepare":
+        prepare_eval_data(Path(args.data_dir), Path(args.trials), Path(args.eval_dir) / "data", source.config, args.nj)
+    else:
+        table = score_eval(source, Path(args.eval_dir), args.name, args.cohort_scp)
+        print(f"\nResults of {args.model} on {args.name} ({Path(args.eval_dir) / 'RESULTS.md'}):\n\n{table}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

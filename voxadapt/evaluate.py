@@ -1,0 +1,95 @@
+"""Evaluating a trained experiment or a package on any Kaldi data dir and trial list.
+
+The steps of stages 0, 5 and 7 pointed at the user's data (local/evaluate.sh runs them): the data
+dir is validated where it is, audio included, and a checked copy with durations and the trial list
+is written under the evaluation directory; stage 5's jobs extract x-vectors from it; scoring uses
+the model's own back-end and calibration. The recipe's data dirs are never read or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from voxadapt.backend.calibration import load_calibrations
+from voxadapt.backend.scoring import Embeddings
+from voxadapt.backend.stage import load_scoring_backend, score_list
+from voxadapt.config import load_config
+from voxadapt.data.kaldi_dir import DataDir, tables_digest
+from voxadapt.data.split import utterance_durations
+from voxadapt.data.trials import read_trials, write_trials
+from voxadapt.data.validate import validate_data_dir
+from voxadapt.errors import VoxadaptError, located
+from voxadapt.fileio import StageMarker, atomic_dir, file_digest
+from voxadapt.package import is_package
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a trained experiment (exp/<name>) or a package keeps what evaluation needs."""
+
+    model: Path  # trained-model dir or package: what stage 5's jobs load
+    backend: Path  # mean.vec, lda.mat, plda, cohort.ark
+    calibration: Path
+    config: Path
+
+    @classmethod
+    def find(cls, path: str | Path) -> "ModelSource":
+        path = Path(path)
+        if is_package(path):
+            source = cls(path, path / "backend", path / "calibration.json", path / "config.yaml")
+        elif path.is_dir() and (os.path.lexists(path / "model") or (path / "backend").is_dir()):
+            source = cls(path / "model", path / "backend", path / "backend" / "calibration.json",
+                         path / "model" / "config.yaml")
+        else:
+            raise VoxadaptError(located(path, None, "neither an experiment (exp/<name> with model/ and backend/) "
+                                        "nor a package (voxadapt-model.json)", "give one of them with --model"))
+        if source.model.is_symlink() and not source.model.exists():
+            raise VoxadaptError(located(source.model, None, f"points to {os.readlink(source.model)}, which does "
+                                        "not exist", "re-run stage 4 of the experiment"))
+        for needed, made_by in ((source.config, "stages 3-4"), (source.backend / "mean.vec", "stage 6"),
+                                (source.calibration, "stage 6")):
+            if not needed.is_file():
+                raise VoxadaptError(located(needed, None, "missing", f"run {made_by} of the experiment first"))
+        return source
+
+
+def prepare_eval_data(data_dir: Path, trials: Path, out: Path, config: Path, nj: int) -> None:
+    """Validate the user's data dir and trial list, and write the checked copy to `out`."""
+    cfg = load_config(config)
+    fingerprint = {"tables": tables_digest(data_dir) if data_dir.is_dir() else "",
+                   "trials": file_digest(trials) if trials.is_file() else "",
+                   "sample_rate": cfg.data.sample_rate, "min_duration": cfg.data.min_duration}
+    marker = StageMarker(out / ".done.json", fingerprint)
+    if marker.is_done(outputs_hint=out):
+        log.info("%s: already prepared; nothing to do", out)
+        return
+    d = validate_data_dir(data_dir, cfg.data.sample_rate, cfg.data.min_duration, check_audio=True, nj=nj)
+    checked = read_trials(trials, known=d.utt2spk)
+    with atomic_dir(out) as tmp:
+        d.write(tmp)  # sorted tables, spk2utt, reco2dur from the validation
+        write_trials(tmp / "trials", checked)
+        StageMarker(tmp / ".done.json", marker.fingerprint).mark_done()
+    log.info("%s: %d utterances, %d speakers, %d trials", out, len(d.utt2spk), len(d.spk2utt), len(checked))
+
+
+def score_eval(source: ModelSource, eval_dir: Path, name: str, cohort_scp: str = "") -> str:
+    """Score eval_dir/data/trials from eval_dir/embeddings with the model's back-end; write
+    eval_dir/{scores/<name>/, results.json, RESULTS.md} and return the results table."""
+    from voxadapt.report.results import write_results
+
+    cfg = load_config(source.config)
+    sc = dataclasses.replace(cfg.scoring, asnorm_cohort=cohort_scp or cfg.scoring.asnorm_cohort)
+    calibrations = load_calibrations(source.calibration)
+    sc.methods = [m for m in sc.methods if m in calibrations]
+    backend = load_scoring_backend(source.backend, sc)
+    emb = Embeddings.from_scp(eval_dir / "embeddings" / "xvector.scp")
+    durations = utterance_durations(DataDir.load(eval_dir / "data"))
+    results = {name: score_list(eval_dir / "scores" / name, f"{cfg.name}: {name}", eval_dir / "data" / "trials",
+                                emb, durations, backend, calibrations, sc)}
+    return write_results(eval_dir, cfg.name, results, sc.p_targets)
