@@ -162,7 +162,7 @@ if run_stage 5; then
   threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1
   for set in $(python pyscripts/show_config.py "${common[@]}" --get data.all_sets); do
     out="$expdir/embeddings/$set"
-    merge=(python pyscripts/merge_xvectors.py --data "$data/$set" --model "$expdir/model" --out "$out" --nj "$nj")
+    merge=(python pyscripts/merge_xvectors.py "${common[@]}" --data "$data/$set" --model "$expdir/model" --out "$out" --nj "$nj")
     if "${merge[@]}" --check; then continue; fi
     utils/split_data.sh "$data/$set" "$nj"
     $extract_cmd JOB=1:"$nj" "$out/log/extract.JOB.log" \

@@ -64,7 +64,8 @@ fi
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "Stage 1: x-vectors ($nj jobs; logs: $out/embeddings/log/)"
   threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1
-  merge=(python pyscripts/merge_xvectors.py --data "$out/data" --model "$model_dir" --out "$out/embeddings" --nj "$nj")
+  merge=(python pyscripts/merge_xvectors.py --config "$config" --data "$out/data" --model "$model_dir"
+         --out "$out/embeddings" --nj "$nj")
   if ! "${merge[@]}" --check; then
     utils/split_data.sh "$out/data" "$nj"
     $extract_cmd JOB=1:"$nj" "$out/embeddings/log/extract.JOB.log" \

@@ -2,11 +2,12 @@
 """Stage 5, after the jobs: one sorted xvector.scp, completeness checks, speaker means
 (spk_xvector.{ark,scp}, num_utts.ark). With --check: exit 0 if the set is already complete."""
 
-from voxadapt.cli import make_parser, run_main
+from voxadapt.cli import add_config_args, config_from_args, make_parser, run_main
 
 
 def main(argv):
     parser = make_parser(__doc__)
+    add_config_args(parser)
     parser.add_argument("--data", required=True, help="the data dir that was split")
     parser.add_argument("--model", required=True, help="trained model dir")
     parser.add_argument("--out", required=True, help="exp/<name>/embeddings/<set>")
@@ -17,7 +18,7 @@ def main(argv):
 
     from voxadapt.extract import merge_stage
 
-    return merge_stage(Path(args.data), Path(args.model), Path(args.out), args.nj, args.check)
+    return merge_stage(config_from_args(args), Path(args.data), Path(args.model), Path(args.out), args.nj, args.check)
 
 
 if __name__ == "__main__":

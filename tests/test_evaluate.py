@@ -234,3 +234,41 @@ def test_run_sh_points_new_test_sets_to_evaluate_sh(tmp_path):
     assert_clean_error(proc, "--train_dir is read by stage 0 only", "local/evaluate.sh")
     proc = run_sh("run.sh", "--corpus", "kaldi", "--stage", "6", "--exp", str(tmp_path / "exp"), env=venv_env())
     assert_clean_error(proc, "scoring.calibration_set 'dev' is not a data set of corpus 'kaldi'", "conf/mhfa_kaldi.yaml")
+
+
+# ------------------------------------------------------------------------------ input conditioning
+
+
+def test_energy_vad_finds_speech_between_long_silences():
+    from voxadapt.data.conditioning import speech_mask
+
+    rng = np.random.default_rng(0)
+    sr = 16000
+    speech = (rng.normal(0, 0.05, 2 * sr) * np.sin(np.linspace(0, 40 * np.pi, 2 * sr)) ** 2).astype(np.float32)
+    floor = rng.normal(0, 10 ** (-60 / 20), 22 * sr).astype(np.float32)  # a -60 dBFS noise floor
+    x = floor.copy()
+    x[10 * sr:12 * sr] += speech
+    mask = speech_mask(x, sr)
+    assert mask[10 * sr + 1600:12 * sr - 1600].mean() > 0.9  # the speech is kept
+    assert mask[: 9 * sr].mean() == 0 and mask[13 * sr:].mean() == 0  # the silences are not
+
+
+@pytest.mark.slow
+def test_embeddings_do_not_depend_on_level_or_surrounding_silence(package, wavs):
+    import soundfile as sf
+
+    import voxadapt
+
+    x, sr = sf.read(wavs[0], dtype="float32")
+
+    def cosine(a, b):
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    model = voxadapt.load(package)
+    quiet = (np.round(x * 10 ** (-30 / 20) * 32767) / 32767).astype(np.float32)  # -30 dB in a 16-bit file
+    assert cosine(model.embed(x), model.embed(quiet)) >= 0.99
+    with_vad = voxadapt.load(package, vad=True)
+    floor = np.random.default_rng(0).normal(0, 10 ** (-60 / 20), len(x) + 20 * sr).astype(np.float32)
+    padded = floor.copy()
+    padded[10 * sr:10 * sr + len(x)] += x  # 10 s of near-silence on each side
+    assert cosine(with_vad.embed(x), with_vad.embed(padded)) >= 0.98

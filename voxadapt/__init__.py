@@ -3,8 +3,8 @@
 __version__ = "0.1.0"
 
 
-def load(path, device: str = "cpu", method: str | None = None):  # noqa: ANN001, ANN201
+def load(path, device: str = "cpu", method: str | None = None, vad: bool | None = None):  # noqa: ANN001, ANN201
     """Load a packaged model (see voxadapt.api): `.embed(wav_or_path)` and `.verify(a, b)`."""
-    from voxadapt.api import load as _load
+    from voxadapt.api import load as load_package
 
-    return _load(path, device, method)
+    return load_package(path, device, method, vad)

@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--batch-size", type=_positive, default=200.0, help="seconds of audio per batch")
             sp.add_argument("--channel", type=_channel, help="the channel to use from multi-channel files (0-based)")
             sp.add_argument("--allow-upsample", action="store_true", help="accept audio below the model's rate")
+            sp.add_argument("--vad", action="store_true", default=None,
+                            help="drop silence and pauses first (energy VAD; default: as the model's config says)")
 
     e = sub.add_parser("embed", help="embeddings of audio files")
     common(e)
@@ -123,7 +125,8 @@ def cli(argv: Sequence[str] | None) -> int:
         cosine = export_onnx(v.model, Path(args.out), v.sample_rate)
         print(f"{args.out}: waveform (1, samples) at {v.sample_rate} Hz -> embedding; ONNX vs PyTorch cosine {cosine:.6f}")
         return 0
-    v = SpeakerVerifier(args.model, args.device, args.method, getattr(args, "batch_size", 200.0))
+    v = SpeakerVerifier(args.model, args.device, args.method, getattr(args, "batch_size", 200.0),
+                        getattr(args, "vad", None))
     if args.command == "embed":
         return _embed(v, args)
     if args.command == "verify":

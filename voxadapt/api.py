@@ -90,7 +90,8 @@ def check_waveform(x: np.ndarray, sample_rate: int, min_duration: float, what: s
 
 
 class SpeakerVerifier:
-    def __init__(self, path: str | Path, device: str = "cpu", method: str | None = None, batch_seconds: float = 200.0):
+    def __init__(self, path: str | Path, device: str = "cpu", method: str | None = None, batch_seconds: float = 200.0,
+                 vad: bool | None = None):
         if not batch_seconds > 0:
             raise VoxadaptError(f"batch size {batch_seconds} s: give a positive number of seconds per batch")
         self.path = Path(path)
@@ -107,6 +108,8 @@ class SpeakerVerifier:
         if self.method not in self.calibrations:
             raise VoxadaptError(f"{self.path / 'calibration.json'}: no calibration for '{self.method}'; re-package the model")
         self.cfg.extract.batch_seconds = max(batch_seconds, self.cfg.extract.max_chunk_seconds)
+        if vad is not None:  # None: as the model's x-vectors were made (its config's extract.vad)
+            self.cfg.extract.vad = vad
 
     def _waveform(self, x: str | Path | np.ndarray | Sequence[float], channel: int | None,
                   allow_upsample: bool) -> np.ndarray:
@@ -147,5 +150,5 @@ class SpeakerVerifier:
         return Verification(score, llr, llr >= threshold, threshold, self.method, p_target)
 
 
-def load(path: str | Path, device: str = "cpu", method: str | None = None) -> SpeakerVerifier:
-    return SpeakerVerifier(path, device, method)
+def load(path: str | Path, device: str = "cpu", method: str | None = None, vad: bool | None = None) -> SpeakerVerifier:
+    return SpeakerVerifier(path, device, method, vad=vad)

@@ -368,6 +368,10 @@ class ExtractConfig:
     max_padding: float = 0.05  # a batch's longest piece is at most this much longer than its shortest
     device: str = "auto"
     num_threads: int = 0  # torch threads per extraction job; 0: torch's default
+    # Every input is scaled to this RMS level (dB re full scale) so embeddings do not depend on
+    # recording level; the embedded corpus's median is -25 dBFS. null: embed as recorded.
+    level_dbfs: float | None = -26.0
+    vad: bool = False  # energy VAD first (data/conditioning.py): silence and pauses do not move the embedding
 
     def __post_init__(self) -> None:
         _require(self.max_chunk_seconds >= 1.0, "max_chunk_seconds must be >= 1")
@@ -375,6 +379,7 @@ class ExtractConfig:
         _require(self.batch_seconds == 0 or self.batch_seconds >= self.max_chunk_seconds,
                  "batch_seconds must be 0 (auto) or >= max_chunk_seconds")
         _require(self.max_padding >= 0, "max_padding must be >= 0")
+        _require(self.level_dbfs is None or -60 <= self.level_dbfs <= -3, "level_dbfs must be null or in [-60, -3]")
 
 
 # ---------------------------------------------------------------------------------- scoring

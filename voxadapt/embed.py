@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from voxadapt.config import ExtractConfig
+from voxadapt.data.conditioning import condition
 
 
 def chunk_bounds(n: int, sr: int, opts: ExtractConfig) -> list[tuple[int, int]]:
@@ -24,6 +25,7 @@ def chunk_bounds(n: int, sr: int, opts: ExtractConfig) -> list[tuple[int, int]]:
 def embed_waveforms(model: torch.nn.Module, wavs: Sequence[np.ndarray], sr: int, opts: ExtractConfig,
                     device: str = "cpu") -> np.ndarray:
     """(N, E) float32 embeddings; a chunked utterance gets the mean of its chunk embeddings."""
+    wavs = [condition(np.asarray(w, dtype=np.float32), sr, opts) for w in wavs]
     pieces = [(u, s, e) for u, w in enumerate(wavs) for s, e in chunk_bounds(len(w), sr, opts)]
     order = sorted(range(len(pieces)), key=lambda i: pieces[i][2] - pieces[i][1])
     seconds = opts.batch_seconds or (200.0 if torch.device(device).type != "cpu" else 0.0)

@@ -19,7 +19,7 @@ import kaldiio
 import numpy as np
 import torch
 
-from voxadapt.config import Config
+from voxadapt.config import Config, ExtractConfig
 from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.kaldi_dir import tables_digest
@@ -47,6 +47,7 @@ def extract_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, jo
     part = DataDir.load(split_dir / str(job))
     scp = out_dir / f"xvector.{job}.scp"
     marker = StageMarker(out_dir / f".xvector.{job}.json", {"model": model_digest(model_dir),
+                                                              "conditioning": conditioning_settings(cfg.extract),
                                                               "utts": hashlib.sha1(" ".join(part.utterance_ids).encode()).hexdigest()})
     if scp.is_file() and marker.is_done(outputs_hint=scp):
         log.info("job %d: %s already complete; nothing to do", job, scp)
@@ -135,9 +136,15 @@ def write_summary(out_dir: Path, model_dir: Path, dim: int, count: int) -> None:
         tmp.write_text(json.dumps({"model": os.path.realpath(model_dir), "dim": dim, "utterances": count}, indent=1) + "\n")
 
 
-def merge_stage(data_dir: Path, model_dir: Path, out_dir: Path, nj: int, check_only: bool) -> int:
+def conditioning_settings(opts: ExtractConfig) -> dict:
+    """The extraction settings x-vectors depend on (besides the model and the audio)."""
+    return {"level_dbfs": opts.level_dbfs, "vad": opts.vad}
+
+
+def merge_stage(cfg: Config, data_dir: Path, model_dir: Path, out_dir: Path, nj: int, check_only: bool) -> int:
     d = DataDir.load(data_dir)
-    marker = StageMarker(out_dir / ".done.json", {"model": model_digest(model_dir), "tables": tables_digest(d.path)})
+    marker = StageMarker(out_dir / ".done.json", {"model": model_digest(model_dir), "tables": tables_digest(d.path),
+                                                  "conditioning": conditioning_settings(cfg.extract)})
     done = (out_dir / "xvector.scp").is_file() and marker.is_done(outputs_hint=out_dir)
     if check_only:
         if done:
