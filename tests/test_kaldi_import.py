@@ -43,7 +43,7 @@ def segmented_dir(root, speakers, seconds=6.0):
     wav, seg, utt2spk = [], [], []
     for n, spk in enumerate(speakers):
         path = write_wav(root / "wav" / f"{spk}.wav", seconds, seed=n)
-        wav.append(f"{spk}-rec {path}")
+        wav.append(f"{spk}-rec cat {path} |" if n % 2 else f"{spk}-rec {path}")  # pipes and plain paths
         bounds = [(0.0, 2.5), (2.5, 4.0), (4.0, -1)]
         for i, (start, end) in enumerate(bounds):
             seg.append(f"{spk}-{i:03d} {spk}-rec {start} {end}")
@@ -82,10 +82,12 @@ def test_segmented_dirs_without_text_through_manifests_and_training_examples(tmp
 
     augment_stage(cfg, tmp_path / "data")
     table = ExampleTable.from_manifest(training_cuts_path(tmp_path / "data", cfg), 16000)
-    i = [table.sources[k] for k in range(len(table))].index(str(train / "wav" / "a.wav"))
-    i += int(np.argmax(table.start[i:i + 3] == 2.5))
-    crop = table.crop(i, 8000, np.random.default_rng(0))
-    whole, _ = sf.read(train / "wav" / "a.wav", dtype="float32")
-    segment = whole[40000:64000]
-    pos = next(p for p in range(len(segment) - 8000 + 1) if np.array_equal(segment[p:p + 8000], crop))
-    assert 0 <= pos
+    sources = [table.sources[k] for k in range(len(table))]
+    for spk, piped in (("a", False), ("b", True)):
+        i = next(k for k, src in enumerate(sources) if f"{spk}.wav" in src)
+        assert sources[i].endswith("|") == piped, sources[i]
+        i += int(np.argmax(table.start[i:i + 3] == 2.5))
+        crop = table.crop(i, 8000, np.random.default_rng(0))
+        whole, _ = sf.read(train / "wav" / f"{spk}.wav", dtype="float32")
+        segment = whole[40000:64000]  # 2.5 s to 4.0 s
+        assert any(np.array_equal(segment[p:p + 8000], crop) for p in range(len(segment) - 8000 + 1)), spk
