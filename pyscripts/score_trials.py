@@ -16,7 +16,7 @@ def main(argv):
     parser.add_argument("--mean", help="Kaldi vector to subtract (default: the mean of --scp)")
     parser.add_argument("--lda", help="Kaldi LDA matrix (plda)")
     parser.add_argument("--plda", help="Kaldi PLDA model (plda)")
-    parser.add_argument("--cohort-scp", help="AS-norm cohort x-vectors, e.g. training speaker means")
+    parser.add_argument("--cohort-scp", help="AS-norm cohort x-vectors (default: the back-end's cohort.ark)")
     parser.add_argument("--top-n", type=int, default=300)
     parser.add_argument("--out", required=True, help="score file")
     args = parser.parse_args(argv)
@@ -34,6 +34,8 @@ def main(argv):
     enroll = Embeddings.from_scp(args.enroll_scp) if args.enroll_scp else None
     if args.backend:
         backend = Backend.load(Path(args.backend))
+        if args.cohort_scp:  # e.g. x-vectors of the evaluation domain instead of the training speakers
+            backend.cohort = Embeddings.from_scp(args.cohort_scp).matrix
     else:
         backend = Backend(kf.read_vector(args.mean) if args.mean else emb.matrix.mean(0),
                           kf.read_matrix(args.lda) if args.lda else None,

@@ -272,3 +272,28 @@ def test_embeddings_do_not_depend_on_level_or_surrounding_silence(package, wavs)
     padded = floor.copy()
     padded[10 * sr:10 * sr + len(x)] += x  # 10 s of near-silence on each side
     assert cosine(with_vad.embed(x), with_vad.embed(padded)) >= 0.98
+
+
+@pytest.mark.slow
+def test_cohort_choice_in_score_trials_and_stage_7(micro_pipeline, tmp_path):
+    from helpers import PIPELINE, run_py
+    from voxadapt.backend.stage import score_stage
+    from voxadapt.config import load_config
+
+    exp = micro_pipeline / "exp" / "mhfa_tiny"
+    cohort = exp / "embeddings" / "dev" / "xvector.scp"
+    common = ["--trials", str(micro_pipeline / "data" / "test" / "trials"), "--scp",
+              str(exp / "embeddings" / "test" / "xvector.scp"), "--backend", str(exp / "backend"), "--method", "asnorm"]
+    assert run_py("score_trials.py", *common, "--out", str(tmp_path / "a")).returncode == 0
+    assert run_py("score_trials.py", *common, "--cohort-scp", str(cohort), "--out", str(tmp_path / "b")).returncode == 0
+    assert (tmp_path / "a").read_text() == (exp / "scores" / "test" / "asnorm.score").read_text()
+    assert (tmp_path / "b").read_text() != (tmp_path / "a").read_text()
+    # Stage 7 with scoring.asnorm_cohort: the same scores as score_trials.py with that cohort.
+    shutil.copytree(micro_pipeline, tmp_path / "p", symlinks=True)
+    copy = tmp_path / "p" / "exp" / "mhfa_tiny"
+    shutil.rmtree(copy / "scores")
+    (copy / ".done" / "stage7_score.json").unlink()
+    cfg = load_config(None, PIPELINE + [f"scoring.asnorm_cohort={cohort}"])
+    score_stage(cfg, micro_pipeline / "data", tmp_path / "p" / "exp")
+    assert (copy / "scores" / "test" / "asnorm.score").read_text() == (tmp_path / "b").read_text()
+    assert json.loads((copy / ".done" / "stage7_score.json").read_text())["cohort"]  # its digest is recorded

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from helpers import assert_clean_error, make_data_dir, run_py, set_args
 from voxadapt.config import load_config
 from voxadapt.corpus.stage import prepare_data_stage
@@ -91,3 +93,24 @@ def test_segmented_dirs_without_text_through_manifests_and_training_examples(tmp
         whole, _ = sf.read(train / "wav" / f"{spk}.wav", dtype="float32")
         segment = whole[40000:64000]  # 2.5 s to 4.0 s
         assert any(np.array_equal(segment[p:p + 8000], crop) for p in range(len(segment) - 8000 + 1)), spk
+
+
+@pytest.mark.slow
+def test_segmented_piped_dirs_train_and_extract_through_run_sh(tmp_path):
+    """The documented command on a user's segmented dirs with pipes: stages 0-5 (training included)."""
+    from helpers import MICRO, run_sh, venv_env, write_config
+
+    train = segmented_dir(tmp_path / "mytrain", ["a", "b", "e", "f"], seconds=9.0)
+    test = segmented_dir(tmp_path / "mytest", ["c", "d"])
+    (tmp_path / "trials").write_text("c-000 c-001 target\nc-000 d-002 nontarget\n")
+    write_config(tmp_path / "seg.yaml", MICRO + [
+        "data.corpus=kaldi", f"data.kaldi.train_dir={train}", f"data.kaldi.test_dir={test}",
+        f"data.kaldi.trials={tmp_path / 'trials'}", "augment.speed_perturb=false", "loader.batch_size=4",
+        "scoring.calibration_fraction=0.4"])
+    proc = run_sh("run.sh", "--config", str(tmp_path / "seg.yaml"), "--stop_stage", "5", "--data",
+                  str(tmp_path / "data"), "--exp", str(tmp_path / "exp"), env=venv_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scp = tmp_path / "exp" / "mhfa_tiny" / "embeddings" / "test" / "xvector.scp"
+    assert [line.split()[0] for line in scp.read_text().splitlines()] == [
+        "c-000", "c-001", "c-002", "d-000", "d-001", "d-002"]
+    assert "phase main: done" in (tmp_path / "exp" / "mhfa_tiny" / "log" / "train.log").read_text()

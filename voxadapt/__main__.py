@@ -122,7 +122,7 @@ def cli(argv: Sequence[str] | None) -> int:
         if not out.parent.is_dir():
             raise VoxadaptError(f"{out.parent}: directory not found; create it first")
         v = SpeakerVerifier(args.model)
-        cosine = export_onnx(v.model, Path(args.out), v.sample_rate)
+        cosine = export_onnx(v.model, Path(args.out), v.sample_rate, v.cfg.extract.level_dbfs)
         print(f"{args.out}: waveform (1, samples) at {v.sample_rate} Hz -> embedding; ONNX vs PyTorch cosine {cosine:.6f}")
         return 0
     v = SpeakerVerifier(args.model, args.device, args.method, getattr(args, "batch_size", 200.0),

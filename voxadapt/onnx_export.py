@@ -3,7 +3,8 @@
 Weight parametrizations are folded first: LoRA deltas (W + s B A) and the backbone's weight-norm
 positional convolution become plain weights. The TorchScript-based exporter keeps the input
 length dynamic through the CNN and the relative position bias; the graph takes one utterance
-(1, samples) float32 at the model's sample rate and returns (1, embed_dim).
+(1, samples) float32 at the model's sample rate, scales it to the configured level, and returns
+(1, embed_dim).
 """
 
 from __future__ import annotations
@@ -23,22 +24,28 @@ from voxadapt.models.speaker import SpeakerModel
 
 
 class WaveformToEmbedding(nn.Module):
-    def __init__(self, model: SpeakerModel):
+    """The model behind the level normalisation every embedding gets (data/conditioning.py), so the
+    graph takes waveforms as recorded, as `voxadapt embed` does."""
+
+    def __init__(self, model: SpeakerModel, level_dbfs: float | None):
         super().__init__()
         self.model = model
+        self.gain = None if level_dbfs is None else 10 ** (level_dbfs / 20)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        if self.gain is not None:
+            wav = wav * (self.gain / wav.pow(2).mean(dim=1, keepdim=True).sqrt().clamp_min(1e-12))
         states, _ = self.model.backbone(wav)
         return self.model.backend(states, None)
 
 
-def export_onnx(model: SpeakerModel, out: Path, sample_rate: int) -> float:
+def export_onnx(model: SpeakerModel, out: Path, sample_rate: int, level_dbfs: float | None) -> float:
     """Write `out` and check it with onnxruntime; returns the cosine between ONNX and PyTorch."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise VoxadaptError("ONNX export needs onnx and onnxruntime (pip install -r requirements.txt)") from None
-    wrapped = WaveformToEmbedding(copy.deepcopy(model).cpu())
+    wrapped = WaveformToEmbedding(copy.deepcopy(model).cpu(), level_dbfs)
     merge_lora(wrapped)
     for p in wrapped.parameters():
         p.requires_grad_(False)

@@ -172,7 +172,7 @@ def package_stage(exp_dir: Path, out: Path, adapters_only: bool, onnx: bool) -> 
         from voxadapt.onnx_export import export_onnx
 
         v = SpeakerVerifier(out)
-        cosine = export_onnx(v.model, out / "model.onnx", v.sample_rate)
+        cosine = export_onnx(v.model, out / "model.onnx", v.sample_rate, v.cfg.extract.level_dbfs)
         line += f", model.onnx (cosine to PyTorch {cosine:.6f})"
     marker.mark_done()
     return line
