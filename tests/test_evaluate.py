@@ -283,7 +283,8 @@ def test_cohort_choice_in_score_trials_and_stage_7(micro_pipeline, tmp_path):
     exp = micro_pipeline / "exp" / "mhfa_tiny"
     cohort = exp / "embeddings" / "dev" / "xvector.scp"
     common = ["--trials", str(micro_pipeline / "data" / "test" / "trials"), "--scp",
-              str(exp / "embeddings" / "test" / "xvector.scp"), "--backend", str(exp / "backend"), "--method", "asnorm"]
+              str(exp / "embeddings" / "test" / "xvector.scp"), "--backend", str(exp / "backend"), "--method", "asnorm",
+              "--top-n", "5"]  # scoring.asnorm_top_n of the pipeline
     assert run_py("score_trials.py", *common, "--out", str(tmp_path / "a")).returncode == 0
     assert run_py("score_trials.py", *common, "--cohort-scp", str(cohort), "--out", str(tmp_path / "b")).returncode == 0
     assert (tmp_path / "a").read_text() == (exp / "scores" / "test" / "asnorm.score").read_text()

@@ -12,6 +12,7 @@ import torch
 from helpers import MICRO, assert_clean_error, run_py, run_sh, venv_env, write_config
 from voxadapt.config import load_config
 from voxadapt.data.kaldi_dir import DataDir
+from voxadapt.data.conditioning import normalize_level
 from voxadapt.embed import chunk_bounds, embed_waveforms
 from voxadapt.data.audio import read_utterance
 from voxadapt.models.speaker import build_model, load_model_dir, save_model_dir
@@ -51,8 +52,9 @@ def test_xvectors_read_back_and_equal_unbatched_embeddings(extracted, micro_exp,
     assert (extracted / "test" / "xvector.scp").read_text().splitlines()[0].startswith(d.utterance_ids[0] + " ")
     model, _, cfg, _ = load_model_dir(micro_exp / "exp" / "mhfa_tiny" / "model")
     for utt in d.utterance_ids[:6]:
-        with torch.no_grad():
-            single = model(torch.from_numpy(read_utterance(d, utt))[None]).numpy()[0]
+        with torch.no_grad():  # stage 5 scales every utterance to the configured level first
+            x = normalize_level(read_utterance(d, utt), cfg.extract.level_dbfs)
+            single = model(torch.from_numpy(x)[None]).numpy()[0]
         assert vectors[utt].dtype == np.float32
         np.testing.assert_allclose(vectors[utt], single, atol=1e-5)
 
@@ -62,7 +64,7 @@ def test_padded_batches_equal_single_utterances(micro_exp, tiny_data):
     # padded and masked. Force wide batches here: every embedding must still equal the single one.
     d = DataDir.load(tiny_data / "test")
     model, _, cfg, _ = load_model_dir(micro_exp / "exp" / "mhfa_tiny" / "model")
-    audio = [read_utterance(d, u) for u in d.utterance_ids[:8]]
+    audio = [normalize_level(read_utterance(d, u), cfg.extract.level_dbfs) for u in d.utterance_ids[:8]]
     assert len({len(a) for a in audio}) > 1
     opts = dataclasses.replace(cfg.extract, batch_seconds=200.0, max_padding=10.0)
     got = embed_waveforms(model, audio, 16000, opts)
@@ -101,6 +103,7 @@ def test_chunked_long_utterance(micro_exp):
     model, _, cfg, _ = load_model_dir(micro_exp / "exp" / "mhfa_tiny" / "model")
     opts = cfg.extract
     opts.max_chunk_seconds, opts.chunk_overlap_seconds = 4.0, 1.0
+    opts.level_dbfs = None  # the chunking alone (conditioning is tested in test_evaluate.py)
     x = np.random.default_rng(0).standard_normal(int(10.5 * 16000)).astype(np.float32) * 0.1
     bounds = chunk_bounds(len(x), 16000, opts)
     assert bounds[0] == (0, 64000) and bounds[-1][1] == len(x) and len(bounds) == 4
