@@ -25,7 +25,8 @@ def speech_mask(x: np.ndarray, sr: int) -> np.ndarray:
     if len(x) < frame:
         return np.ones(len(x), dtype=bool)
     starts = np.arange(0, len(x) - frame + 1, shift)
-    power = np.array([np.mean(x[s:s + frame].astype(np.float64) ** 2) for s in starts])
+    energy = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
+    power = (energy[starts + frame] - energy[starts]) / frame
     db = 10 * np.log10(np.maximum(power, 1e-12))
     background, speech = np.percentile(db, 10), np.percentile(db, 95)
     loud = db > max(background + max(6.0, (speech - background) / 2), FLOOR_DBFS)
