@@ -31,7 +31,7 @@ def test_mhfa_shapes_and_layer_weights():
     assert out.shape == (3, 16)
     w = m.layer_weights()
     assert torch.allclose(w["keys"], torch.full((5,), 0.2)) and torch.allclose(w["values"], torch.full((5,), 0.2))
-    # Exactly SPEC.md s2: keys/values from separate weighted sums, key-only attention, per-head pooling.
+    # As the MHFA paper defines it: keys/values from separate weighted sums, key-only attention, per-head pooling.
     with torch.no_grad():
         m.key_weights.logits.copy_(torch.tensor([0.0, 1, 2, 3, 4]))
     k = sum(torch.softmax(m.key_weights.logits, 0)[i] * states[i] for i in range(5))

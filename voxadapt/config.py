@@ -112,7 +112,7 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    """Stage 2 resources and the online augmentation of SPEC.md section 6."""
+    """Stage 2 resources and the online augmentation (augment/online.py)."""
 
     musan_root: str = ""  # MUSAN (noise/, music/, speech/); empty: generated stand-ins
     rirs_root: str = ""  # RIRS_NOISES (simulated_rirs/, real_rirs_isotropic_noises/); empty: generated
@@ -220,7 +220,7 @@ class DistillConfig:
 
 @dataclass
 class AdapterConfig:
-    """Parameter-efficient adaptation (SPEC.md section 3); see models/adapters.py."""
+    """Parameter-efficient adaptation; see models/adapters.py."""
 
     inner: bool = False  # parallel bottlenecks at self-attention and feed-forward of each layer
     inter: bool = False  # a bottleneck on each layer's output before the back-end
@@ -255,7 +255,8 @@ class ModelConfig:
 
 @dataclass
 class DropClassConfig:
-    """DropClass (seed 002): every N steps a fresh random set of K classes leaves the data and the head."""
+    """DropClass (Luu, Bell, Renals, Odyssey 2020): every N steps a fresh random set of K classes
+    leaves the data and the head."""
 
     every_steps: int = 0  # N; 0: off
     drop: int = 0  # K
@@ -269,7 +270,7 @@ class DropClassConfig:
 
 @dataclass
 class DropAdaptConfig:
-    """DropAdapt (seed 002): every N steps, permanently drop the K classes least probable on the
+    """DropAdapt (Luu, Bell, Renals, Odyssey 2020): every N steps, permanently drop the K classes least probable on the
     (unlabelled) adaptation data, from the head and the data."""
 
     every_steps: int = 0  # N; 0: off
@@ -387,7 +388,7 @@ class ExtractConfig:
 
 @dataclass
 class ScoringConfig:
-    """Stages 6-7: back-ends, calibration and metrics (SPEC.md section 7)."""
+    """Stages 6-7: back-ends, calibration and metrics."""
 
     methods: list[Literal["cosine", "asnorm", "plda"]] = field(default_factory=lambda: ["cosine", "asnorm", "plda"])
     lda_dim: int = 200  # capped at the embedding dim and speakers - 1

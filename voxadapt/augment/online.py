@@ -1,4 +1,4 @@
-"""Online augmentation (SPEC.md section 6): with probability aug_prob, one of reverberation,
+"""Online augmentation: with probability aug_prob, one of reverberation,
 additive noise, music or babble, at an SNR drawn from that kind's range."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Parameter-efficient adaptation of the SSL backbone (SPEC.md section 3), injected without
+"""Parameter-efficient adaptation of the SSL backbone, injected without
 copying model code:
 
 * Inner adapters: a bottleneck (Linear D->r, activation, Linear r->D, up-projection zero) in

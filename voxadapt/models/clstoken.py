@@ -1,4 +1,4 @@
-"""Class-token back-end (Mingote et al., seed 003; SPEC.md section 5).
+"""Class-token back-end (Mingote et al., DSP 2023).
 
 A small transformer over the layer-weighted SSL frames; a learnable class token is prepended
 and its output is the embedding (instead of average pooling). Robust variant: the token is

@@ -1,4 +1,4 @@
-"""MHFA: multi-head factorized attentive pooling (Peng et al., SLT 2022), as in SPEC.md section 2.
+"""MHFA: multi-head factorized attentive pooling (Peng et al., SLT 2022).
 
 Keys and values are two separate softmax-weighted sums of the L+1 hidden states, each compressed
 to c dims; attention weights over time come from the compressed keys alone (one score per head,

@@ -1,4 +1,4 @@
-"""DropClass and DropAdapt (Luu, Bell, Renals, Odyssey 2020; SPEC.md section 4).
+"""DropClass and DropAdapt (Luu, Bell, Renals, Odyssey 2020).
 
 Both decide which classes the data sampler may draw and which rows of the AAM head enter the
 softmax. DropClass redraws K random classes every N steps (a pure function of seed and step,

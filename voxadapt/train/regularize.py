@@ -1,4 +1,5 @@
-"""Regularisation toward the pre-trained backbone weights (L2-SP), in the two forms of SPEC.md s2."""
+"""Regularisation toward the pre-trained backbone weights (L2-SP): the plain squared distance,
+and the normalised form the MHFA authors use."""
 
 from __future__ import annotations
 
