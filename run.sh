@@ -117,20 +117,28 @@ common=(--config "$config" ${overrides[@]+"${overrides[@]}"})
 
 name=$(python pyscripts/show_config.py "${common[@]}" --get name)
 expdir="$exp/$name"
+# The sets stage 0 makes for this corpus (voxadapt/layout.py owns the names and paths).
+train_set=$(python pyscripts/show_config.py "${common[@]}" --get data.sets.train)
+all_sets=$(python pyscripts/show_config.py "${common[@]}" --get data.sets.all)
 log() { echo "$(date '+%F %T') [run.sh] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 if run_stage 0; then
+  # reads: the corpus (generated, --voxceleb*_root, or --train_dir/--test_dir/--trials)
+  # writes: $data/<set>/{wav.scp,utt2spk,spk2utt,reco2dur,trials*} for $all_sets
   log "Stage 0: data dirs"
   python pyscripts/prepare_data.py "${common[@]}" --data "$data" --nj "$nj"
 fi
 
 if run_stage 1; then
+  # reads: $data/<set>/   writes: $data/manifests/<set>/{recordings,supervisions,cuts}.jsonl.gz
   log "Stage 1: lhotse manifests"
   python pyscripts/make_manifests.py "${common[@]}" --data "$data"
 fi
 
 if run_stage 2; then
+  # reads: $data/manifests/$train_set/cuts.jsonl.gz (+ --musan_root, --rirs_root)
+  # writes: $data/manifests/augment/{noise,music,speech,rir}.jsonl.gz, $data/manifests/${train_set}_sp/
   log "Stage 2: augmentation resources and speed perturbation"
   python pyscripts/prepare_augment.py "${common[@]}" --data "$data"
 fi
@@ -145,22 +153,27 @@ node=""
 [ "$nnodes" -gt 1 ] && node=".node$node_rank"  # one log per node on a shared file system
 
 if run_stage 3; then
+  # reads: the training cuts of stage 2, $data/manifests/augment/, $data/dev/ (validation EER)
+  # writes: $expdir/config.yaml, $expdir/<phase>/{checkpoints,final,summary.json}, $expdir/tensorboard/
   log "Stage 3: training (log: $expdir/log/train$node.log; TensorBoard: $expdir/tensorboard)"
   $train_cmd "$expdir/log/train$node.log" \
     python pyscripts/torchrun.py "${torchrun_args[@]}" pyscripts/train.py "${common[@]}" --data "$data" --exp "$exp" --stage train
 fi
 
 if run_stage 4; then
+  # reads: stage 3's last phase   writes: $expdir/<adapt phase>/, $expdir/model -> <last phase>/final
   log "Stage 4: adaptation phases and the final model (log: $expdir/log/adapt$node.log)"
   $train_cmd "$expdir/log/adapt$node.log" \
     python pyscripts/torchrun.py "${torchrun_args[@]}" pyscripts/train.py "${common[@]}" --data "$data" --exp "$exp" --stage adapt
 fi
 
 if run_stage 5; then
+  # reads: $data/<set>/, $expdir/model
+  # writes: $expdir/embeddings/<set>/{xvector,spk_xvector}.{ark,scp}, num_utts.ark for $all_sets
   log "Stage 5: x-vectors ($nj jobs per set; logs: $expdir/embeddings/<set>/log/)"
   # Local jobs share this machine's cores; more threads than cores makes every job crawl.
   threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1
-  for set in $(python pyscripts/show_config.py "${common[@]}" --get data.all_sets); do
+  for set in $all_sets; do
     out="$expdir/embeddings/$set"
     merge=(python pyscripts/merge_xvectors.py "${common[@]}" --data "$data/$set" --model "$expdir/model" --out "$out" --nj "$nj")
     if "${merge[@]}" --check; then continue; fi
@@ -173,16 +186,21 @@ if run_stage 5; then
 fi
 
 if run_stage 6; then
+  # reads: $expdir/embeddings/$train_set/ (+ the calibration set's x-vectors and trials)
+  # writes: $expdir/backend/{mean.vec,lda.mat,plda,cohort.ark,calibration.json}
   log "Stage 6: back-end (mean, LDA, PLDA, AS-norm cohort, calibration)"
   python pyscripts/train_backend.py "${common[@]}" --data "$data" --exp "$exp"
 fi
 
 if run_stage 7; then
+  # reads: $data/<test>/trials*, $expdir/embeddings/<test>/, $expdir/backend/
+  # writes: $expdir/scores/<list>/{<method>.score,<method>.llr,det.png,histogram.png}, $expdir/RESULTS.md, results.json
   log "Stage 7: scoring"
   python pyscripts/score.py "${common[@]}" --data "$data" --exp "$exp"
 fi
 
 if run_stage 8; then
+  # reads: $expdir/model, $expdir/backend/   writes: $expdir/package/ (+ model.onnx)
   log "Stage 8: packaged model for 'voxadapt embed|verify|score' and voxadapt.load()"
   python pyscripts/package_model.py "${common[@]}" --exp "$exp"
 fi

@@ -27,15 +27,17 @@ def main() -> None:
 
     torch.set_num_threads(1)  # one loader worker = one core
     from voxadapt.augment.online import Augmenter
-    from voxadapt.augment.resources import training_cuts_path
     from voxadapt.config import load_config
     from voxadapt.data.audio import read_samples
     from voxadapt.data.examples import ExampleTable
+    from voxadapt.layout import AUGMENT_KINDS, DataLayout
 
     cfg = load_config(args.config)
     data = Path(args.data)
-    table = ExampleTable.from_manifest(training_cuts_path(data, cfg), cfg.data.sample_rate)
-    aug = Augmenter(cfg.augment, data)
+    layout = DataLayout(Path(data))
+    table = ExampleTable.from_manifest(layout.training_cuts(cfg.data.sets.train, cfg.augment.speed_perturb),
+                                       cfg.data.sample_rate)
+    aug = Augmenter(cfg.augment, {k: layout.augment_manifest(k) for k in AUGMENT_KINDS})
     n = int(cfg.loader.crop_seconds * cfg.data.sample_rate)
     rng = np.random.default_rng(0)
     idx = rng.integers(0, len(table), args.n)
@@ -47,14 +49,14 @@ def main() -> None:
         return (time.perf_counter() - start) / len(idx)
 
     # Components: decode alone (a plain read of the same span), crop (+ speed resampling), kinds.
-    decode = timed(lambda i: read_samples(table.sources[i], int(table.start[i] * table.sample_rate), n))
+    decode = timed(lambda i: read_samples(table.audio_sources(i)[0].source, int(table.start[i] * table.sample_rate), n))
     crop = timed(lambda i: table.crop(i, n, np.random.default_rng(i)))
     clips = {int(i): table.crop(int(i), n, np.random.default_rng(int(i))) for i in idx}
     rows = []
     for kind in ("none", "reverb", "noise", "music", "babble", None):
         t_aug = timed(lambda i, k=kind: aug(clips[i], np.random.default_rng(i), k))
         total = crop + t_aug
-        rows.append((kind or f"default mix (aug_prob {cfg.augment.aug_prob})", total, t_aug))
+        rows.append((kind or f"default mix (augment.probability {cfg.augment.probability})", total, t_aug))
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads 1; "
           f"{len(idx)} examples of {cfg.loader.crop_seconds:g} s; speed perturbation "
           f"{'on' if cfg.augment.speed_perturb else 'off'}\n")

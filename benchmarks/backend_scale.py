@@ -42,13 +42,13 @@ def speaker_data(n: int, speakers: int, seed: int):  # noqa: ANN201 - (x, labels
 
 def bench_train(scale: float) -> dict:
     from voxadapt.backend.scoring import Embeddings
-    from voxadapt.backend.stage import train_backend
+    from voxadapt.backend.training import train_backend
     from voxadapt.config import ScoringConfig
 
     n = int(VOX2_DEV_UTTS * scale)
     x, labels, _ = speaker_data(n, VOX2_SPEAKERS, 0)
     ids = [f"u{i:07d}" for i in range(n)]
-    utt2spk = {u: f"s{l:04d}" for u, l in zip(ids, labels)}
+    utt2spk = {u: f"s{lab:04d}" for u, lab in zip(ids, labels)}
     emb = Embeddings(ids, x)
     del x
     cfg = ScoringConfig(lda_dim=200)

@@ -94,7 +94,8 @@ VARIANTS = {
 
 def profile(model: torch.nn.Module, device: str) -> None:
     """Where one 10 s utterance's time goes: the top operators by self time."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     x = torch.randn(1, 10 * SR, device=device)
     with torch.inference_mode():

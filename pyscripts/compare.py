@@ -7,7 +7,22 @@ markdown table of EER (mean ± sd), minDCF, trainable share and step time.
     python pyscripts/compare.py --configs conf/mhfa_tiny.yaml conf/dropadapt_tiny.yaml --stage3-from mhfa_tiny
 """
 
-from voxadapt.cli import make_parser, run_main
+import os
+import subprocess
+from pathlib import Path
+
+from voxadapt.errors import VoxadaptError
+from voxadapt.pyscript import make_parser, run_main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_stages(cfg_file: Path, data: Path, exp: Path, first: int, last: int) -> None:
+    cmd = ["bash", str(ROOT / "run.sh"), "--config", str(cfg_file), "--stage", str(first), "--stop_stage", str(last),
+           "--data", str(data), "--exp", str(exp)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=os.environ.copy())
+    if proc.returncode != 0:
+        raise VoxadaptError(f"{' '.join(cmd)} failed (exit {proc.returncode}); see its log above")
 
 
 def main(argv):
@@ -22,12 +37,10 @@ def main(argv):
     parser.add_argument("--stage3-from", help="config name whose stage-3 model the others reuse (stage-4 variants)")
     parser.add_argument("--reference", help="label to give relative EER changes against")
     args = parser.parse_args(argv)
-    from pathlib import Path
-
-    from voxadapt.compare import Run, derived_config, markdown, run_stages, share_stage3, summarize
     from voxadapt.config import load_config
+    from voxadapt.report.comparison import Run, derived_config, markdown, share_stage3, summarize
 
-    root, exp, data = Path(__file__).resolve().parent.parent, Path(args.exp).resolve(), Path(args.data).resolve()
+    exp, data = Path(args.exp).resolve(), Path(args.data).resolve()
     labels = args.labels or [load_config(c).name for c in args.configs]
     rows = []
     for config, label in zip(args.configs, labels):
@@ -38,7 +51,7 @@ def main(argv):
             first = 3
             if args.stage3_from and cfg.name != args.stage3_from:
                 share_stage3(exp / f"{args.stage3_from}_s{run.seed}", exp / run.name, [p.name for p in cfg.train.phases])
-            run_stages(run, cfg_file, data, exp, first, 7, root)
+            run_stages(cfg_file, data, exp, first, 7)
         rows.append(summarize(exp, runs, label, args.method, args.trials))
     table = markdown(rows, args.method, args.reference)
     (exp / f"table_{'_'.join(labels)}.md").write_text(table)

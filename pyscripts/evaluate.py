@@ -3,7 +3,7 @@
 or package (for the shell), 'prepare' validates and copies the data dir and trial list, 'score'
 scores with the model's back-end and prints the results table."""
 
-from voxadapt.cli import make_parser, run_main
+from voxadapt.pyscript import make_parser, run_main
 
 
 def main(argv):
@@ -19,17 +19,19 @@ def main(argv):
     args = parser.parse_args(argv)
     from pathlib import Path
 
-    from voxadapt.evaluate import ModelSource, prepare_eval_data, score_eval
+    from voxadapt.layout import EvalLayout
+    from voxadapt.stages.evaluate import ModelSource, prepare_eval_data, score_eval
 
     source = ModelSource.find(args.model)
+    out = EvalLayout(Path(args.eval_dir or "."))
     if args.step == "paths":
         print(source.model)
         print(source.config)
     elif args.step == "prepare":
-        prepare_eval_data(Path(args.data_dir), Path(args.trials), Path(args.eval_dir) / "data", source.config, args.nj)
+        prepare_eval_data(Path(args.data_dir), Path(args.trials), out.data_dir, source.config, args.nj)
     else:
-        table = score_eval(source, Path(args.eval_dir), args.name, args.cohort_scp)
-        print(f"\nResults of {args.model} on {args.name} ({Path(args.eval_dir) / 'RESULTS.md'}):\n\n{table}")
+        table = score_eval(source, out, args.name, args.cohort_scp)
+        print(f"\nResults of {args.model} on {args.name} ({out.results_md}):\n\n{table}")
     return 0
 
 

@@ -6,7 +6,7 @@ utterances would be dropped. Originals and the full list of dropped entries go t
 <data-dir>/.backup/<n>/.
 """
 
-from voxadapt.cli import make_parser, run_main
+from voxadapt.pyscript import make_parser, run_main
 
 
 def main(argv):

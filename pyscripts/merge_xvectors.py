@@ -2,7 +2,7 @@
 """Stage 5, after the jobs: one sorted xvector.scp, completeness checks, speaker means
 (spk_xvector.{ark,scp}, num_utts.ark). With --check: exit 0 if the set is already complete."""
 
-from voxadapt.cli import add_config_args, config_from_args, make_parser, run_main
+from voxadapt.pyscript import add_config_args, config_from_args, make_parser, run_main
 
 
 def main(argv):
@@ -16,9 +16,9 @@ def main(argv):
     args = parser.parse_args(argv)
     from pathlib import Path
 
-    from voxadapt.extract import merge_stage
+    from voxadapt.stages.extract import run_merge
 
-    return merge_stage(config_from_args(args), Path(args.data), Path(args.model), Path(args.out), args.nj, args.check)
+    return run_merge(config_from_args(args), Path(args.data), Path(args.model), Path(args.out), args.nj, args.check)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,20 @@
 """Stage 8: package exp/<name>/ (model, back-end, calibration) into one directory for the
 `voxadapt` command and `voxadapt.load`, with an ONNX export of waveform -> embedding."""
 
-from voxadapt.cli import add_config_args, config_from_args, make_parser, run_main
+from voxadapt.pyscript import (
+    add_config_args,
+    add_layout_args,
+    config_from_args,
+    layouts_from_args,
+    make_parser,
+    run_main,
+)
 
 
 def main(argv):
     parser = make_parser(__doc__)
     add_config_args(parser)
-    parser.add_argument("--exp", default="exp")
+    add_layout_args(parser)
     parser.add_argument("--out", help="package dir (default: exp/<name>/package)")
     parser.add_argument("--adapters-only", action="store_true",
                         help="store adapters, LayerNorms and back-end only, pointing at the base model")
@@ -16,12 +23,11 @@ def main(argv):
     args = parser.parse_args(argv)
     from pathlib import Path
 
-    from voxadapt.package import package_stage
+    from voxadapt.stages import package
 
-    exp_dir = Path(args.exp) / config_from_args(args).name
-    print(package_stage(exp_dir, Path(args.out) if args.out else exp_dir / "package", args.adapters_only,
-                        not args.no_onnx))
-    return 0
+    cfg = config_from_args(args)
+    package.run(cfg, *layouts_from_args(args, cfg), out=Path(args.out) if args.out else None,
+                adapters_only=args.adapters_only, onnx=not args.no_onnx)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,25 @@
 #!/usr/bin/env python3
 """Stage 2: noise/music/babble/RIR resource manifests and speed-perturbed training cuts."""
 
-from voxadapt.cli import add_config_args, config_from_args, make_parser, run_main
+from voxadapt.pyscript import (
+    add_config_args,
+    add_layout_args,
+    config_from_args,
+    layouts_from_args,
+    make_parser,
+    run_main,
+)
 
 
 def main(argv):
     parser = make_parser(__doc__)
     add_config_args(parser)
-    parser.add_argument("--data", default="data", help="data root (default: data)")
+    add_layout_args(parser)
     args = parser.parse_args(argv)
-    from voxadapt.augment.resources import augment_stage
+    from voxadapt.stages import augment
 
-    return augment_stage(config_from_args(args), args.data)
+    cfg = config_from_args(args)
+    augment.run(cfg, *layouts_from_args(args, cfg))
 
 
 if __name__ == "__main__":

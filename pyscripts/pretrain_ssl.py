@@ -5,7 +5,7 @@
 import shlex
 import sys
 
-from voxadapt.cli import add_config_args, config_from_args, make_parser, run_main
+from voxadapt.pyscript import add_config_args, config_from_args, make_parser, run_main
 
 
 def main(argv):

@@ -3,7 +3,7 @@
 any Kaldi xvector.scp, with cosine, AS-norm or PLDA; writes Kaldi's 'enroll test score' lines.
 The back-end comes from --backend DIR (stage 6's, or train_backend.py --scp's) or single files."""
 
-from voxadapt.cli import make_parser, run_main
+from voxadapt.pyscript import make_parser, run_main
 
 
 def main(argv):
@@ -28,7 +28,7 @@ def main(argv):
     from voxadapt.backend.plda import Plda
     from voxadapt.backend.scoring import Backend, Embeddings, score_trials, write_scores
     from voxadapt.data.trials import read_trials
-    from voxadapt.metrics import eer
+    from voxadapt.report.results import evaluate
 
     emb = Embeddings.from_scp(args.scp)
     enroll = Embeddings.from_scp(args.enroll_scp) if args.enroll_scp else None
@@ -45,7 +45,7 @@ def main(argv):
     scores = score_trials(backend, emb, trials, [args.method], args.top_n, args.trials, enroll)[args.method]
     write_scores(Path(args.out), trials, scores)
     labels = np.array([t.target for t in trials])
-    summary = f", EER {100 * eer(scores, labels)[0]:.2f}%" if labels.any() and not labels.all() else ""
+    summary = f", EER {100 * evaluate(scores, labels, [], None)['eer']:.2f}%" if labels.any() and not labels.all() else ""
     print(f"{args.out}: {len(trials)} trials scored with {args.method}{summary}")
     return 0
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Print a value of the resolved config (for run.sh), or the whole resolved config as YAML."""
 
-from voxadapt.cli import add_config_args, config_from_args, make_parser, run_main
+from voxadapt.pyscript import add_config_args, config_from_args, make_parser, run_main
 
 
 def main(argv):

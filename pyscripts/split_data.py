@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Split a data dir into N parts balanced by duration: <data>/split<N>/<1..N>/ (Kaldi's layout)."""
 
-from voxadapt.cli import make_parser, run_main
+from voxadapt.pyscript import make_parser, run_main
 
 
 def main(argv):

@@ -3,29 +3,35 @@
 cohort, calibration). Standalone: --scp X --utt2spk U --out DIR trains the same back-end on any
 Kaldi x-vectors (no calibration)."""
 
-from voxadapt.cli import add_config_args, config_from_args, make_parser, run_main
+from voxadapt.pyscript import (
+    add_config_args,
+    add_layout_args,
+    config_from_args,
+    layouts_from_args,
+    make_parser,
+    run_main,
+)
 
 
 def main(argv):
     parser = make_parser(__doc__)
     add_config_args(parser)
-    parser.add_argument("--data", default="data")
-    parser.add_argument("--exp", default="exp")
+    add_layout_args(parser)
     parser.add_argument("--scp", help="standalone: Kaldi xvector.scp of the training set")
     parser.add_argument("--utt2spk", help="standalone: utt2spk for --scp")
     parser.add_argument("--out", help="standalone: output dir")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     if not args.scp:
-        from voxadapt.backend.stage import backend_stage
+        from voxadapt.stages import backend
 
-        return backend_stage(cfg, args.data, args.exp)
+        return backend.run(cfg, *layouts_from_args(args, cfg))
     if not (args.utt2spk and args.out):
         parser.error("--scp needs --utt2spk and --out")
     from pathlib import Path
 
     from voxadapt.backend.scoring import Embeddings
-    from voxadapt.backend.stage import train_backend
+    from voxadapt.backend.training import train_backend
     from voxadapt.data.kaldi_dir import read_table
 
     utt2spk = {k: v.value for k, v in read_table(Path(args.utt2spk), check_order=False).items()}

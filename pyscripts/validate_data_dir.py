@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Validate a Kaldi data dir: tables (sorted, unique, consistent) and, unless --no-audio, its audio."""
 
-from voxadapt.cli import make_parser, run_main
+from voxadapt.pyscript import make_parser, run_main
 
 
 def main(argv):

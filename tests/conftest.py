@@ -15,16 +15,16 @@ from helpers import PIPELINE, TINY, run_stages, write_config  # noqa: E402
 def tiny_data(tmp_path_factory) -> Path:
     """Stages 0-2 of the tiny synthetic corpus, made once per test session (read-only for tests)."""
     from voxadapt.config import load_config
-    from voxadapt.corpus.stage import prepare_data_stage
-    from voxadapt.data.manifests import manifests_stage
-
-    from voxadapt.augment.resources import augment_stage
+    from voxadapt.layout import DataLayout
+    from voxadapt.stages import augment, manifests
+    from voxadapt.stages import data as data_stage
 
     data = tmp_path_factory.mktemp("tiny") / "data"
     cfg = load_config(None, TINY)
-    prepare_data_stage(cfg, data, nj=2)
-    manifests_stage(cfg, data)
-    augment_stage(cfg, data)
+    layout = DataLayout(data)
+    data_stage.run(cfg, layout, nj=2)
+    manifests.run(cfg, layout)
+    augment.run(cfg, layout)
     return data
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command (CI runs it through .ci/run): sets up the virtualenv through
-# path.sh, installs the test requirements, and runs the whole suite. Extra arguments go to pytest.
+# path.sh, installs the test requirements (pytest, ruff), lints with ruff (pyproject.toml), and
+# runs the whole suite. Extra arguments go to pytest.
 set -euo pipefail
 help_message="Usage: tests/run.sh [pytest arguments]   e.g. tests/run.sh -k trials -x"
 case "${1:-}" in -h|--help) echo "$help_message"; exit 0 ;; esac
@@ -10,6 +11,7 @@ want="$(sha1sum requirements-test.txt | cut -c1-40)"
 stamp="$VIRTUAL_ENV/.voxadapt-test-installed"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   python -m pip install -q --disable-pip-version-check -r requirements-test.txt 2>&1 | grep -v "^WARNING: Location" || true
-  python -c "import pytest" && echo "$want" > "$stamp"
+  python -c "import pytest" && ruff --version > /dev/null && echo "$want" > "$stamp"
 fi
+ruff check --quiet . || { echo "ERROR: tests/run.sh: ruff found the problems above; fix them (ruff check --fix . fixes many)" >&2; exit 1; }
 exec python -m pytest "$@"

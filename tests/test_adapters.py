@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
+from helpers import MICRO
 from safetensors.torch import load_file, save_file
 
-from helpers import MICRO
 from voxadapt.config import load_config
 from voxadapt.errors import VoxadaptError
 from voxadapt.models.adapters import is_adapter_param, merge_lora

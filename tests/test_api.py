@@ -9,7 +9,6 @@ import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
-
 from helpers import ROOT, assert_clean_error, write_wav
 
 pytestmark = pytest.mark.slow
@@ -90,9 +89,9 @@ def test_adapters_only_package(micro_pipeline, tmp_path):
     import shutil
 
     import torch
+    from helpers import MICRO
 
     import voxadapt as api
-    from helpers import MICRO
     from voxadapt.config import load_config
     from voxadapt.models.backbone import build_hf_model
     from voxadapt.models.speaker import build_model, save_model_dir
@@ -111,7 +110,7 @@ def test_adapters_only_package(micro_pipeline, tmp_path):
     exp = tmp_path / "exp"
     save_model_dir(exp / "model", cfg, model, head, [f"c{i}" for i in range(36)])
     shutil.copytree(micro_pipeline / "exp" / "mhfa_tiny" / "backend", exp / "backend")
-    make_package(exp, tmp_path / "pkg", adapters_only=True)
+    make_package(exp / "model", exp / "backend", exp / "results.json", tmp_path / "pkg", adapters_only=True)
     pkg = tmp_path / "pkg"
     assert not (pkg / "model.safetensors").exists() and (pkg / "adapters.safetensors").stat().st_size < \
         (exp / "model" / "model.safetensors").stat().st_size

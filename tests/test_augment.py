@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
-from lhotse import load_manifest_lazy
-
 from helpers import TINY, assert_clean_error, run_py, set_args, write_wav
+from lhotse import AudioSource, MonoCut, Recording, SupervisionSegment, load_manifest_lazy
+
 from voxadapt.augment.generate import make_rir
 from voxadapt.augment.online import Augmenter, power, reverberate, snr_db
-from voxadapt.augment.resources import augment_stage, training_cuts_path
 from voxadapt.config import load_config
 from voxadapt.data.examples import ExampleTable
 from voxadapt.errors import DataError
+from voxadapt.layout import AUGMENT_KINDS, DataLayout
+from voxadapt.stages import augment as augment_stage
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +26,15 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def augmenter(cfg, tiny_data):
-    return Augmenter(cfg.augment, tiny_data)
+    return Augmenter(cfg.augment, {k: DataLayout(tiny_data).augment_manifest(k) for k in AUGMENT_KINDS})
 
+
+
+def cut_of(source: AudioSource, seconds: float, speaker: str, sr: int = 16000) -> MonoCut:
+    """A one-utterance training cut of `seconds` of the recording `source`."""
+    rec = Recording(id="r", sources=[source], sampling_rate=sr, num_samples=int(seconds * sr), duration=seconds)
+    return MonoCut(id="r", start=0.0, duration=seconds, channel=0, recording=rec,
+                   supervisions=[SupervisionSegment("r", "r", 0.0, seconds, channel=0, speaker=speaker)])
 
 def speech(tiny_data, seconds=3.0):
     cuts = load_manifest_lazy(tiny_data / "manifests" / "train" / "cuts.jsonl.gz")
@@ -77,7 +87,7 @@ def test_reverberation_adds_a_tail_and_keeps_power():
 
 
 def test_generated_resources_and_speed_perturbation(cfg, tiny_data):
-    cuts = list(load_manifest_lazy(training_cuts_path(tiny_data, cfg)))
+    cuts = list(load_manifest_lazy(DataLayout(tiny_data).training_cuts(cfg.data.sets.train, cfg.augment.speed_perturb)))
     n_spk = cfg.data.synthetic.num_train_speakers
     speakers = {c.supervisions[0].speaker for c in cuts}
     assert len(speakers) == 3 * n_spk
@@ -87,7 +97,7 @@ def test_generated_resources_and_speed_perturbation(cfg, tiny_data):
             orig = by_id[c.id[: -len("_sp0.9")]]
             assert c.supervisions[0].speaker == "sp0.9-" + orig.supervisions[0].speaker
             assert c.duration == pytest.approx(orig.duration / 0.9, abs=1e-3)
-    table = ExampleTable.from_manifest(training_cuts_path(tiny_data, cfg), 16000)
+    table = ExampleTable.from_manifest(DataLayout(tiny_data).training_cuts(cfg.data.sets.train, cfg.augment.speed_perturb), 16000)
     assert table.num_classes == 3 * n_spk and sorted(set(table.speed)) == [0.9, 1.0, 1.1]
     for i in np.flatnonzero(table.speed == 1.1)[:3]:
         assert table.classes[table.label[i]].startswith("sp1.1-")
@@ -97,10 +107,8 @@ def test_speed_perturbed_crop_changes_pitch(tmp_path):
     sr, f0 = 16000, 440.0
     t = np.arange(sr * 2) / sr
     sf.write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * f0 * t), sr)
-    from voxadapt.data.packed import PackedStrings
-
-    table = ExampleTable(PackedStrings([str(tmp_path / "tone.wav")] * 2), np.zeros(2), np.full(2, 2.0),
-                         np.array([1.0, 1.1]), np.array([0, 1]), ["a", "sp1.1-a"], sr)
+    cut = cut_of(AudioSource("file", [0], str(tmp_path / "tone.wav")), 2.0, "a")
+    table = ExampleTable.from_cuts([cut, cut.perturb_speed(1.1)], sr, ["a", "sp1.1-a"])
     for i, want in ((0, f0), (1, f0 * 1.1)):
         x = table.crop(i, sr, np.random.default_rng(0))
         assert len(x) == sr
@@ -114,7 +122,7 @@ def test_stage2_is_idempotent(cfg, tiny_data, caplog):
     import logging
 
     caplog.set_level(logging.INFO)
-    assert augment_stage(cfg, tiny_data) == 0
+    augment_stage.run(cfg, DataLayout(tiny_data))
     assert "already made; nothing to do" in caplog.text
 
 
@@ -168,13 +176,12 @@ def test_unknown_weight_kind_is_a_config_error():
 
 
 def test_loader_reads_pipe_sources(tmp_path):
-    from voxadapt.data.packed import PackedStrings
-
     p = write_wav(tmp_path / "a.wav", 1.0)
-    table = ExampleTable(PackedStrings([f"cat {p} |"]), np.zeros(1), np.ones(1), np.ones(1), np.zeros(1, int),
-                         ["a"], 16000)
-    x = table.crop(0, 8000, np.random.default_rng(0))
-    assert len(x) == 8000 and power(x) > 0
-    with pytest.raises(DataError, match="failed with exit code"):
-        ExampleTable(PackedStrings(["false |"]), np.zeros(1), np.ones(1), np.ones(1), np.zeros(1, int), ["a"],
-                     16000).crop(0, 8000, np.random.default_rng(0))
+    piped, direct = (ExampleTable.from_cuts([cut_of(src, 1.0, "a")], 16000)
+                     for src in (AudioSource("command", [0], f"cat {p}"), AudioSource("file", [0], str(p))))
+    x = piped.crop(0, 8000, np.random.default_rng(0))
+    # The same random crop as from the file itself, and not silence.
+    assert len(x) == 8000 and np.array_equal(x, direct.crop(0, 8000, np.random.default_rng(0))) and np.abs(x).max() > 0.01
+    with pytest.raises(DataError, match=re.escape("'false |': cannot read training audio")):
+        ExampleTable.from_cuts([cut_of(AudioSource("command", [0], "false"), 1.0, "a")], 16000).crop(
+            0, 8000, np.random.default_rng(0))

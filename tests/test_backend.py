@@ -7,8 +7,8 @@ import struct
 import kaldiio
 import numpy as np
 import pytest
-
 from helpers import assert_clean_error, run_py
+
 from voxadapt.backend import kaldi_format as kf
 from voxadapt.backend.lda import compute_lda, length_norm
 from voxadapt.backend.plda import Plda
@@ -152,7 +152,7 @@ def test_scores_do_not_depend_on_trial_order():
     rng = np.random.default_rng(4)
     emb = make_embeddings(rng)
     labels = np.array([u.split("-")[0] for u in emb.ids])
-    from voxadapt.backend.stage import train_backend
+    from voxadapt.backend.training import train_backend
     from voxadapt.config import ScoringConfig
 
     backend, _ = train_backend(emb, dict(zip(emb.ids, labels)), ScoringConfig(lda_dim=8, plda_iters=3))

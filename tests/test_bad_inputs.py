@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import ROOT, assert_clean_error, make_data_dir, run_py, run_sh, set_args, venv_env, write_wav
+
 from voxadapt.errors import VoxadaptError
 
 # ------------------------------------------------------------------------------ run.sh options
@@ -204,7 +204,8 @@ def test_cli_option_faults(package, wav, tmp_path):
                                                            "ark,scp:x.ark,x.scp"]),
         (["embed", str(package), wav, "--out", "ark,scp:x.ark"], ["ark,scp needs two files"]),
         (["embed", str(package), wav, "--batch-size", "-5"], ["--batch-size: -5 must be above 0"]),
-        (["embed", str(package), wav, "--wav-scp", str(tmp_path / "list.scp")], ["give audio files or directories, --list or --wav-scp, not several"]),
+        (["embed", str(package), wav, "--wav-scp", str(tmp_path / "list.scp")],
+         ["give audio files or directories, --list or --wav-scp, not several"]),
         (["verify", str(package), str(tmp_path / "dir"), wav], [f"{tmp_path / 'dir'}: is a directory"]),
         (["embed", str(package), str(tmp_path / "dir")], [f"{tmp_path / 'dir'}: no .wav/.flac/.ogg files"]),
         (["embed", str(mono), wav], [f"{mono}: is a file, not a packaged model directory"]),
@@ -263,9 +264,11 @@ def test_dangling_model_link_at_stage_8(micro_pipeline, tmp_path):
 @pytest.mark.slow
 def test_scoring_that_fails_midway_leaves_no_list_behind(micro_pipeline, tmp_path, monkeypatch):
     from helpers import PIPELINE
-    from voxadapt.backend import stage as stage_module
+
     from voxadapt.config import load_config
+    from voxadapt.layout import DataLayout, ExpLayout
     from voxadapt.report import plots
+    from voxadapt.stages import score
 
     shutil.copytree(micro_pipeline, tmp_path / "p", symlinks=True)
     exp = tmp_path / "p" / "exp" / "mhfa_tiny"
@@ -277,7 +280,7 @@ def test_scoring_that_fails_midway_leaves_no_list_behind(micro_pipeline, tmp_pat
 
     monkeypatch.setattr(plots, "save_figure", fail)  # the last file of the list's directory
     with pytest.raises(OSError):
-        stage_module.score_stage(load_config(None, PIPELINE), tmp_path / "p" / "data", tmp_path / "p" / "exp")
+        score.run(load_config(None, PIPELINE), DataLayout(tmp_path / "p" / "data"), ExpLayout(exp))
     assert not (exp / "scores" / "test").exists() and not (exp / ".done" / "stage7_score.json").exists()
 
 
@@ -301,7 +304,7 @@ def test_kaldi_import_failure_names_the_users_file_and_leaves_nothing(tmp_path):
 def test_model_digest_is_of_content_not_path_or_time(tmp_path):
     import os
 
-    from voxadapt.extract import model_digest
+    from voxadapt.stages.extract import model_digest
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "model.safetensors").write_bytes(b"weights")

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import assert_clean_error, run_py
+
 from voxadapt.config import load_config
 from voxadapt.errors import ConfigError
 
@@ -16,7 +16,7 @@ def write(tmp_path, text):
 def test_defaults_and_shipped_config():
     cfg = load_config("conf/mhfa_tiny.yaml")
     assert cfg.name == "mhfa_tiny" and cfg.data.corpus == "synthetic"
-    assert cfg.data.all_sets == ["train", "dev", "test"]
+    assert cfg.data.sets.all == ["train", "dev", "test"]
 
 
 def test_unknown_key_is_an_error(tmp_path):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from helpers import MICRO, assert_clean_error, run_py, set_args
+
 from voxadapt.config import DropAdaptConfig, DropClassConfig, load_config
 from voxadapt.errors import VoxadaptError
+from voxadapt.layout import DataLayout, ExpLayout
 from voxadapt.models.aam import AAMSoftmax
-from voxadapt.train.dropclass import DropAdapt, DropClass
+from voxadapt.train.dropadapt import DropAdapt
+from voxadapt.train.dropclass import DropClass
 
 
 def test_dropclass_draws_are_fresh_deterministic_and_rank_independent():
@@ -70,7 +72,8 @@ def test_no_dropped_class_reaches_a_batch_or_the_head(tiny_data, tmp_path):
     cfg = load_config(None, MICRO + ["train.phases.0.dropclass.every_steps=5", "train.phases.0.dropclass.drop=20",
                                      "train.phases.0.epochs=1", "train.phases.0.average_last=1",
                                      "loader.num_workers=1"])
-    trainer = PhaseTrainer(cfg, cfg.train.phases[0], 0, tiny_data, tmp_path, None, init_distributed("cpu"))
+    trainer = PhaseTrainer(cfg, cfg.train.phases[0], 0, DataLayout(tiny_data), ExpLayout(tmp_path), None,
+                           init_distributed("cpu"))
     seen = []
     original = PhaseTrainer._train_step
 

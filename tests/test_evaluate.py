@@ -10,8 +10,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from helpers import ROOT, assert_clean_error, run_sh, venv_env
+
 from voxadapt.backend.calibration import Calibration
 
 # ------------------------------------------------------------------------------ calibration
@@ -277,8 +277,10 @@ def test_embeddings_do_not_depend_on_level_or_surrounding_silence(package, wavs)
 @pytest.mark.slow
 def test_cohort_choice_in_score_trials_and_stage_7(micro_pipeline, tmp_path):
     from helpers import PIPELINE, run_py
-    from voxadapt.backend.stage import score_stage
+
     from voxadapt.config import load_config
+    from voxadapt.layout import DataLayout, ExpLayout
+    from voxadapt.stages import score
 
     exp = micro_pipeline / "exp" / "mhfa_tiny"
     cohort = exp / "embeddings" / "dev" / "xvector.scp"
@@ -295,6 +297,6 @@ def test_cohort_choice_in_score_trials_and_stage_7(micro_pipeline, tmp_path):
     shutil.rmtree(copy / "scores")
     (copy / ".done" / "stage7_score.json").unlink()
     cfg = load_config(None, PIPELINE + [f"scoring.asnorm_cohort={cohort}"])
-    score_stage(cfg, micro_pipeline / "data", tmp_path / "p" / "exp")
+    score.run(cfg, DataLayout(micro_pipeline / "data"), ExpLayout(copy))
     assert (copy / "scores" / "test" / "asnorm.score").read_text() == (tmp_path / "b").read_text()
     assert json.loads((copy / ".done" / "stage7_score.json").read_text())["cohort"]  # its digest is recorded

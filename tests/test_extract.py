@@ -8,14 +8,15 @@ import kaldiio
 import numpy as np
 import pytest
 import torch
-
 from helpers import MICRO, assert_clean_error, run_py, run_sh, venv_env, write_config
+
 from voxadapt.config import load_config
-from voxadapt.data.kaldi_dir import DataDir
-from voxadapt.data.conditioning import normalize_level
-from voxadapt.embed import chunk_bounds, embed_waveforms
 from voxadapt.data.audio import read_utterance
-from voxadapt.models.speaker import build_model, load_model_dir, save_model_dir
+from voxadapt.data.conditioning import normalize_level
+from voxadapt.data.kaldi_dir import DataDir
+from voxadapt.embed import chunk_bounds, embed_waveforms
+from voxadapt.models.loading import load_speaker_model
+from voxadapt.models.speaker import build_model, save_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,8 @@ def test_xvectors_read_back_and_equal_unbatched_embeddings(extracted, micro_exp,
     vectors = dict(kaldiio.load_scp_sequential(str(extracted / "test" / "xvector.scp")))
     assert sorted(vectors) == d.utterance_ids
     assert (extracted / "test" / "xvector.scp").read_text().splitlines()[0].startswith(d.utterance_ids[0] + " ")
-    model, _, cfg, _ = load_model_dir(micro_exp / "exp" / "mhfa_tiny" / "model")
+    loaded = load_speaker_model(micro_exp / "exp" / "mhfa_tiny" / "model")
+    model, cfg = loaded.model, loaded.cfg
     for utt in d.utterance_ids[:6]:
         with torch.no_grad():  # stage 5 scales every utterance to the configured level first
             x = normalize_level(read_utterance(d, utt), cfg.extract.level_dbfs)
@@ -63,7 +65,8 @@ def test_padded_batches_equal_single_utterances(micro_exp, tiny_data):
     # Stage 5 on a CPU embeds one piece per batch; on a GPU pieces of similar length share a batch,
     # padded and masked. Force wide batches here: every embedding must still equal the single one.
     d = DataDir.load(tiny_data / "test")
-    model, _, cfg, _ = load_model_dir(micro_exp / "exp" / "mhfa_tiny" / "model")
+    loaded = load_speaker_model(micro_exp / "exp" / "mhfa_tiny" / "model")
+    model, cfg = loaded.model, loaded.cfg
     audio = [normalize_level(read_utterance(d, u), cfg.extract.level_dbfs) for u in d.utterance_ids[:8]]
     assert len({len(a) for a in audio}) > 1
     opts = dataclasses.replace(cfg.extract, batch_seconds=200.0, max_padding=10.0)
@@ -100,7 +103,8 @@ def test_rerun_does_nothing_and_a_lost_job_is_redone_alone(extracted, micro_exp,
 
 
 def test_chunked_long_utterance(micro_exp):
-    model, _, cfg, _ = load_model_dir(micro_exp / "exp" / "mhfa_tiny" / "model")
+    loaded = load_speaker_model(micro_exp / "exp" / "mhfa_tiny" / "model")
+    model, cfg = loaded.model, loaded.cfg
     opts = cfg.extract
     opts.max_chunk_seconds, opts.chunk_overlap_seconds = 4.0, 1.0
     opts.level_dbfs = None  # the chunking alone (conditioning is tested in test_evaluate.py)

@@ -7,13 +7,13 @@ megabyte-long line, Latin-1 text. Seeded, so a failure reproduces."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
-
 from helpers import make_data_dir
+
 from voxadapt.errors import VoxadaptError
 
 CASES_PER_READER = 150
@@ -75,10 +75,11 @@ def read_trials(path: Path) -> None:
 
 
 def read_manifest(path: Path) -> None:
-    from voxadapt.package import MANIFEST, read_manifest as read
+    from voxadapt.layout import PackageLayout
+    from voxadapt.package import read_manifest as read
 
     (path.parent / "pkg").mkdir(exist_ok=True)
-    (path.parent / "pkg" / MANIFEST).write_bytes(path.read_bytes())
+    PackageLayout(path.parent / "pkg").manifest.write_bytes(path.read_bytes())
     read(path.parent / "pkg")
 
 

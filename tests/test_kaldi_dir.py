@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from helpers import ROOT, assert_clean_error, make_data_dir, run_py, run_sh, write_wav
+
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.validate import fix_data_dir, validate_data_dir
 from voxadapt.errors import DataError

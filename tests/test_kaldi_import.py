@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import assert_clean_error, make_data_dir, run_py, set_args
+
 from voxadapt.config import load_config
-from voxadapt.corpus.stage import prepare_data_stage
 from voxadapt.data.kaldi_dir import DataDir
+from voxadapt.layout import DataLayout
+from voxadapt.stages import data as data_stage
 
 
 def test_import_user_dirs_with_voxceleb_style_trials(tmp_path):
@@ -15,7 +16,7 @@ def test_import_user_dirs_with_voxceleb_style_trials(tmp_path):
     (tmp_path / "trials").write_text("c-000 c-001 target\nc-000 d-000 nontarget\n")
     cfg = load_config(None, ["data.corpus=kaldi", f"data.kaldi.train_dir={train}", f"data.kaldi.test_dir={test}",
                              f"data.kaldi.trials={tmp_path / 'trials'}"])
-    prepare_data_stage(cfg, tmp_path / "data", 1)
+    data_stage.run(cfg, DataLayout(tmp_path / "data"), nj=1)
     assert DataDir.load(tmp_path / "data" / "train").spk2utt == {"a": ["a-000", "a-001"], "b": ["b-000", "b-001"]}
     assert (tmp_path / "data" / "test" / "trials").read_text() == (tmp_path / "trials").read_text()
     assert (tmp_path / "data" / "test" / "reco2dur").is_file()
@@ -59,11 +60,12 @@ def test_segmented_dirs_without_text_through_manifests_and_training_examples(tmp
     """Kaldi speaker dirs rarely have `text`; lhotse's import wants one with segments."""
     import numpy as np
     import soundfile as sf
-
     from helpers import run_sh, venv_env, write_config
-    from voxadapt.augment.resources import training_cuts_path
+
     from voxadapt.data.examples import ExampleTable
     from voxadapt.data.manifests import load_cuts
+    from voxadapt.layout import DataLayout
+    from voxadapt.stages import augment
 
     train = segmented_dir(tmp_path / "mytrain", ["a", "b"])
     test = segmented_dir(tmp_path / "mytest", ["c", "d"])
@@ -74,20 +76,19 @@ def test_segmented_dirs_without_text_through_manifests_and_training_examples(tmp
     proc = run_sh("run.sh", "--config", str(tmp_path / "seg.yaml"), "--stop_stage", "1", "--data",
                   str(tmp_path / "data"), "--exp", str(tmp_path / "exp"), env=venv_env())
     assert proc.returncode == 0, proc.stderr[-2000:]
-    cuts = {c.id: c for c in load_cuts(tmp_path / "data", "train")}
+    data = DataLayout(tmp_path / "data")
+    cuts = {c.id: c for c in load_cuts(data.cuts("train"))}
     assert sorted(cuts) == ["a-000", "a-001", "a-002", "b-000", "b-001", "b-002"]
     assert (cuts["a-001"].start, cuts["a-001"].duration) == (2.5, 1.5)
     assert cuts["b-002"].duration == 2.0 and cuts["b-002"].supervisions[0].speaker == "b"  # end -1: to the end
     # Training reads each example from inside its recording.
     cfg = load_config(tmp_path / "seg.yaml")
-    from voxadapt.augment.resources import augment_stage
-
-    augment_stage(cfg, tmp_path / "data")
-    table = ExampleTable.from_manifest(training_cuts_path(tmp_path / "data", cfg), 16000)
-    sources = [table.sources[k] for k in range(len(table))]
+    augment.run(cfg, data)
+    table = ExampleTable.from_manifest(data.training_cuts("train", speed_perturb=False), 16000)
+    sources = [table.audio_sources(k)[0] for k in range(len(table))]
     for spk, piped in (("a", False), ("b", True)):
-        i = next(k for k, src in enumerate(sources) if f"{spk}.wav" in src)
-        assert sources[i].endswith("|") == piped, sources[i]
+        i = next(k for k, src in enumerate(sources) if f"{spk}.wav" in src.source)
+        assert (sources[i].type == "command") == piped, sources[i]
         i += int(np.argmax(table.start[i:i + 3] == 2.5))
         crop = table.crop(i, 8000, np.random.default_rng(0))
         whole, _ = sf.read(train / "wav" / f"{spk}.wav", dtype="float32")

@@ -6,14 +6,15 @@ import math
 
 import pytest
 import torch
-
 from helpers import MICRO
+
 from voxadapt.config import load_config
 from voxadapt.errors import VoxadaptError
 from voxadapt.models.aam import AAMSoftmax
 from voxadapt.models.backbone import build_hf_model
+from voxadapt.models.loading import load_speaker_model
 from voxadapt.models.mhfa import MHFA, WeightedSumASP
-from voxadapt.models.speaker import build_model, load_model_dir, save_model_dir
+from voxadapt.models.speaker import build_model, save_model_dir
 from voxadapt.train.optim import backbone_groups, param_groups, set_trainable
 from voxadapt.train.regularize import L2SP
 
@@ -130,7 +131,8 @@ def test_l2sp_is_zero_at_start_and_grows(cfg):
 def test_model_dir_round_trip_and_bad_dirs(cfg, tmp_path):
     model, head = build_model(cfg, 5)
     save_model_dir(tmp_path / "m", cfg, model, head, [f"c{i}" for i in range(5)])
-    again, head2, cfg2, classes = load_model_dir(tmp_path / "m")
+    loaded = load_speaker_model(tmp_path / "m")
+    again, cfg2, classes = loaded.model, loaded.cfg, loaded.classes
     wav = torch.randn(1, 16000)
     model.eval()
     with torch.no_grad():
@@ -138,7 +140,7 @@ def test_model_dir_round_trip_and_bad_dirs(cfg, tmp_path):
     assert classes == ["c0", "c1", "c2", "c3", "c4"] and cfg2 == cfg
     with pytest.raises(VoxadaptError, match="model.safetensors: missing"):
         (tmp_path / "m" / "model.safetensors").unlink()
-        load_model_dir(tmp_path / "m")
+        load_speaker_model(tmp_path / "m")
 
 
 def test_not_an_ssl_model_dir(tmp_path):

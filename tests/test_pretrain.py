@@ -6,8 +6,8 @@ import time
 
 import pytest
 import torch
-
 from helpers import ROOT, assert_clean_error, kill_group, run_py, set_args, start_killable
+
 from voxadapt.config import load_config
 from voxadapt.models.speaker import build_model
 

@@ -15,9 +15,18 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 import pytest
+from helpers import (
+    PIPELINE,
+    ROOT,
+    assert_clean_error,
+    kill_group,
+    run_py,
+    run_stages,
+    set_args,
+    start_killable,
+    venv_env,
+)
 from safetensors.torch import load_file
-
-from helpers import PIPELINE, ROOT, assert_clean_error, kill_group, run_py, run_stages, set_args, start_killable, venv_env
 
 pytestmark = pytest.mark.slow
 NAME = "mhfa_tiny"

@@ -6,7 +6,6 @@ import filecmp
 import time
 
 import pytest
-
 from helpers import TINY, clean_checkout, kill_group, run_sh, start_killable, venv_env, write_config
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,6 @@ import shutil
 import kaldiio
 import numpy as np
 import pytest
-
 from helpers import MICRO, ROOT, run_sh, venv_env, write_config
 from slurm_cluster import LocalSlurm, SlurmUnavailable
 

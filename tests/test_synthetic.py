@@ -6,8 +6,8 @@ import filecmp
 
 import numpy as np
 import soundfile as sf
-
 from helpers import TINY
+
 from voxadapt.config import load_config
 from voxadapt.corpus.synthetic import draw_voice, generate_corpus, seeded_rng
 from voxadapt.data.kaldi_dir import DataDir

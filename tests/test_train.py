@@ -8,14 +8,15 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import MICRO, ROOT, assert_clean_error, kill_group, run_py, set_args, start_killable
 from safetensors.torch import load_file
 
-from helpers import MICRO, ROOT, assert_clean_error, kill_group, run_py, set_args, start_killable
 from voxadapt.config import load_config
 from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.embed import embed_waveforms
-from voxadapt.models.speaker import build_model, load_model_dir
+from voxadapt.models.loading import load_speaker_model
+from voxadapt.models.speaker import build_model
 
 pytestmark = pytest.mark.slow
 DETERMINISTIC = MICRO + ["train.deterministic=true"]
@@ -146,13 +147,14 @@ def test_training_learns_the_training_speakers(tiny_data, tmp_path):
     # unseen speakers, with augmentation and margins, is measured in RESULTS.md.
     over = [o for o in MICRO if not o.startswith(("model.backbone.arch", "train.phases"))] + [
         f"model.backbone.path={ROOT / 'models' / 'tiny_wavlm'}", "loader.crop_seconds=2.0",
-        "augment.aug_prob=0.0", "augment.speed_perturb=false",
+        "augment.probability=0.0", "augment.speed_perturb=false",
         "train.phases=[{name: main, epochs: 16, trainable_layers: 0, lr: 0.02, margin: 0.0, "
         "warmup_epochs: 0.5, schedule: exponential, checkpoint_every_steps: 10, average_last: 2}]"]
     proc = train(tiny_data, tmp_path / "exp", over)
     assert proc.returncode == 0, proc.stderr[-2000:]
     cfg = load_config(None, over)
-    trained, trained_head, _, classes = load_model_dir(tmp_path / "exp" / "mhfa_tiny" / "main" / "final")
+    loaded = load_speaker_model(tmp_path / "exp" / "mhfa_tiny" / "main" / "final")
+    trained, trained_head, classes = loaded.model, loaded.head, loaded.classes
     untrained, untrained_head = build_model(cfg, len(classes))
     d = DataDir.load(tiny_data / "train")
     utts = sorted(d.utt2spk)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import assert_clean_error, run_py, set_args, write_wav
+
 from voxadapt.config import load_config
-from voxadapt.corpus.stage import prepare_data_stage
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.trials import read_trials
 from voxadapt.errors import DataError
+from voxadapt.layout import DataLayout
+from voxadapt.stages import data as data_stage
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def vox_overrides(vox1, vox2, *extra):
 def test_fake_tree_to_kaldi_dirs(fake_vox, tmp_path):
     vox1, vox2 = fake_vox
     cfg = load_config(None, vox_overrides(vox1, vox2))
-    prepare_data_stage(cfg, tmp_path / "data", nj=2)
+    data_stage.run(cfg, DataLayout(tmp_path / "data"), nj=2)
     v1 = DataDir.load(tmp_path / "data" / "vox1")
     assert len(v1.utt2spk) == 8 and set(v1.spk2utt) == {"id10001", "id10002"}
     assert v1.utterance_ids[0] == "id10001-aaa-00001"
@@ -61,7 +62,7 @@ def test_m4a_conversion_to_flac(fake_vox, tmp_path):
     vox1, vox2 = fake_vox
     conv = tmp_path / "flac"
     cfg = load_config(None, vox_overrides(vox1, vox2, f"data.voxceleb.convert_dir={conv}"))
-    prepare_data_stage(cfg, tmp_path / "data", nj=2)
+    data_stage.run(cfg, DataLayout(tmp_path / "data"), nj=2)
     v2 = DataDir.load(tmp_path / "data" / "vox2_dev")
     assert v2.wav_scp["id00013-vid-00002"] == str(conv / "id00013" / "vid" / "00002.flac")
     assert len(list(conv.rglob("*.flac"))) == 6
@@ -70,13 +71,13 @@ def test_m4a_conversion_to_flac(fake_vox, tmp_path):
 def test_missing_pieces_are_clear_errors(fake_vox, tmp_path):
     vox1, vox2 = fake_vox
     with pytest.raises(DataError, match="VoxCeleb needs both roots"):
-        prepare_data_stage(load_config(None, ["data.corpus=voxceleb"]), tmp_path / "d", 1)
+        data_stage.run(load_config(None, ["data.corpus=voxceleb"]), DataLayout(tmp_path / "d"), nj=1)
     with pytest.raises(DataError, match="no VoxCeleb1 .wav files"):
-        prepare_data_stage(load_config(None, vox_overrides(tmp_path, vox2)), tmp_path / "d", 1)
+        data_stage.run(load_config(None, vox_overrides(tmp_path, vox2)), DataLayout(tmp_path / "d"), nj=1)
     for f in vox1.glob("*.txt"):
         f.unlink()
     with pytest.raises(DataError, match="none of VoxCeleb1's cleaned trial lists"):
-        prepare_data_stage(load_config(None, vox_overrides(vox1, vox2)), tmp_path / "d", 1)
+        data_stage.run(load_config(None, vox_overrides(vox1, vox2)), DataLayout(tmp_path / "d"), nj=1)
     assert not (tmp_path / "d" / "vox1").exists()
 
 

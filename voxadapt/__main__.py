@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from voxadapt.cli import ArgumentParser, run_main
-
+from voxadapt.pyscript import ArgumentParser, run_main
 
 REJECTED = 3  # verify --exit-code: 1 and 2 already mean a user error and a usage/internal error
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -201,7 +200,7 @@ def _score(v, args) -> int:  # noqa: ANN001
     import numpy as np
 
     from voxadapt.backend.calibration import quality_measures
-    from voxadapt.backend.scoring import Embeddings, score_trials
+    from voxadapt.backend.scoring import Embeddings, score_trials, write_scores
     from voxadapt.data.kaldi_dir import read_table
     from voxadapt.data.trials import read_trials
     from voxadapt.errors import DataError, VoxadaptError, located
@@ -230,15 +229,7 @@ def _score(v, args) -> int:  # noqa: ANN001
             raise DataError(located(args.utt2dur, None, f"no duration for {len(unknown)} utterance(s) of the trials: "
                                     f"{', '.join(unknown[:3])}", "give the utt2dur of the scored data dir"))
         llr = cal.llr(scores, quality_measures(trials, durations))
-    lines = (f"{t.enroll} {t.test} {s:.6f}" + (f" {llr[i]:.4f}" if llr is not None else "") + "\n"
-             for i, (t, s) in enumerate(zip(trials, scores)))
-    if args.out:
-        from voxadapt.fileio import atomic_path
-
-        with atomic_path(args.out) as tmp, open(tmp, "w") as f:
-            f.writelines(lines)
-    else:
-        sys.stdout.writelines(lines)
+    write_scores(args.out or None, trials, scores, llr)
     labels = np.array([t.target for t in trials])
     summary: dict = {"trials": len(trials), "method": v.method, "scores": args.out, "llr": llr is not None}
     if labels.any() and not labels.all():

@@ -8,9 +8,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import soundfile as sf
@@ -23,9 +23,10 @@ from voxadapt.data.trials import Trial
 from voxadapt.data.validate import SILENCE_PEAK
 from voxadapt.embed import embed_waveforms
 from voxadapt.errors import VoxadaptError, first_line
-from voxadapt.package import load_speaker_model, read_manifest
+from voxadapt.layout import PackageLayout
+from voxadapt.models.loading import load_speaker_model
+from voxadapt.package import read_manifest
 from voxadapt.train.distributed import resolve_device
-
 
 # The decision's prior when none is given: even odds, i.e. accept when the evidence favours the
 # same speaker. NIST-style priors (0.01) need far stronger evidence than a small model gives.
@@ -97,14 +98,16 @@ class SpeakerVerifier:
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         self.device = str(resolve_device(device))
-        self.model, self.cfg = load_speaker_model(self.path, self.manifest, self.device)
+        loaded = load_speaker_model(self.path, self.device)
+        self.model, self.cfg = loaded.model, loaded.cfg
         self.sample_rate = int(self.manifest["sample_rate"])
         self.min_duration = self.cfg.data.min_duration
         self.method = method or self.manifest["default_method"]
         if self.method not in self.manifest["methods"]:
             raise VoxadaptError(f"method '{self.method}' is not in this package ({', '.join(self.manifest['methods'])})")
-        self.backend = Backend.load(self.path / "backend")
-        self.calibrations = load_calibrations(self.path / "calibration.json")
+        pkg = PackageLayout(self.path)
+        self.backend = Backend.load(pkg.backend)
+        self.calibrations = load_calibrations(pkg.calibration)
         if self.method not in self.calibrations:
             raise VoxadaptError(f"{self.path / 'calibration.json'}: no calibration for '{self.method}'; re-package the model")
         self.cfg.extract.batch_seconds = max(batch_seconds, self.cfg.extract.max_chunk_seconds)

@@ -11,8 +11,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from voxadapt.errors import VoxadaptError, first_line, located
 
@@ -113,14 +114,24 @@ def read_safetensors(path: str | Path, fix: str) -> dict:
         raise VoxadaptError(located(path, None, f"not a readable safetensors file ({first_line(err)})", fix)) from None
 
 
-def file_digest(path: str | Path) -> str:
-    """sha1 of a file's bytes. Fingerprints hash contents, never paths or times, so a copied or
-    moved experiment is recognised as the same one."""
+# Fingerprints hash contents, never paths or times, so a copied or moved experiment is
+# recognised as the same one. Every hash in the recipe is one of these three.
+def content_digest(parts: Iterable[bytes]) -> str:
+    """sha1 of the concatenated parts."""
     h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for part in parts:
+        h.update(part)
     return h.hexdigest()
+
+
+def text_digest(text: str) -> str:
+    return content_digest([text.encode()])
+
+
+def file_digest(path: str | Path) -> str:
+    """sha1 of a file's bytes, read in blocks."""
+    with open(path, "rb") as f:
+        return content_digest(iter(lambda: f.read(1 << 20), b""))
 
 
 class StageMarker:
@@ -154,6 +165,3 @@ class StageMarker:
 
     def mark_done(self) -> None:
         write_text_atomic(self.path, json.dumps(self.fingerprint, sort_keys=True, indent=1) + "\n")
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)

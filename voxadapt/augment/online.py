@@ -1,4 +1,4 @@
-"""Online augmentation: with probability aug_prob, one of reverberation,
+"""Online augmentation: with probability augment.probability, one of reverberation,
 additive noise, music or babble, at an SNR drawn from that kind's range."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import numpy as np
 from lhotse import load_manifest
 from scipy.signal import fftconvolve
 
-from voxadapt.augment.resources import resource_path
 from voxadapt.config import AugmentConfig
 from voxadapt.data.audio import read_samples, rxfilename
 from voxadapt.data.packed import PackedStrings
 from voxadapt.errors import DataError, located
+from voxadapt.layout import AUGMENT_KINDS
 
 
 def power(x: np.ndarray) -> float:
@@ -49,7 +49,7 @@ class AudioPool:
     num_samples: np.ndarray
 
     @classmethod
-    def from_manifest(cls, path: Path) -> "AudioPool":
+    def from_manifest(cls, path: Path) -> AudioPool:
         if not path.is_file():
             raise DataError(located(path, None, "missing", "run stage 2 (augment) first"))
         recs = load_manifest(path)
@@ -71,9 +71,10 @@ class AudioPool:
 
 
 class Augmenter:
-    def __init__(self, cfg: AugmentConfig, data_dir: Path):
+    def __init__(self, cfg: AugmentConfig, resources: dict[str, Path]):
+        """`resources`: the manifest of each kind in AUGMENT_KINDS (stage 2's outputs)."""
         self.cfg = cfg
-        self.pools = {k: AudioPool.from_manifest(resource_path(data_dir, k)) for k in ("noise", "music", "speech", "rir")}
+        self.pools = {k: AudioPool.from_manifest(resources[k]) for k in AUGMENT_KINDS}
         self.kinds = [k for k in ("reverb", "noise", "music", "babble") if cfg.weights.get(k, 0.0) > 0]
         w = np.array([cfg.weights[k] for k in self.kinds])
         self.probs = w / w.sum()
@@ -81,7 +82,7 @@ class Augmenter:
     def __call__(self, x: np.ndarray, rng: np.random.Generator, kind: str | None = None) -> tuple[np.ndarray, str]:
         """Augment `x` (float32, mono); `kind` forces one kind (benchmarks and tests)."""
         if kind is None:
-            if rng.random() >= self.cfg.aug_prob:
+            if rng.random() >= self.cfg.probability:
                 return x, "none"
             kind = str(rng.choice(self.kinds, p=self.probs))
         n = len(x)

@@ -1,40 +1,39 @@
-"""Stage 2: augmentation resources as lhotse RecordingSets, and the speed-perturbed training cuts.
+"""Augmentation resources as lhotse RecordingSets, and speed-perturbed copies of training cuts.
 
-data/manifests/augment/{noise,music,speech,rir}.jsonl.gz hold what online augmentation draws
-from: MUSAN and RIRS_NOISES through lhotse's recipes when the user gives them, otherwise
-generated stand-ins (audio under data/augment/) and, for babble, the training recordings.
+The resources are what online augmentation draws from: MUSAN and RIRS_NOISES through lhotse's
+recipes when the user gives them, otherwise generated stand-ins and, for babble, the training
+recordings.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from lhotse import CutSet, Recording, RecordingSet, fastcopy, load_manifest_lazy
+from lhotse import CutSet, Recording, RecordingSet, fastcopy
 
 from voxadapt.augment.generate import NOISE_KINDS, make_music, make_noise, make_rir
-from voxadapt.config import AugmentConfig, Config
-from voxadapt.data.manifests import FILES, load_cuts, manifest_dir
+from voxadapt.config import AugmentConfig
 from voxadapt.errors import DataError, located
-from voxadapt.fileio import StageMarker, atomic_dir, atomic_path, file_digest
+from voxadapt.fileio import atomic_path
 
-log = logging.getLogger(__name__)
-
-KINDS = ("noise", "music", "speech", "rir")
 MIN_RIR_SECONDS = 0.001
 
 
-def resource_path(data_dir: Path, kind: str) -> Path:
-    return data_dir / "manifests" / "augment" / f"{kind}.jsonl.gz"
-
-
-def training_cuts_path(data_dir: Path, cfg: Config) -> Path:
-    """The cuts training reads: speed-perturbed copies included when configured."""
-    name = f"{cfg.data.train_set}_sp" if cfg.augment.speed_perturb else cfg.data.train_set
-    return manifest_dir(data_dir, name) / FILES[2]
+def build_resources(cfg: AugmentConfig, audio_dir: Path, sr: int,
+                    train_recordings: Iterable[Recording]) -> dict[str, RecordingSet]:
+    """noise, music, speech (babble) and rir recordings, checked; generated audio goes to `audio_dir`."""
+    if cfg.musan_root:
+        sets = _musan(Path(cfg.musan_root))
+    else:
+        sets = _generated_noise_music(cfg, audio_dir, sr)
+        # Babble from the training speakers' own recordings (3-8 at a time, mixed online).
+        sets["speech"] = RecordingSet.from_recordings(train_recordings)
+    sets["rir"] = _rirs(Path(cfg.rirs_root)) if cfg.rirs_root else _generated_rirs(cfg, audio_dir, sr)
+    _check_resources(sets, sr)
+    return sets
 
 
 def _musan(root: Path) -> dict[str, RecordingSet]:
@@ -117,42 +116,3 @@ def speed_perturbed_cuts(cuts: CutSet, speeds: list[float]) -> CutSet:
         copies.append(cuts.perturb_speed(factor).map_supervisions(
             lambda s, f=factor: fastcopy(s, speaker=f"sp{f}-{s.speaker}")))
     return CutSet.from_cuts(c for part in copies for c in part)
-
-
-def augment_stage(cfg: Config, data: str | Path) -> int:
-    data_dir = Path(data)
-    train = cfg.data.train_set
-    train_cuts = manifest_dir(data_dir, train) / FILES[2]
-    if not train_cuts.is_file():
-        raise DataError(located(train_cuts, None, "missing", "run stage 1 (manifests) first"))
-    fingerprint = {"augment": dataclasses.asdict(cfg.augment), "sample_rate": cfg.data.sample_rate,
-                   "train_cuts": file_digest(train_cuts)}
-    marker = StageMarker(data_dir / ".done" / "stage2_augment.json", fingerprint)
-    if marker.is_done(outputs_hint=data_dir / "manifests" / "augment"):
-        log.info("stage 2: augmentation resources already made; nothing to do")
-        return 0
-    a, sr = cfg.augment, cfg.data.sample_rate
-    if a.musan_root:
-        sets = _musan(Path(a.musan_root))
-    else:
-        sets = _generated_noise_music(a, data_dir / "augment", sr)
-        # Babble from the training speakers' own recordings (3-8 at a time, mixed online).
-        sets["speech"] = RecordingSet.from_recordings(c.recording for c in load_cuts(data_dir, train))
-    sets["rir"] = _rirs(Path(a.rirs_root)) if a.rirs_root else _generated_rirs(a, data_dir / "augment", sr)
-    _check_resources(sets, sr)
-    with atomic_dir(data_dir / "manifests" / "augment") as tmp:
-        for kind in KINDS:
-            sets[kind].to_file(tmp / f"{kind}.jsonl.gz")
-    for kind in KINDS:
-        log.info("stage 2: %d %s recordings (%.1f min)", len(sets[kind]), kind,
-                 sum(r.duration for r in sets[kind]) / 60)
-    cuts = load_manifest_lazy(train_cuts)
-    if a.speed_perturb:
-        out = manifest_dir(data_dir, f"{train}_sp")
-        with atomic_dir(out) as tmp:
-            speed_perturbed_cuts(cuts.to_eager(), a.speeds).to_file(tmp / FILES[2])
-        speakers = {c.supervisions[0].speaker for c in load_manifest_lazy(out / FILES[2])}
-        log.info("stage 2: speed perturbation %s: %d training classes (%d speakers x %d)",
-                 a.speeds, len(speakers), len(speakers) // (1 + len(a.speeds)), 1 + len(a.speeds))
-    marker.mark_done()
-    return 0

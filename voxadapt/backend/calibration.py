@@ -36,7 +36,7 @@ class Calibration:
     duration_range: list[float] = field(default_factory=list)  # [d_lo, d_hi] seconds (with quality)
 
     @classmethod
-    def fit(cls, scores: np.ndarray, labels: np.ndarray, durations: np.ndarray | None = None) -> "Calibration":
+    def fit(cls, scores: np.ndarray, labels: np.ndarray, durations: np.ndarray | None = None) -> Calibration:
         """`durations`: (N, 2) seconds of the shorter and the longer side of each trial, or None."""
         labels = np.asarray(labels, dtype=bool)
         if labels.all() or not labels.any():

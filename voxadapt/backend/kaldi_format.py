@@ -1,162 +1,141 @@
-"""Kaldi's on-disk objects: vectors, matrices and the PLDA model, binary and text.
+"""Kaldi's on-disk objects: vectors and matrices through kaldiio, and the PLDA model container.
 
-Binary files start with "\\0B"; a vector is the token "FV "/"DV ", an int32 size (a size byte 4,
-then little-endian), then the raw values; a matrix is "FM "/"DM ", int32 rows, int32 cols, then
-rows. Text files hold " [ 1 2 3 ]" for vectors and " [\\n  1 2 \\n  3 4 ]" for matrices. The
-PLDA object (ivector-compute-plda) is "<Plda> " mean transform psi "</Plda> ".
+Vectors and matrices are binary ("\\0B" + FV/DV/FM/DM) or text (" [ 1 2 3 ]"); kaldiio writes
+both and reads the binary form. Its text reader is not used: it guesses int32 or float32 from
+the first number (so "[ 2 0.5 ]" fails and doubles lose precision), so text is parsed here as
+float64. Nor is its general loader, which follows pipes in file names and unpickles "PKL"
+objects. The PLDA object (ivector-compute-plda) is "<Plda> " mean transform psi "</Plda> ",
+whose parts carry no binary marker of their own: that container is read and written here.
 """
 
 from __future__ import annotations
 
-import struct
+import io
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+from kaldiio.matio import read_matrix_or_vector, write_array, write_array_ascii
 
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import atomic_path
 
-
-class _Reader:
-    """Reads Kaldi objects in sequence from one binary or text file."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            self.data = path.read_bytes()
-        except FileNotFoundError:
-            raise VoxadaptError(located(path, None, "file not found", "check the path")) from None
-        self.binary = self.data.startswith(b"\0B")
-        self.pos = 2 if self.binary else 0
-        self.text = "" if self.binary else self.data.decode(errors="replace")
-
-    def fail(self, what: str) -> VoxadaptError:
-        return VoxadaptError(located(self.path, None, f"not a valid Kaldi {what}",
-                                     "give a file written by Kaldi or voxadapt"))
-
-    def token(self) -> str:
-        if self.binary:
-            end = self.data.find(b" ", self.pos)
-            if end < 0:
-                raise self.fail("object")
-            tok, self.pos = self.data[self.pos:end].decode(errors="replace"), end + 1
-            return tok
-        while self.pos < len(self.text) and self.text[self.pos].isspace():
-            self.pos += 1
-        start = self.pos
-        while self.pos < len(self.text) and not self.text[self.pos].isspace():
-            self.pos += 1
-        if start == self.pos:
-            raise self.fail("object (unexpected end)")
-        return self.text[start:self.pos]
-
-    def _int32(self) -> int:
-        if self.data[self.pos:self.pos + 1] != b"\x04" or self.pos + 5 > len(self.data):
-            raise self.fail("object (bad or truncated integer)")
-        value = struct.unpack("<i", self.data[self.pos + 1:self.pos + 5])[0]
-        self.pos += 5
-        return value
-
-    def _floats(self, count: int, dtype: str) -> np.ndarray:
-        size = np.dtype(dtype).itemsize * count
-        if count < 0 or self.pos + size > len(self.data):
-            raise self.fail("object (truncated)")
-        out = np.frombuffer(self.data[self.pos:self.pos + size], dtype=dtype).astype(np.float64)
-        self.pos += size
-        return out
-
-    def _bracketed(self) -> str:
-        if self.token() != "[":
-            raise self.fail("vector or matrix")
-        end = self.text.find("]", self.pos)
-        if end < 0:
-            raise self.fail("vector or matrix (no closing ']')")
-        body, self.pos = self.text[self.pos:end], end + 1
-        return body
-
-    def vector(self) -> np.ndarray:
-        if self.binary:
-            tok = self.token()
-            if tok not in ("FV", "DV"):
-                raise self.fail("vector")
-            return self._floats(self._int32(), "<f4" if tok == "FV" else "<f8")
-        try:
-            return np.array([float(x) for x in self._bracketed().split()])
-        except ValueError:
-            raise self.fail("vector (not numbers)") from None
-
-    def matrix(self) -> np.ndarray:
-        if self.binary:
-            tok = self.token()
-            if tok not in ("FM", "DM"):
-                raise self.fail("matrix")
-            rows, cols = self._int32(), self._int32()
-            return self._floats(rows * cols, "<f4" if tok == "FM" else "<f8").reshape(rows, cols)
-        try:
-            rows = [[float(x) for x in line.split()] for line in self._bracketed().split("\n") if line.strip()]
-        except ValueError:
-            raise self.fail("matrix (not numbers)") from None
-        if len({len(r) for r in rows}) > 1:
-            raise self.fail("matrix (rows of different lengths)")
-        return np.array(rows)
+BINARY = b"\0B"
 
 
-def _w_token(binary: bool, tok: str) -> bytes:
-    return (tok + " ").encode()
+def _fail(path: Path, what: str) -> VoxadaptError:
+    return VoxadaptError(located(path, None, f"not a valid Kaldi {what}", "give a file written by Kaldi or voxadapt"))
 
 
-def _w_vector(binary: bool, v: np.ndarray, double: bool) -> bytes:
-    if binary:
-        dt = "<f8" if double else "<f4"
-        return (b"DV " if double else b"FV ") + b"\x04" + struct.pack("<i", len(v)) + np.asarray(v, dt).tobytes()
-    return (" [ " + " ".join(f"{x:.9g}" for x in v) + " ]\n").encode()
+def _open(path: Path) -> tuple[BinaryIO, bool]:
+    """The file, positioned after the binary marker if there is one, and whether it is binary."""
+    if not path.is_file():
+        raise VoxadaptError(located(path, None, "file not found", "check the path"))
+    fd = io.BytesIO(path.read_bytes())
+    binary = fd.read(2) == BINARY
+    fd.seek(2 if binary else 0)
+    return fd, binary
 
 
-def _w_matrix(binary: bool, m: np.ndarray, double: bool) -> bytes:
-    m = np.atleast_2d(m)
-    if binary:
-        dt = "<f8" if double else "<f4"
-        return ((b"DM " if double else b"FM ") + b"\x04" + struct.pack("<i", m.shape[0]) + b"\x04"
-                + struct.pack("<i", m.shape[1]) + np.asarray(m, dt).tobytes())
-    rows = "".join("\n  " + " ".join(f"{x:.9g}" for x in r) + " " for r in m)
-    return (" [" + rows + "]\n").encode()
+def _read_array(fd: BinaryIO, binary: bool, ndim: int, path: Path, what: str) -> np.ndarray:
+    try:
+        if binary:  # kaldiio expects each object to carry the marker: give it one
+            start = fd.tell()
+            array, size = read_matrix_or_vector(io.BytesIO(BINARY + fd.read()), return_size=True)
+            fd.seek(start + size - len(BINARY))
+        else:
+            array = _read_text_array(fd)
+    except Exception:  # noqa: BLE001 - kaldiio fails on damaged input with asserts and several error types
+        raise _fail(path, what) from None
+    array = np.asarray(array, dtype=np.float64)
+    if array.ndim != ndim:
+        raise _fail(path, what)
+    return array
 
 
-def _write(path: Path, payload: bytes, binary: bool) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes((b"\0B" if binary else b"") + payload)
+def _read_text_array(fd: BinaryIO) -> np.ndarray:
+    """' [ 1 2 ]' (vector) or ' [\\n  1 2 \\n  3 4 ]' (matrix: rows on lines of their own)."""
+    if _read_token(fd) != "[":
+        raise ValueError("no '['")
+    body = b""
+    while (c := fd.read(1)) != b"]":
+        if not c:
+            raise ValueError("no ']'")
+        body += c
+    rows = [[float(x) for x in line.split()] for line in body.decode().split("\n")]
+    if "\n" not in body.decode().strip(" "):
+        return np.array(rows[0], dtype=np.float64)
+    rows = [r for r in rows if r]
+    if len({len(r) for r in rows}) > 1:
+        raise ValueError("rows of different lengths")
+    return np.array(rows, dtype=np.float64).reshape(len(rows), -1)
 
 
-def write_vector(path: str | Path, v: np.ndarray, binary: bool = True, double: bool = False) -> None:
-    _write(Path(path), _w_vector(binary, v, double), binary)
-
-
-def write_matrix(path: str | Path, m: np.ndarray, binary: bool = True, double: bool = False) -> None:
-    _write(Path(path), _w_matrix(binary, m, double), binary)
+def _read_token(fd: BinaryIO) -> str:
+    out = b""
+    while (c := fd.read(1)) and c.isspace() and not out:
+        pass
+    while c and not c.isspace():
+        out += c
+        c = fd.read(1)
+    return out.decode(errors="replace")
 
 
 def read_vector(path: str | Path) -> np.ndarray:
-    return _Reader(Path(path)).vector()
+    fd, binary = _open(Path(path))
+    return _read_array(fd, binary, 1, Path(path), "vector")
 
 
 def read_matrix(path: str | Path) -> np.ndarray:
-    return _Reader(Path(path)).matrix()
+    fd, binary = _open(Path(path))
+    return _read_array(fd, binary, 2, Path(path), "matrix")
+
+
+def _write_array(fd: BinaryIO, array: np.ndarray, binary: bool) -> None:
+    if binary:
+        part = io.BytesIO()
+        write_array(part, array)
+        fd.write(part.getvalue()[len(BINARY):])  # the file's marker is written once, at its start
+    else:
+        write_array_ascii(fd, array, digit=".9g")
+
+
+def _write(path: Path, arrays: list[np.ndarray], binary: bool, tokens: tuple[str, str] | None = None) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fd:
+        if binary:
+            fd.write(BINARY)
+        if tokens:
+            fd.write(f"{tokens[0]} ".encode())
+        for a in arrays:
+            _write_array(fd, a, binary)
+        if tokens:
+            fd.write(f"{tokens[1]} ".encode())
+
+
+def write_vector(path: str | Path, v: np.ndarray, binary: bool = True, double: bool = False) -> None:
+    _write(Path(path), [np.asarray(v, np.float64 if double else np.float32).ravel()], binary)
+
+
+def write_matrix(path: str | Path, m: np.ndarray, binary: bool = True, double: bool = False) -> None:
+    _write(Path(path), [np.atleast_2d(np.asarray(m, np.float64 if double else np.float32))], binary)
 
 
 def write_plda(path: str | Path, mean: np.ndarray, transform: np.ndarray, psi: np.ndarray, binary: bool = True) -> None:
     """Kaldi's Plda::Write: double-precision mean, transform and psi between <Plda> tokens."""
-    payload = (_w_token(binary, "<Plda>") + _w_vector(binary, mean, True) + _w_matrix(binary, transform, True)
-               + _w_vector(binary, psi, True) + _w_token(binary, "</Plda>"))
-    _write(Path(path), payload, binary)
+    arrays = [np.asarray(mean, np.float64), np.atleast_2d(np.asarray(transform, np.float64)), np.asarray(psi, np.float64)]
+    _write(Path(path), arrays, binary, ("<Plda>", "</Plda>"))
 
 
 def read_plda(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r = _Reader(Path(path))
-    if r.token() != "<Plda>":
-        raise r.fail("PLDA")
-    mean, transform, psi = r.vector(), r.matrix(), r.vector()
-    if r.token() != "</Plda>":
-        raise r.fail("PLDA")
+    path = Path(path)
+    fd, binary = _open(path)
+    if _read_token(fd) != "<Plda>":
+        raise _fail(path, "PLDA")
+    mean = _read_array(fd, binary, 1, path, "PLDA")
+    transform = _read_array(fd, binary, 2, path, "PLDA")
+    psi = _read_array(fd, binary, 1, path, "PLDA")
+    if _read_token(fd) != "</Plda>":
+        raise _fail(path, "PLDA")
     d = len(mean)
     if transform.shape != (d, d) or len(psi) != d:
         raise VoxadaptError(located(path, None, f"inconsistent PLDA dimensions (mean {d}, transform "

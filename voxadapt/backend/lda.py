@@ -16,7 +16,6 @@ from scipy.sparse import csr_matrix
 
 from voxadapt.errors import VoxadaptError
 
-
 CHUNK_ROWS = 65_536  # rows per pass step: float64 accumulators, float32 data never copied whole
 
 

@@ -50,7 +50,7 @@ class Plda:
         return len(self.mean)
 
     @classmethod
-    def train(cls, x: np.ndarray, labels: np.ndarray, iters: int = 10) -> tuple["Plda", list[float]]:
+    def train(cls, x: np.ndarray, labels: np.ndarray, iters: int = 10) -> tuple[Plda, list[float]]:
         """EM from Kaldi's starting point (within- and between-class covariances); returns the
         model and the log-likelihood per example before each iteration and after the last."""
         stats = class_stats(x, labels)

@@ -6,6 +6,7 @@ is computed once for the utterances a trial list uses, then gathered per trial.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ class Embeddings:
         self.index = {u: i for i, u in enumerate(self.ids)}
 
     @classmethod
-    def from_scp(cls, scp: str | Path) -> "Embeddings":
+    def from_scp(cls, scp: str | Path) -> Embeddings:
         scp = Path(scp)
         if not scp.is_file():
             raise VoxadaptError(located(scp, None, "x-vector list not found", "run stage 5, or check the path"))
@@ -62,7 +63,7 @@ class Embeddings:
             raise VoxadaptError(located(scp, None, "empty x-vector list", "run stage 5"))
         return cls(ids, np.stack(vecs))
 
-    def subset(self, ids: list[str]) -> "Embeddings":
+    def subset(self, ids: list[str]) -> Embeddings:
         return Embeddings(ids, self.matrix[[self.index[u] for u in ids]])
 
 
@@ -89,7 +90,7 @@ class Backend:
                     w(f"cohort{i:06d}", vec.astype(np.float32))
 
     @classmethod
-    def load(cls, directory: Path) -> "Backend":
+    def load(cls, directory: Path) -> Backend:
         if not (directory / "mean.vec").is_file():
             raise VoxadaptError(located(directory / "mean.vec", None, "missing", "run stage 6 (backend) first"))
         plda = None
@@ -188,8 +189,13 @@ def score_trials(backend: Backend, emb: Embeddings, trials: list[Trial], methods
     return {m: out[m] for m in methods}
 
 
-def write_scores(path: Path, trials: list[Trial], scores: np.ndarray) -> None:
-    """Kaldi's score format: 'enroll test score' per line, in trial order."""
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        for t, s in zip(trials, scores):
-            f.write(f"{t.enroll} {t.test} {s:.6f}\n")
+def write_scores(path: str | Path | None, trials: list[Trial], scores: np.ndarray, llr: np.ndarray | None = None) -> None:
+    """Kaldi's score format, 'enroll test score' per line in trial order (with the calibrated LLR
+    as a fourth column when given); written whole to `path`, or to stdout when it is None."""
+    lines = (f"{t.enroll} {t.test} {s:.6f}" + (f" {llr[i]:.4f}" if llr is not None else "") + "\n"
+             for i, (t, s) in enumerate(zip(trials, scores)))
+    if path is None:
+        sys.stdout.writelines(lines)
+        return
+    with atomic_path(Path(path)) as tmp, open(tmp, "w") as f:
+        f.writelines(lines)

@@ -8,8 +8,8 @@ formants, pitch, voice quality and rate without touching the installed package.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 

@@ -5,22 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from voxadapt.config import KaldiImportConfig
-from voxadapt.data.validate import validate_data_dir
 from voxadapt.data.trials import read_trials, write_trials
+from voxadapt.data.validate import validate_data_dir
 from voxadapt.errors import DataError
 from voxadapt.fileio import atomic_dir
 
 
-def import_kaldi_dirs(cfg: KaldiImportConfig, data_dir: Path, sample_rate: int, min_duration: float, nj: int) -> None:
-    """Validate the user's dirs in place (tables and audio), then copy them as data/train and
-    data/test: every error names the user's own file and line, and a failed import leaves nothing."""
+def import_kaldi_dirs(cfg: KaldiImportConfig, train_dir: Path, test_dir: Path, sample_rate: int,
+                      min_duration: float, nj: int) -> None:
+    """Validate the user's dirs in place (tables and audio), then copy them to `train_dir` and
+    `test_dir`: every error names the user's own file and line, and a failed import leaves nothing."""
     if not (cfg.train_dir and cfg.test_dir and cfg.trials):
         raise DataError("--corpus kaldi needs --train_dir DIR --test_dir DIR --trials FILE")
     train, test = (validate_data_dir(d, sample_rate, min_duration, check_audio=True, nj=nj)
                    for d in (cfg.train_dir, cfg.test_dir))
     trials = read_trials(cfg.trials, known=test.utt2spk)
-    for src, name in ((train, "train"), (test, "test")):
-        with atomic_dir(data_dir / name) as out:
+    for src, dst in ((train, train_dir), (test, test_dir)):
+        with atomic_dir(dst) as out:
             src.write(out)  # sorted tables, spk2utt regenerated, reco2dur from the validation
-            if name == "test":
+            if dst == test_dir:
                 write_trials(out / "trials", trials)

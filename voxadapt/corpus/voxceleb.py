@@ -90,18 +90,19 @@ def vox2_data_dir(cfg: VoxCelebConfig, out: Path, nj: int) -> DataDir:
     return DataDir(out, wav, utt2spk)
 
 
-def prepare_voxceleb(cfg: VoxCelebConfig, data_dir: Path, nj: int) -> None:
+def prepare_voxceleb(cfg: VoxCelebConfig, vox2_dir: Path, vox1_dir: Path, nj: int) -> None:
+    """VoxCeleb2 dev (training) into `vox2_dir`, VoxCeleb1 and its cleaned trial lists into `vox1_dir`."""
     if not cfg.vox1_root or not cfg.vox2_root:
         raise DataError("VoxCeleb needs both roots: run.sh --voxceleb1_root DIR --voxceleb2_root DIR "
                         "(or data.voxceleb.vox1_root / vox2_root in the config)")
-    vox1 = vox1_data_dir(Path(cfg.vox1_root), data_dir / "vox1")
+    vox1 = vox1_data_dir(Path(cfg.vox1_root), vox1_dir)
     trials_dir = Path(cfg.trials_dir or cfg.vox1_root)
     found = {name: suffix for name, suffix in TRIAL_LISTS.items() if (trials_dir / name).is_file()}
     if not found:
         raise DataError(located(trials_dir, None, "none of VoxCeleb1's cleaned trial lists "
                                 f"({', '.join(TRIAL_LISTS)}) is here",
                                 "download them from the VoxCeleb site and pass --vox1_trials DIR"))
-    vox2 = vox2_data_dir(cfg, data_dir / "vox2_dev", nj)
+    vox2 = vox2_data_dir(cfg, vox2_dir, nj)
     vox1.write()
     for name, suffix in found.items():
         write_trials(vox1.path / f"trials_{suffix}", read_trials(trials_dir / name, known=vox1.utt2spk))

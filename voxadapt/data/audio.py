@@ -31,7 +31,7 @@ def _run_pipe(rx: str) -> bytes:
         raise DataError(f"'{rx}': wav.scp pipes are disabled (VOXADAPT_NO_PIPES=1); "
                         "convert the audio to files, or unset VOXADAPT_NO_PIPES for trusted data")
     cmd = rx.rstrip()[:-1]
-    proc = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, executable="/bin/bash")
+    proc = subprocess.run(cmd, shell=True, capture_output=True, executable="/bin/bash")
     if proc.returncode != 0:
         reason = proc.stderr.decode(errors="replace").strip().splitlines()
         detail = f": {reason[-1]}" if reason else ""
@@ -113,7 +113,7 @@ def read_samples(rx: str, start: int = 0, frames: int = -1) -> np.ndarray:
     return x
 
 
-def read_utterance(d: "DataDir", utt: str) -> np.ndarray:
+def read_utterance(d: DataDir, utt: str) -> np.ndarray:
     """Mono float32 samples of one utterance of a data dir (its segment, when there are segments)."""
     seg = d.segments[utt] if d.segments is not None else None
     try:

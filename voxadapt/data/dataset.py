@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -45,8 +45,9 @@ def _identity(batch: dict) -> dict:
     return batch
 
 
-def make_loader(dataset: CropBatchDataset, sampler: SpeakerBatchSampler, num_workers: int,
+def make_loader(dataset: Dataset, sampler: SpeakerBatchSampler, num_workers: int,
                 worker_init_fn: Callable[[int], None] | None = None) -> DataLoader:
+    """Batches made whole by `dataset` from the sampler's BatchSpecs (training and pre-training)."""
     # A private generator: creating an iterator must not draw from the global torch RNG, or a
     # resumed run (which creates one mid-epoch) would drift from an uninterrupted one.
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers, collate_fn=_identity,

@@ -6,14 +6,13 @@ Files are written sorted in C order, as Kaldi's tools expect.
 
 from __future__ import annotations
 
-import hashlib
 import shlex
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from voxadapt.errors import DataError, located
-from voxadapt.fileio import atomic_path
+from voxadapt.fileio import atomic_path, content_digest
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ class DataDir:
     lines: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)  # file -> key -> line
 
     @classmethod
-    def load(cls, path: str | Path) -> "DataDir":
+    def load(cls, path: str | Path) -> DataDir:
         """Read and cross-check a data dir; the first problem is raised as a DataError."""
         path = Path(path)
         if not path.is_dir():
@@ -233,11 +232,8 @@ def _seconds(t: float) -> str:
 
 def tables_digest(set_dir: Path) -> str:
     """A hash of a data dir's tables: outputs derived from them record it to notice edits."""
-    h = hashlib.sha1()
-    for name in ("wav.scp", "utt2spk", "segments", "reco2dur"):
-        if (set_dir / name).is_file():
-            h.update(name.encode() + (set_dir / name).read_bytes())
-    return h.hexdigest()
+    return content_digest(name.encode() + (set_dir / name).read_bytes()
+                          for name in ("wav.scp", "utt2spk", "segments", "reco2dur") if (set_dir / name).is_file())
 
 
 def write_table(path: Path, items: Iterable[tuple[str, str]]) -> None:

@@ -3,7 +3,7 @@ and nothing for copy-on-write to duplicate in forked DataLoader workers."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

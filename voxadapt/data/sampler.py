@@ -10,8 +10,9 @@ training has consumed, however far the DataLoader has prefetched.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 

@@ -14,6 +14,7 @@ import numpy as np
 from voxadapt.data.kaldi_dir import DataDir, Segment, tables_digest
 from voxadapt.errors import DataError, located
 from voxadapt.fileio import StageMarker, atomic_dir
+from voxadapt.layout import dir_marker
 
 
 def utterance_durations(d: DataDir) -> dict[str, float]:
@@ -36,7 +37,7 @@ def split_data_dir(path: str | Path, nj: int) -> Path:
         raise DataError(located(d.path, None, f"cannot split {len(utts)} utterances into {nj} jobs",
                                 f"use --nj between 1 and {len(utts)}"))
     out = d.path / f"split{nj}"
-    marker = StageMarker(out / ".done.json", {"tables": tables_digest(d.path), "nj": nj})
+    marker = StageMarker(dir_marker(out), {"tables": tables_digest(d.path), "nj": nj})
     if out.is_dir() and marker.is_done():
         return out
     dur = utterance_durations(d)
@@ -53,5 +54,5 @@ def split_data_dir(path: str | Path, nj: int) -> Path:
                           {u: d.segments[u] for u in part} if d.segments is not None else None,
                           {r: d.reco2dur[r] for r in recos} if d.reco2dur is not None else None)
             sub.write()
-        StageMarker(tmp / ".done.json", marker.fingerprint).mark_done()
+        StageMarker(dir_marker(tmp), marker.fingerprint).mark_done()
     return out

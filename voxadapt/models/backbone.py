@@ -40,14 +40,19 @@ def model_classes(model_type: str):  # noqa: ANN202
     return getattr(transformers, cfg_name), getattr(transformers, model_name)
 
 
-def hf_config(model_type: str, overrides: dict):  # noqa: ANN201 - a transformers PretrainedConfig
-    """A config-only architecture (random init), e.g. the tiny default or WavLM Base+'s shape."""
-    config_cls, _ = model_classes(model_type)
-    try:
-        config = config_cls(**overrides)
-    except (TypeError, ValueError) as err:
-        raise VoxadaptError(f"transformers cannot build a {model_type} model from model.backbone.arch: {err}") from None
-    return config
+def random_hf_model(model_type: str, arch: dict, seed: int, source: str = "model.backbone.arch"):  # noqa: ANN201
+    """A seeded, randomly initialised transformers model of architecture `arch` (the tiny default,
+    WavLM Base+'s shape, a saved backbone.json); errors name `source`."""
+    config_cls, model_cls = model_classes(model_type)
+    # Masking (SpecAugment) happens only in the model's own forward, which the backbone never calls,
+    # so only layerdrop needs switching off.
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # the same random backbone every time (also the L2-SP reference)
+        try:
+            return model_cls(config_cls(**{**arch, "layerdrop": 0.0}))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise VoxadaptError(f"transformers cannot build a {model_type} model from {source}: "
+                                f"{first_line(err)}") from None
 
 
 def read_local_config(path: Path) -> tuple[str, dict]:
@@ -113,9 +118,6 @@ class SSLBackbone(nn.Module):
     def layers(self) -> nn.ModuleList:
         return self.model.encoder.layers
 
-    def frame_lengths(self, num_samples: torch.Tensor) -> torch.Tensor:
-        return self.model._get_feat_extract_output_lengths(num_samples).long()
-
     def _cnn(self, wav: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """CNN features one utterance at a time: GroupNorm never sees padding, and on CPU this is
         also faster and far lighter than one batched call (its 512-channel activations at 200 Hz
@@ -166,9 +168,6 @@ def _normalize(wav: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
 def build_hf_model(model_type: str, path: str, arch: dict, seed: int, random_init: bool = False):  # noqa: ANN201
     """The transformers model: pre-trained from a local dir, or randomly initialised from `arch`
     (or, with `random_init`, from the local dir's architecture)."""
-    # Masking (SpecAugment) happens only in the model's own forward, which the backbone never calls,
-    # so only layerdrop needs switching off; the mask embedding then loads and stays frozen.
-    overrides = {"layerdrop": 0.0}
     if path and random_init:
         local_type, data = read_local_config(Path(path))
         keep = {k: v for k, v in data.items() if k not in ("model_type", "architectures", "transformers_version")}
@@ -181,19 +180,11 @@ def build_hf_model(model_type: str, path: str, arch: dict, seed: int, random_ini
                                         "set model.backbone.type to match or point at another model"))
         _, model_cls = model_classes(local_type)
         try:
-            return model_cls.from_pretrained(p, local_files_only=True, **overrides)
+            return model_cls.from_pretrained(p, local_files_only=True, layerdrop=0.0)
         except (OSError, ValueError) as err:
             raise VoxadaptError(located(p, None, f"cannot load the model ({first_line(err)})",
                                         "check the directory holds the weights saved with it")) from None
-    _, model_cls = model_classes(model_type)
-    config = hf_config(model_type, {**arch, **overrides})
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)  # the same random backbone every time (also the L2-SP reference)
-        try:
-            return model_cls(config)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise VoxadaptError(f"transformers cannot build a {model_type} model from model.backbone.arch: "
-                                f"{first_line(err)}") from None
+    return random_hf_model(model_type, arch, seed)
 
 
 def backbone_from_config(b: BackboneConfig, seed: int):  # noqa: ANN201 - a transformers model

@@ -16,11 +16,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from voxadapt.config import Config, ModelConfig, dump_yaml, load_config
-from voxadapt.errors import VoxadaptError, first_line, located
+from voxadapt.config import Config, ModelConfig, dump_yaml
+from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import atomic_dir, read_json, read_safetensors
 from voxadapt.models.aam import AAMSoftmax
-from voxadapt.models.backbone import MODEL_TYPES, SSLBackbone, model_classes, backbone_from_config
+from voxadapt.models.backbone import MODEL_TYPES, SSLBackbone, backbone_from_config, random_hf_model
 from voxadapt.models.clstoken import ClassTokenBackend
 from voxadapt.models.mhfa import MHFA, WeightedSumASP
 
@@ -56,7 +56,8 @@ def make_backend(cfg: ModelConfig, num_states: int, hidden: int) -> nn.Module:
     return WeightedSumASP(num_states, hidden, b.attention_dim, b.embed_dim)
 
 
-def _normalize_flag(cfg: ModelConfig) -> bool:
+def normalize_waveform(cfg: ModelConfig) -> bool:
+    """Whether the backbone expects zero-mean unit-variance input (its preprocessor config says)."""
     if cfg.backbone.normalize_waveform is not None:
         return cfg.backbone.normalize_waveform
     pre = Path(cfg.backbone.path) / "preprocessor_config.json" if cfg.backbone.path else None
@@ -68,7 +69,7 @@ def build_model(cfg: Config, num_classes: int) -> tuple[SpeakerModel, AAMSoftmax
     hf = backbone_from_config(cfg.model.backbone, cfg.seed)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        backbone = SSLBackbone(hf, _normalize_flag(cfg.model), cfg.model.adapters)
+        backbone = SSLBackbone(hf, normalize_waveform(cfg.model), cfg.model.adapters)
         backend = make_backend(cfg.model, backbone.num_layers + 1, backbone.hidden_size)
         head = AAMSoftmax(backend.embed_dim, num_classes)
     return SpeakerModel(backbone, backend), head
@@ -91,37 +92,19 @@ def save_model_dir(path: Path, cfg: Config, model: SpeakerModel, head: AAMSoftma
                   metadata={"format": "voxadapt"})
 
 
-def load_model_dir(path: str | Path, device: str = "cpu") -> tuple[SpeakerModel, AAMSoftmax, Config, list[str]]:
-    """Rebuild a trained model from its directory (no network, no pickles)."""
-    path = Path(path)
-    for name in ("config.yaml", "backbone.json", "model.safetensors", "classes.txt"):
-        if not (path / name).is_file():
-            raise VoxadaptError(located(path / name, None, "missing: not a trained voxadapt model directory",
-                                        "run stages 3-4 first, or give exp/<name>/model"))
-    cfg = load_config(path / "config.yaml")
-    classes = (path / "classes.txt").read_text().split()
-    model = speaker_model_around(hf_model_from_json(path / "backbone.json", "re-run the stage that wrote the model"), cfg)
-    head = AAMSoftmax(model.backend.embed_dim, len(classes))
-    load_weights(path / "model.safetensors", model, head)
-    return model.to(device).eval(), head.to(device).eval(), cfg, classes
-
-
 def hf_model_from_json(file: Path, fix: str) -> nn.Module:
     """An untrained transformers model of the architecture saved in `file` (weights come later)."""
     hf_json = read_json(file, fix)
     model_type = hf_json.get("model_type", "") if isinstance(hf_json, dict) else ""
     if model_type not in MODEL_TYPES:
         raise VoxadaptError(located(file, None, f"not an SSL model config (model_type {model_type!r})", fix))
-    config_cls, model_cls = model_classes(model_type)
-    try:
-        return model_cls(config_cls.from_dict(hf_json))
-    except Exception as err:  # noqa: BLE001 - transformers validates configs with several error types
-        raise VoxadaptError(located(file, None, f"transformers cannot build it ({first_line(err)})", fix)) from None
+    arch = {k: v for k, v in hf_json.items() if k not in ("model_type", "architectures", "transformers_version")}
+    return random_hf_model(model_type, arch, 0, f"{file} ({fix})")
 
 
 def speaker_model_around(hf: nn.Module, cfg: Config) -> SpeakerModel:
     """The speaker model of `cfg` (wrapper, adapters, back-end) around a transformers model."""
-    backbone = SSLBackbone(hf, _normalize_flag(cfg.model), cfg.model.adapters)
+    backbone = SSLBackbone(hf, normalize_waveform(cfg.model), cfg.model.adapters)
     return SpeakerModel(backbone, make_backend(cfg.model, backbone.num_layers + 1, backbone.hidden_size))
 
 

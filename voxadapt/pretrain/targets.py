@@ -3,11 +3,13 @@ clustered with k-means (HuBERT's first iteration)."""
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.fft import dct
+from lhotse.features.kaldi.extractors import Mfcc, MfccConfig
 from sklearn.cluster import MiniBatchKMeans
 
 # The wav2vec2/HuBERT/WavLM CNN: frame j sees samples [320 j, 320 j + 400).
@@ -18,21 +20,19 @@ def num_frames(num_samples: int) -> int:
     return max(0, (num_samples - WINDOW) // HOP + 1)
 
 
-def _mel_matrix(sr: int, n_fft: int = 512, n_mels: int = 40) -> np.ndarray:
-    mel = lambda f: 2595 * np.log10(1 + f / 700)  # noqa: E731
-    edges = 700 * (10 ** (np.linspace(mel(20), mel(min(7600, sr / 2)), n_mels + 2) / 2595) - 1)
-    freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    return np.clip(np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), 0, None)
+@functools.lru_cache(maxsize=4)
+def _mfcc_extractor(sr: int) -> Mfcc:
+    with warnings.catch_warnings():  # lhotse warns that snip_edges changes its frame counts: wanted here
+        warnings.simplefilter("ignore")
+        return Mfcc(MfccConfig(sampling_rate=sr, frame_length=WINDOW / sr, frame_shift=HOP / sr,
+                               snip_edges=True, num_filters=40, num_ceps=13))
 
 
 def mfcc(x: np.ndarray, sr: int) -> np.ndarray:
-    """(frames, 39): 13 MFCCs with deltas and delta-deltas, mean-normalised per utterance."""
+    """(frames, 39): Kaldi MFCCs (lhotse's) with deltas and delta-deltas, mean-normalised per
+    utterance, one frame per SSL frame."""
     n = num_frames(len(x))
-    idx = np.arange(WINDOW)[None, :] + HOP * np.arange(n)[:, None]
-    frames = x[idx] * np.hamming(WINDOW)
-    power = np.abs(np.fft.rfft(frames, 512)) ** 2
-    c = dct(np.log(power @ _mel_matrix(sr).T + 1e-10), axis=1, norm="ortho")[:, :13]
+    c = _mfcc_extractor(sr).extract(x.astype(np.float32), sr)[:n]
     d1 = np.gradient(c, axis=0) if n > 1 else np.zeros_like(c)
     d2 = np.gradient(d1, axis=0) if n > 1 else np.zeros_like(c)
     feats = np.concatenate([c, d1, d2], axis=1)
@@ -53,7 +53,7 @@ class FrameTargets:
         np.savez(path, labels=self.labels, offsets=self.offsets)
 
     @classmethod
-    def load(cls, path: Path) -> "FrameTargets":
+    def load(cls, path: Path) -> FrameTargets:
         with np.load(path, allow_pickle=False) as z:
             return cls(z["labels"], z["offsets"])
 

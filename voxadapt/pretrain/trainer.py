@@ -9,27 +9,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import signal
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from voxadapt.augment.generate import NOISE_KINDS, make_noise
 from voxadapt.augment.online import add_at_snr
 from voxadapt.config import Config
 from voxadapt.data.audio import read_utterance
+from voxadapt.data.dataset import make_loader
 from voxadapt.data.kaldi_dir import DataDir, write_table
 from voxadapt.data.sampler import BatchSpec, SpeakerBatchSampler
 from voxadapt.data.validate import validate_data_dir
-from voxadapt.errors import VoxadaptError, first_line, located
+from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import StageMarker, atomic_dir
-from voxadapt.models.backbone import model_classes, hf_config
+from voxadapt.layout import dir_marker
+from voxadapt.models.backbone import random_hf_model
 from voxadapt.pretrain.targets import HOP, FrameTargets, fit_targets, mfcc, num_frames
 from voxadapt.train import checkpoint as ckpt_io
+from voxadapt.train.interrupt import StopRequested, ignore_sigint_in_workers
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ def prepare_corpus(cfg: Config, work: Path, nj: int) -> DataDir:
     from voxadapt.corpus.synthetic import render, speaker_jobs
 
     syn = dataclasses.replace(cfg.data.synthetic, utts_per_speaker=p.utts_per_speaker, seed=p.corpus_seed)
-    marker = StageMarker(work / "data" / ".done.json", {"synthetic": dataclasses.asdict(syn), "speakers": p.speakers})
+    marker = StageMarker(dir_marker(work / "data"), {"synthetic": dataclasses.asdict(syn), "speakers": p.speakers})
     if not marker.is_done(outputs_hint=work / "data"):
         # 'pre' ids and their own seed: voices unrelated to the embedded corpus's speakers.
         rendered = render(speaker_jobs("pre", range(p.speakers), p.corpus_seed, work / "audio"), syn,
@@ -111,25 +113,16 @@ class MaskedPredictionBatches(Dataset):
                 "state_after": spec.state_after}
 
 
-def _identity(batch: dict) -> dict:
-    return batch
-
-
 # ---------------------------------------------------------------------------------- training
 
 
 def build_pretraining_model(cfg: Config) -> tuple[nn.Module, nn.Linear]:
-    _, model_cls = model_classes(cfg.model.backbone.type)
     # mask_time_prob > 0 makes transformers create the learned mask embedding; masks are ours.
-    config = hf_config(cfg.model.backbone.type, {**cfg.model.backbone.arch, "layerdrop": 0.0, "mask_time_prob": 0.05})
+    b = cfg.model.backbone
+    model = random_hf_model(b.type, {**b.arch, "mask_time_prob": 0.05}, cfg.seed)
     with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        try:
-            model = model_cls(config)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise VoxadaptError(f"transformers cannot build a {cfg.model.backbone.type} model from "
-                                f"model.backbone.arch: {first_line(err)}") from None
-        head = nn.Linear(config.hidden_size, cfg.pretrain.clusters)
+        torch.manual_seed(cfg.seed + 1)
+        head = nn.Linear(model.config.hidden_size, cfg.pretrain.clusters)
     return model, head
 
 
@@ -171,20 +164,18 @@ def pretrain(cfg: Config, work: Path, nj: int) -> dict:
     dataset = MaskedPredictionBatches(audio, targets, frames, cfg)
     fingerprint = {"pretrain": dataclasses.asdict(p), "arch": cfg.model.backbone.arch, "type": cfg.model.backbone.type,
                    "seed": cfg.seed, "corpus": d.utterance_ids[:3] + [str(len(audio))]}
-    ckpt_dir = work / "checkpoints"
+    ckpt_dir, cpu = work / "checkpoints", torch.device("cpu")
     step = 0
-    if paths := ckpt_io.list_checkpoints(ckpt_dir):
-        ckpt = ckpt_io.load_checkpoint(paths[-1], fingerprint)
+    if (ckpt := ckpt_io.latest_checkpoint(ckpt_dir, fingerprint)) is not None:
         model.load_state_dict(ckpt["model"])
         head.load_state_dict(ckpt["head"])
         opt.load_state_dict(ckpt["optimizer"])
         sampler.load_state_dict(ckpt["sampler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        ckpt_io.restore_rng(ckpt["rng"], cpu)
         step = int(ckpt["step"])
-        log.info("pre-training: resuming from %s (step %d)", paths[-1].name, step)
+        log.info("pre-training: resuming from %s (step %d)", ckpt["path"].name, step)
 
-    stop = {"flag": False}
-    old = signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+    stop = StopRequested()
     history: list[tuple[int, float, float]] = []
     log_every = max(1, min(50, p.steps // 10))
     start = time.time()
@@ -192,15 +183,12 @@ def pretrain(cfg: Config, work: Path, nj: int) -> dict:
     def save(consumed) -> None:  # noqa: ANN001
         ckpt_io.save_checkpoint(ckpt_dir, step, {
             "fingerprint": fingerprint, "step": step, "model": model.state_dict(), "head": head.state_dict(),
-            "optimizer": opt.state_dict(), "sampler": sampler.state_dict(at=consumed),
-            "rng": {"torch": torch.get_rng_state()}})
+            "optimizer": opt.state_dict(), "sampler": sampler.state_dict(at=consumed), "rng": ckpt_io.rng_state(cpu)})
         ckpt_io.prune_checkpoints(ckpt_dir, 1)
 
     try:
         model.train()
-        loader = DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=p.num_workers, collate_fn=_identity,
-                            generator=torch.Generator().manual_seed(0),
-                            multiprocessing_context="fork" if p.num_workers else None)
+        loader = make_loader(dataset, sampler, p.num_workers, worker_init_fn=ignore_sigint_in_workers)
         losses, accs = [], []
         for batch in loader:
             for g in opt.param_groups:
@@ -221,14 +209,14 @@ def pretrain(cfg: Config, work: Path, nj: int) -> dict:
                 history.append((step, float(np.mean(losses[-log_every:])), float(np.mean(accs[-log_every:]))))
                 log.info("pre-training step %d/%d: loss %.3f, masked-frame accuracy %.3f, lr %.1e (%.0f s)",
                          step, p.steps, history[-1][1], history[-1][2], lr_at(step, cfg), time.time() - start)
-            if stop["flag"]:
+            if stop.flag:
                 save(batch["state_after"])
                 log.warning("interrupted: checkpoint saved at step %d; re-run to resume", step)
                 raise KeyboardInterrupt
             if step % p.checkpoint_every_steps == 0 or step == p.steps:
                 save(batch["state_after"])
     finally:
-        signal.signal(signal.SIGINT, old)
+        stop.restore()
     return {"steps": step, "seconds_this_run": round(time.time() - start, 1), "history": history,
             "utterances": len(audio), "hours": round(sum(len(x) for x in audio) / cfg.data.sample_rate / 3600, 2),
             "model": model}

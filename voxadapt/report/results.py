@@ -42,11 +42,11 @@ def results_table(results: dict[str, dict[str, dict]], p_targets: list[float]) -
     return "\n".join(lines) + "\n"
 
 
-def write_results(exp_dir: Path, name: str, results: dict, p_targets: list[float]) -> str:
+def write_results(results_json: Path, results_md: Path, name: str, results: dict, p_targets: list[float]) -> str:
     table = results_table(results, p_targets)
-    with atomic_path(exp_dir / "results.json") as tmp:
+    with atomic_path(results_json) as tmp:
         tmp.write_text(json.dumps(results, indent=1) + "\n")
-    with atomic_path(exp_dir / "RESULTS.md") as tmp:
+    with atomic_path(results_md) as tmp:
         tmp.write_text(f"# {name}\n\nEER and DCFs (C_miss = C_fa = 1) per trial list; actDCF uses the calibrated "
                        f"log-likelihood ratios at the Bayes threshold.\n\n{table}")
     return table

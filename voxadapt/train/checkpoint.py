@@ -43,6 +43,25 @@ def save_checkpoint(directory: Path, step: int, content: dict, end_of_epoch: int
     return path
 
 
+def latest_checkpoint(directory: Path, fingerprint: dict) -> dict | None:
+    """The newest checkpoint in `directory` (None if there is none), checked against `fingerprint`."""
+    paths = list_checkpoints(directory)
+    return {**load_checkpoint(paths[-1], fingerprint), "path": paths[-1]} if paths else None
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def load_checkpoint(path: Path, fingerprint: dict) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,28 +1,13 @@
-"""DropClass and DropAdapt (Luu, Bell, Renals, Odyssey 2020).
-
-Both decide which classes the data sampler may draw and which rows of the AAM head enter the
-softmax. DropClass redraws K random classes every N steps (a pure function of seed and step,
-so every DDP rank and every resume agrees without communication). DropAdapt, every N steps,
-scores the unlabelled adaptation data, sums the softmax probabilities per class over the
-utterances, and permanently drops the K least probable classes (or K random ones, the control).
-"""
+"""DropClass (Luu, Bell, Renals, Odyssey 2020): every N steps, K random classes leave the data
+sampler and the softmax of the AAM head. The draw is a pure function of seed and step, so every
+DDP rank and every resume agrees without communication. DropAdapt is in `dropadapt`."""
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 import numpy as np
-import torch
 
-from voxadapt.config import DropAdaptConfig, DropClassConfig
-from voxadapt.data.audio import read_utterance
-from voxadapt.errors import VoxadaptError, located
-from voxadapt.fileio import atomic_path
-from voxadapt.models.aam import AAMSoftmax
-from voxadapt.models.speaker import SpeakerModel
-
-log = logging.getLogger(__name__)
+from voxadapt.config import DropClassConfig
+from voxadapt.errors import VoxadaptError
 
 
 class DropClass:
@@ -40,91 +25,3 @@ class DropClass:
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 7_000_001, draw]))
         dropped = rng.choice(self.num_classes, self.cfg.drop, replace=False)
         return np.setdiff1d(np.arange(self.num_classes), dropped)
-
-
-class DropAdapt:
-    def __init__(self, cfg: DropAdaptConfig, num_classes: int, seed: int, audio: list[np.ndarray], sample_rate: int,
-                 classes: list[str], log_file: Path):
-        if cfg.drop >= num_classes:
-            raise VoxadaptError(f"dropadapt.drop {cfg.drop} must be less than the {num_classes} training classes")
-        if not audio:
-            raise VoxadaptError("the DropAdapt adaptation set has no audio; give dropadapt.adaptation_dir with utterances")
-        self.cfg, self.num_classes, self.seed = cfg, num_classes, seed
-        self.audio, self.sr, self.classes, self.log_file = audio, sample_rate, classes, log_file
-        self.dropped: list[int] = []  # in the order they were dropped
-
-    def due(self, step: int) -> bool:
-        return step % self.cfg.every_steps == 0
-
-    def kept(self) -> np.ndarray:
-        return np.setdiff1d(np.arange(self.num_classes), np.array(self.dropped, dtype=np.int64))
-
-    def _crops(self, draw: int) -> torch.Tensor:
-        n = int(self.cfg.crop_seconds * self.sr)
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 7_000_002, draw]))
-        out = np.empty((len(self.audio), n), dtype=np.float32)
-        for i, x in enumerate(self.audio):
-            start = int(rng.integers(0, max(1, len(x) - n + 1)))
-            piece = x[start:start + n]
-            out[i] = piece if len(piece) == n else np.resize(piece, n)
-        return torch.from_numpy(out)
-
-    @torch.no_grad()
-    def class_probabilities(self, model: SpeakerModel, head: AAMSoftmax, kept: np.ndarray, draw: int,
-                            device: torch.device) -> np.ndarray:
-        """Softmax over the kept classes, summed over the adaptation utterances (no labels used)."""
-        was = model.training
-        model.eval()
-        try:
-            crops = self._crops(draw)
-            total = torch.zeros(len(kept), dtype=torch.float64)
-            idx = torch.from_numpy(kept).to(device)
-            for s in range(0, len(crops), 32):
-                emb = model(crops[s:s + 32].to(device))
-                total += torch.softmax(head.scale * head.cosine(emb, idx), dim=1).sum(0).double().cpu()
-        finally:
-            model.train(was)
-        return total.numpy()
-
-    def update(self, step: int, model: SpeakerModel, head: AAMSoftmax, device: torch.device) -> list[int]:
-        """Drop K more classes; returns them (lowest summed probability first)."""
-        kept = self.kept()
-        if len(kept) - self.cfg.drop < 2:
-            log.warning("DropAdapt: only %d classes left; no further drops", len(kept))
-            return []
-        draw = step // self.cfg.every_steps
-        if self.cfg.variant == "random":
-            rng = np.random.default_rng(np.random.SeedSequence([self.seed, 7_000_003, draw]))
-            chosen, probs = rng.choice(kept, self.cfg.drop, replace=False), None
-        else:
-            probs = self.class_probabilities(model, head, kept, draw, device)
-            order = np.argsort(probs, kind="stable")[: self.cfg.drop]
-            chosen = kept[order]
-            probs = probs[order]
-        self.dropped.extend(int(c) for c in chosen)
-        with atomic_path(self.log_file) as tmp:
-            previous = self.log_file.read_text() if self.log_file.is_file() else "step\tclass\tsummed_probability\n"
-            rows = "".join(f"{step}\t{self.classes[c]}\t{'-' if probs is None else f'{p:.6g}'}\n"
-                           for c, p in zip(chosen, probs if probs is not None else [None] * len(chosen)))
-            tmp.write_text(previous + rows)
-        return [int(c) for c in chosen]
-
-
-def adaptation_audio(adaptation_dir: str, data_dir: Path, test_sets: list[str]) -> list[np.ndarray]:
-    """Audio of the adaptation set: a given data dir, or the enrolment side of the test trial lists."""
-    from voxadapt.data.kaldi_dir import DataDir
-    from voxadapt.data.trials import read_trials
-
-    if adaptation_dir:
-        d = DataDir.load(adaptation_dir)
-        return [read_utterance(d, u) for u in d.utterance_ids]
-    out = []
-    for s in test_sets:
-        d = DataDir.load(data_dir / s)
-        lists = sorted((data_dir / s).glob("trials*"))
-        if not lists:
-            raise VoxadaptError(located(data_dir / s, None, "no trial list for the DropAdapt enrolment set",
-                                        "give dropadapt.adaptation_dir"))
-        enroll = sorted({t.enroll for f in lists for t in read_trials(f, known=d.utt2spk)})
-        out += [read_utterance(d, u) for u in enroll]
-    return out

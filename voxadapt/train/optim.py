@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from voxadapt.config import PhaseConfig
-from voxadapt.models.adapters import is_adapter_param
 from voxadapt.models.aam import AAMSoftmax
+from voxadapt.models.adapters import is_adapter_param
 from voxadapt.models.speaker import SpeakerModel
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
-import signal
 import time
 from pathlib import Path
 
@@ -22,52 +20,27 @@ import torch
 from torch import nn
 
 from voxadapt.augment.online import Augmenter
-from voxadapt.augment.resources import training_cuts_path
-from voxadapt.config import Config, DistillConfig, PhaseConfig
+from voxadapt.config import Config, PhaseConfig
 from voxadapt.data.dataset import CropBatchDataset, make_loader
 from voxadapt.data.examples import ExampleTable
 from voxadapt.data.sampler import SpeakerBatchSampler
 from voxadapt.errors import VoxadaptError
-from voxadapt.fileio import StageMarker, file_digest, write_text_atomic
+from voxadapt.fileio import StageMarker, file_digest, text_digest, write_text_atomic
+from voxadapt.layout import AUGMENT_KINDS, DataLayout, ExpLayout
 from voxadapt.models.aam import AAMSoftmax
 from voxadapt.models.backbone import backbone_from_config
-from voxadapt.models.clstoken import kd_loss
-from voxadapt.models.speaker import SpeakerModel, build_model, load_model_dir, load_weights, save_model_dir
+from voxadapt.models.speaker import SpeakerModel, build_model, load_weights, save_model_dir
 from voxadapt.train import checkpoint as ckpt_io
+from voxadapt.train.dev_eer import DevEer
+from voxadapt.train.distill import Distiller
 from voxadapt.train.distributed import DistInfo, any_rank, average_over_ranks, barrier, broadcast_list
-from voxadapt.train.dropclass import DropAdapt, DropClass, adaptation_audio
+from voxadapt.train.dropadapt import DropAdapt, adaptation_audio
+from voxadapt.train.dropclass import DropClass
+from voxadapt.train.interrupt import StopRequested, ignore_sigint_in_workers
 from voxadapt.train.optim import ParamGroup, lr_factor, make_optimizer, margin_at, param_groups, set_lr, set_trainable
 from voxadapt.train.regularize import L2SP
-from voxadapt.train.validate import Validator
 
 log = logging.getLogger(__name__)
-
-
-class Distiller(nn.Module):
-    """A frozen teacher's softened predictions, matched by the student's distillation token."""
-
-    def __init__(self, cfg: DistillConfig, classes: list[str], embed_dim: int, device: torch.device):
-        super().__init__()
-        teacher, teacher_head, _, teacher_classes = load_model_dir(cfg.teacher, str(device))
-        if teacher_classes != classes:
-            raise VoxadaptError(f"{cfg.teacher}: the teacher was trained on {len(teacher_classes)} classes that are "
-                                f"not the student's {len(classes)}; train the teacher on the same data and settings")
-        for p in list(teacher.parameters()) + list(teacher_head.parameters()):
-            p.requires_grad_(False)
-        self.teacher, self.teacher_head = teacher, teacher_head
-        self.head = nn.Linear(embed_dim, len(classes))  # the distillation token's own classifier
-        self.weight, self.temperature = cfg.weight, cfg.temperature
-
-    def train(self, mode: bool = True) -> "Distiller":
-        super().train(mode)
-        self.teacher.eval()  # the teacher is always in inference mode
-        return self
-
-    def loss(self, wav: torch.Tensor, distill_emb: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
-        with torch.no_grad():
-            teacher = self.teacher_head.scale * self.teacher_head.cosine(self.teacher(wav), classes)
-        student = self.head(distill_emb)
-        return kd_loss(student if classes is None else student[:, classes], teacher, self.temperature)
 
 
 class TrainModule(nn.Module):
@@ -86,40 +59,19 @@ class TrainModule(nn.Module):
         return loss + self.distiller.weight * self.distiller.loss(wav, distill_emb, classes), logits, targets
 
 
-class StopRequested:
-    """SIGINT/SIGTERM (Ctrl-C, Slurm preemption): finish the step, save, exit."""
-
-    def __init__(self) -> None:
-        self.flag = False
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def _handle(self, signum, _frame) -> None:  # noqa: ANN001
-        if not self.flag:
-            log.warning("got signal %d: saving a checkpoint after this step", signum)
-        self.flag = True
-
-    def restore(self) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-def _ignore_sigint_in_workers(_worker_id: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 class PhaseTrainer:
-    def __init__(self, cfg: Config, phase: PhaseConfig, phase_index: int, data_dir: Path, exp_dir: Path,
+    def __init__(self, cfg: Config, phase: PhaseConfig, phase_index: int, data: DataLayout, exp: ExpLayout,
                  init_dir: Path | None, info: DistInfo):
         self.cfg, self.phase, self.info = cfg, phase, info
-        self.data_dir, self.init_dir = data_dir, init_dir
-        self.phase_dir = exp_dir / phase.name
+        self.data, self.exp, self.init_dir = data, exp, init_dir
+        self.phase_dir = exp.phase_dir(phase.name)
         self.ckpt_dir = self.phase_dir / "checkpoints"
         self.final_dir = self.phase_dir / "final"
         self.seed = cfg.seed * 1000 + phase_index
         init_classes = (init_dir / "classes.txt").read_text().split() if init_dir else None
-        self.table = ExampleTable.from_manifest(training_cuts_path(data_dir, cfg), cfg.data.sample_rate, init_classes)
-        digest = hashlib.sha1("\n".join(self.table.classes).encode()).hexdigest()
+        cuts = data.training_cuts(cfg.data.sets.train, cfg.augment.speed_perturb)
+        self.table = ExampleTable.from_manifest(cuts, cfg.data.sample_rate, init_classes)
+        digest = text_digest("\n".join(self.table.classes))
         self.fingerprint = {
             "model": dataclasses.asdict(cfg.model), "phase": dataclasses.asdict(phase),
             "loader": dataclasses.asdict(cfg.loader), "augment": dataclasses.asdict(cfg.augment),
@@ -170,28 +122,29 @@ class PhaseTrainer:
         self.dropclass = DropClass(phase.dropclass, n, self.seed) if phase.dropclass.drop else None
         self.dropadapt = None
         if phase.dropadapt.drop:
-            audio = adaptation_audio(phase.dropadapt.adaptation_dir, self.data_dir, cfg.data.test_sets)
+            test_dirs = [self.data.set_dir(s) for s in cfg.data.sets.tests]
+            audio = adaptation_audio(phase.dropadapt.adaptation_dir, test_dirs)
             self.dropadapt = DropAdapt(phase.dropadapt, n, self.seed, audio, cfg.data.sample_rate, self.table.classes,
                                        self.phase_dir / "dropadapt.tsv")
         self.head_classes: torch.Tensor | None = None  # rows of the head in the softmax (None: all)
-        augment = Augmenter(cfg.augment, self.data_dir) if cfg.augment.aug_prob > 0 else None
+        resources = {k: self.data.augment_manifest(k) for k in AUGMENT_KINDS}
+        augment = Augmenter(cfg.augment, resources) if cfg.augment.probability > 0 else None
         self.dataset = CropBatchDataset(self.table, phase.crop_seconds or cfg.loader.crop_seconds, augment)
         self.validator = None
-        dev_set = cfg.data.dev_set
-        if self.info.is_main and dev_set and (self.data_dir / dev_set / "trials").is_file():
-            self.validator = Validator(self.data_dir / dev_set, cfg.data.sample_rate, cfg.extract)
+        dev_set = cfg.data.sets.dev
+        if self.info.is_main and dev_set and (self.data.set_dir(dev_set) / "trials").is_file():
+            self.validator = DevEer(self.data.set_dir(dev_set), cfg.data.sample_rate, cfg.extract)
         self.writer = None
         if self.info.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.phase_dir.parent / "tensorboard" / self.phase.name))
+            self.writer = SummaryWriter(str(self.exp.tensorboard / self.phase.name))
 
     def _restore(self) -> int:
         """Load the newest checkpoint if any; returns the step to continue from."""
-        paths = ckpt_io.list_checkpoints(self.ckpt_dir)
-        if not paths:
+        ckpt = ckpt_io.latest_checkpoint(self.ckpt_dir, self.fingerprint)
+        if ckpt is None:
             return 0
-        ckpt = ckpt_io.load_checkpoint(paths[-1], self.fingerprint)
         self.model.load_state_dict(ckpt["model"])
         self.head.load_state_dict(ckpt["head"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -203,24 +156,19 @@ class PhaseTrainer:
         if self.dropadapt is not None:
             self.dropadapt.dropped = list(ckpt["dropadapt"])
         self.head_classes = ckpt["head_classes"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if self.info.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.info.device)
-        log.info("phase %s: resuming from %s (step %d)", self.phase.name, paths[-1].name, ckpt["step"])
+        ckpt_io.restore_rng(ckpt["rng"], self.info.device)
+        log.info("phase %s: resuming from %s (step %d)", self.phase.name, ckpt["path"].name, ckpt["step"])
         return int(ckpt["step"])
 
     def _save(self, step: int, consumed, end_of_epoch: int | None = None) -> None:  # noqa: ANN001
         if not self.info.is_main:
             return
-        rng = {"torch": torch.get_rng_state()}
-        if self.info.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.info.device)
         content = {
             "fingerprint": self.fingerprint, "step": step,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "head": {k: v.detach().cpu() for k, v in self.head.state_dict().items()},
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            "sampler": self.sampler.state_dict(at=consumed), "rng": rng,
+            "sampler": self.sampler.state_dict(at=consumed), "rng": ckpt_io.rng_state(self.info.device),
             "distill": {k: v.detach().cpu() for k, v in self.distiller.head.state_dict().items()} if self.distiller else {},
             "dropadapt": self.dropadapt.dropped if self.dropadapt else [],
             "head_classes": self.head_classes.cpu() if self.head_classes is not None else None,
@@ -279,11 +227,11 @@ class PhaseTrainer:
             return self.final_dir
         self._build()
         step = self._restore()
-        phase, bpe = self.phase, self.sampler.batches_per_epoch
+        phase, batches_per_epoch = self.phase, self.sampler.batches_per_epoch
         n_train = sum(p.numel() for g in self.groups for p in g.params)
         n_total = sum(p.numel() for p in self.model.parameters()) + sum(p.numel() for p in self.head.parameters())
         log.info("phase %s: %d examples, %d classes, %d batches/epoch, %d epochs; trainable %.2f M of %.2f M (%.1f%%)",
-                 phase.name, len(self.table), self.table.num_classes, bpe, phase.epochs, n_train / 1e6,
+                 phase.name, len(self.table), self.table.num_classes, batches_per_epoch, phase.epochs, n_train / 1e6,
                  n_total / 1e6, 100 * n_train / n_total)
         self.module.train()
         if self.model.backbone_frozen:
@@ -292,7 +240,7 @@ class PhaseTrainer:
         self.summary = {"trainable_params": n_train, "total_params": n_total, "start_step": step}
         started = time.time()
         try:
-            step = self._loop(step, bpe, stop)
+            step = self._loop(step, batches_per_epoch, stop)
         finally:
             stop.restore()
             if self.writer is not None:
@@ -332,19 +280,19 @@ class PhaseTrainer:
                 log.info("phase %s step %d: DropAdapt dropped %d classes (%d left), e.g. %s", self.phase.name, step,
                          len(newly), len(kept), ", ".join(self.table.classes[c] for c in newly[:3]))
 
-    def _loop(self, step: int, bpe: int, stop: StopRequested) -> int:
+    def _loop(self, step: int, batches_per_epoch: int, stop: StopRequested) -> int:
         phase = self.phase
-        log_every = max(1, bpe // 5)
-        while step < phase.epochs * bpe:
-            epoch = step // bpe
+        log_every = max(1, batches_per_epoch // 5)
+        while step < phase.epochs * batches_per_epoch:
+            epoch = step // batches_per_epoch
             self.sampler.set_epoch(epoch)
             self._apply_drops(step)
             loader = make_loader(self.dataset, self.sampler, self.cfg.loader.num_workers,
-                                 worker_init_fn=_ignore_sigint_in_workers)
+                                 worker_init_fn=ignore_sigint_in_workers)
             t0, losses, accs = time.time(), [], []
             consumed, restart = None, False
             for batch in loader:
-                progress = step / bpe
+                progress = step / batches_per_epoch
                 set_lr(self.optimizer, lr_factor(phase, progress))
                 margin = margin_at(phase, progress)
                 loss, acc = self._train_step(batch, margin)
@@ -358,11 +306,11 @@ class PhaseTrainer:
                     self.writer.add_scalar("train/margin", margin, step)
                     for g in self.optimizer.param_groups:
                         self.writer.add_scalar(f"lr/{g['name']}", g["lr"], step)
-                if self.info.is_main and (step % log_every == 0 or step % bpe == 0):
+                if self.info.is_main and (step % log_every == 0 or step % batches_per_epoch == 0):
                     log.info("phase %s epoch %d step %d/%d: loss %.3f acc %.3f margin %.3f lr %.2e (%.1f s)",
-                             phase.name, epoch + 1, step - epoch * bpe, bpe, np.mean(losses[-log_every:]),
+                             phase.name, epoch + 1, step - epoch * batches_per_epoch, batches_per_epoch, np.mean(losses[-log_every:]),
                              np.mean(accs[-log_every:]), margin, self.optimizer.param_groups[0]["lr"], time.time() - t0)
-                end_of_epoch = step % bpe == 0
+                end_of_epoch = step % batches_per_epoch == 0
                 if any_rank(self.info, stop.flag):
                     self._save(step, consumed, epoch if end_of_epoch else None)
                     log.warning("interrupted: checkpoint saved at step %d; re-run the stage to resume", step)

@@ -1,15 +1,16 @@
-"""Stage 5: x-vectors for a data dir, written as Kaldi float vectors (kaldiio), in N jobs.
+"""Stage 5: x-vectors of a data dir <data>/<set>/ into <exp>/embeddings/<set>/, as Kaldi float
+vectors (kaldiio), in N jobs.
 
-Each job embeds one part of <data>/split<N>/ into <out>/xvector.<n>.{ark,scp}; the .scp is
-renamed into place last, so a job whose .scp exists is complete and a re-run skips it. The merge
-step joins the parts into one sorted xvector.scp, checks it (every utterance once, finite values,
-one dimension), and writes speaker means spk_xvector.{ark,scp} and num_utts.ark as Kaldi's
-ivector-mean does.
+run.sh drives the stage (split, `$extract_cmd JOB=1:N`, merge) because its jobs may run on a
+cluster. Each job (`run_job`) embeds one part of <data>/<set>/split<N>/ into
+xvector.<n>.{ark,scp}; the .scp is renamed into place last, so a job whose .scp exists is
+complete and a re-run skips it. `run_merge` joins the parts into one sorted xvector.scp, checks
+it (every utterance once, finite values, one dimension), and writes speaker means
+spk_xvector.{ark,scp} and num_utts.ark as Kaldi's ivector-mean does.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,13 +22,13 @@ import torch
 
 from voxadapt.config import Config, ExtractConfig
 from voxadapt.data.audio import read_utterance
-from voxadapt.data.kaldi_dir import DataDir
-from voxadapt.data.kaldi_dir import tables_digest
+from voxadapt.data.kaldi_dir import DataDir, tables_digest
 from voxadapt.data.split import utterance_durations
 from voxadapt.embed import embed_waveforms
 from voxadapt.errors import VoxadaptError, located
-from voxadapt.fileio import StageMarker, atomic_path, file_digest
-from voxadapt.package import load_embedding_model, weights_file
+from voxadapt.fileio import StageMarker, atomic_path, file_digest, text_digest
+from voxadapt.layout import dir_marker
+from voxadapt.models.loading import load_embedding_model, weights_file
 from voxadapt.train.distributed import resolve_device
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,13 @@ def model_digest(model_dir: Path) -> str:
     return file_digest(weights)
 
 
-def extract_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: int) -> None:
+def run_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: int) -> None:
     """Embed part `job` of a split data dir into out_dir/xvector.<job>.{ark,scp} (skip if done)."""
     part = DataDir.load(split_dir / str(job))
     scp = out_dir / f"xvector.{job}.scp"
     marker = StageMarker(out_dir / f".xvector.{job}.json", {"model": model_digest(model_dir),
                                                               "conditioning": conditioning_settings(cfg.extract),
-                                                              "utts": hashlib.sha1(" ".join(part.utterance_ids).encode()).hexdigest()})
+                                                              "utts": text_digest(" ".join(part.utterance_ids))})
     if scp.is_file() and marker.is_done(outputs_hint=scp):
         log.info("job %d: %s already complete; nothing to do", job, scp)
         return
@@ -80,7 +81,7 @@ def extract_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, jo
     log.info("job %d: %d x-vectors -> %s", job, len(utts), scp)
 
 
-def merge(data_dir: Path, out_dir: Path, nj: int) -> int:
+def merge_jobs(data_dir: Path, out_dir: Path, nj: int) -> int:
     """Join job outputs into xvector.scp, check them, write speaker means. Returns the dimension."""
     d = DataDir.load(data_dir)
     lines: dict[str, str] = {}
@@ -125,12 +126,6 @@ def merge(data_dir: Path, out_dir: Path, nj: int) -> int:
     return dims.pop()
 
 
-def read_xvectors(scp: Path) -> dict[str, np.ndarray]:
-    if not scp.is_file():
-        raise VoxadaptError(located(scp, None, "missing", "run stage 5 (extract) first"))
-    return {k: np.asarray(v, dtype=np.float32) for k, v in kaldiio.load_scp_sequential(str(scp))}
-
-
 def write_summary(out_dir: Path, model_dir: Path, dim: int, count: int) -> None:
     with atomic_path(out_dir / "info.json") as tmp:
         tmp.write_text(json.dumps({"model": os.path.realpath(model_dir), "dim": dim, "utterances": count}, indent=1) + "\n")
@@ -141,16 +136,16 @@ def conditioning_settings(opts: ExtractConfig) -> dict:
     return {"level_dbfs": opts.level_dbfs, "vad": opts.vad}
 
 
-def merge_stage(cfg: Config, data_dir: Path, model_dir: Path, out_dir: Path, nj: int, check_only: bool) -> int:
+def run_merge(cfg: Config, data_dir: Path, model_dir: Path, out_dir: Path, nj: int, check_only: bool) -> int:
     d = DataDir.load(data_dir)
-    marker = StageMarker(out_dir / ".done.json", {"model": model_digest(model_dir), "tables": tables_digest(d.path),
+    marker = StageMarker(dir_marker(out_dir), {"model": model_digest(model_dir), "tables": tables_digest(d.path),
                                                   "conditioning": conditioning_settings(cfg.extract)})
     done = (out_dir / "xvector.scp").is_file() and marker.is_done(outputs_hint=out_dir)
     if check_only:
         if done:
             log.info("stage 5: %s already complete; nothing to do", out_dir)
         return 0 if done else 1
-    dim = merge(data_dir, out_dir, nj)
+    dim = merge_jobs(data_dir, out_dir, nj)
     write_summary(out_dir, model_dir, dim, len(d.utt2spk))
     marker.mark_done()
     log.info("stage 5: %d x-vectors of dimension %d in %s", len(d.utt2spk), dim, out_dir / "xvector.scp")

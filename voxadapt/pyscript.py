@@ -1,4 +1,5 @@
-"""Entry-point wrapper shared by every pyscript: logging, clean one-line errors, exit codes."""
+"""What every pyscript shares: argument parsing, config and layout options, logging, and clean
+one-line errors with exit codes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable, NoReturn, Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from voxadapt.errors import VoxadaptError
 
@@ -39,6 +42,17 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - avoids importi
     from voxadapt.config import load_config
 
     return load_config(args.config, args.overrides)
+
+
+def add_layout_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="data", help="data root (default: data)")
+    parser.add_argument("--exp", default="exp", help="experiment root (default: exp)")
+
+
+def layouts_from_args(args: argparse.Namespace, cfg):  # noqa: ANN001, ANN201 - (DataLayout, ExpLayout)
+    from voxadapt.layout import DataLayout, ExpLayout
+
+    return DataLayout(Path(args.data)), ExpLayout.of(args.exp, cfg.name)
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -1,5 +1,6 @@
-"""Multi-seed comparisons of configs on the same data: runs run.sh per (config, seed) and
-tabulates EER / minDCF (mean and spread over seeds) with trainable parameters and step time.
+"""Multi-seed comparisons of configs on the same data (pyscripts/compare.py runs run.sh per
+(config, seed)): EER / minDCF tabulated as mean and spread over seeds, with trainable
+parameters and step time.
 
 Each run gets a derived config exp/<name>_s<seed>: 'base: <config>' with its name and seed.
 Runs that only add stage-4 phases can share the stage-3 model of another config and seed
@@ -10,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from voxadapt.config import load_config
-from voxadapt.errors import VoxadaptError
+from voxadapt.layout import ExpLayout
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,6 @@ def derived_config(run: Run, out_dir: Path) -> Path:
     return path
 
 
-def run_stages(run: Run, cfg_file: Path, data: Path, exp: Path, first: int, last: int, root: Path) -> None:
-    cmd = ["bash", str(root / "run.sh"), "--config", str(cfg_file), "--stage", str(first), "--stop_stage", str(last),
-           "--data", str(data), "--exp", str(exp)]
-    proc = subprocess.run(cmd, cwd=root, env=os.environ.copy())
-    if proc.returncode != 0:
-        raise VoxadaptError(f"{' '.join(cmd)} failed (exit {proc.returncode}); see {exp / run.name / 'log'}")
-
-
 def share_stage3(src: Path, dst: Path, phases: list[str]) -> None:
     """dst/<phase> -> src/<phase> for the stage-3 phases (identical configs: identical models)."""
     dst.mkdir(parents=True, exist_ok=True)
@@ -54,13 +46,14 @@ def share_stage3(src: Path, dst: Path, phases: list[str]) -> None:
 def summarize(exp: Path, runs: list[Run], label: str, method: str, trial_list: str | None) -> dict:
     eers, dcfs, params, step_s = [], [], [], []
     for run in runs:
-        results = json.loads((exp / run.name / "results.json").read_text())
+        layout = ExpLayout.of(exp, run.name)
+        results = json.loads(layout.results_json.read_text())
         key = trial_list or next(iter(results))
         eers.append(100 * results[key][method]["eer"])
         dcfs.append(results[key][method]["min_dcf"]["0.01"])
-        cfg = load_config(exp / run.name / "config.yaml")
+        cfg = load_config(layout.config)
         last = (cfg.adapt.phases or cfg.train.phases)[-1].name
-        summary = json.loads((exp / run.name / last / "summary.json").read_text())
+        summary = json.loads((layout.phase_dir(last) / "summary.json").read_text())
         params.append(summary["trainable_params"] / summary["total_params"])
         step_s.append(summary["seconds_per_step"])
     return {"label": label, "eer": eers, "min_dcf": dcfs, "trainable": float(np.mean(params)),

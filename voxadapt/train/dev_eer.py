@@ -1,4 +1,5 @@
-"""Validation during training: equal error rate on a held-out trial list (whole utterances, clean)."""
+"""The validation EER logged during training: a held-out set's trial list (whole utterances,
+clean) scored by cosine after subtracting the set's own mean embedding."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from voxadapt.backend.scoring import Backend, Embeddings, score_trials
 from voxadapt.config import ExtractConfig
 from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
@@ -15,15 +17,7 @@ from voxadapt.embed import embed_waveforms
 from voxadapt.metrics import eer, min_dcf
 
 
-def cosine_scores(emb: dict[str, np.ndarray], pairs: list[tuple[str, str]]) -> np.ndarray:
-    a = np.stack([emb[e] for e, _ in pairs])
-    b = np.stack([emb[t] for _, t in pairs])
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return (a * b).sum(1)
-
-
-class Validator:
+class DevEer:
     """Holds the held-out audio in memory and scores its trial list with a model."""
 
     def __init__(self, set_dir: Path, sample_rate: int, opts: ExtractConfig):
@@ -40,9 +34,7 @@ class Validator:
             vectors = embed_waveforms(model, [self.audio[u] for u in utts], self.sr, self.opts, device)
         finally:
             model.train(was_training)
-        # Cosine after subtracting the set's mean embedding: the trained-model convention (scoring
-        # uses the training mean; the held-out set's own mean is the stand-in here).
-        emb = dict(zip(utts, vectors - vectors.mean(0)))
-        scores = cosine_scores(emb, [(t.enroll, t.test) for t in self.trials])
+        # The set's own mean stands in for the training mean that stage 6 would subtract.
+        scores = score_trials(Backend(vectors.mean(0)), Embeddings(utts, vectors), self.trials, ["cosine"])["cosine"]
         labels = np.array([t.target for t in self.trials])
         return {"eer": eer(scores, labels)[0], "min_dcf_0.01": min_dcf(scores, labels, 0.01)[0]}

@@ -1,9 +1,10 @@
-"""Evaluating a trained experiment or a package on any Kaldi data dir and trial list.
+"""local/evaluate.sh: a trained experiment or a package on any Kaldi data dir and trial list.
 
-The steps of stages 0, 5 and 7 pointed at the user's data (local/evaluate.sh runs them): the data
-dir is validated where it is, audio included, and a checked copy with durations and the trial list
-is written under the evaluation directory; stage 5's jobs extract x-vectors from it; scoring uses
-the model's own back-end and calibration. The recipe's data dirs are never read or written.
+The steps of stages 0, 5 and 7 pointed at the user's data: the data dir is validated where it
+is, audio included, and a checked copy with durations and the trial list is written to
+<out>/data/; stage 5's jobs extract x-vectors from it into <out>/embeddings/; scoring uses the
+model's own back-end and calibration into <out>/scores/<name>/, RESULTS.md. The recipe's data
+dirs are never read or written.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 
 from voxadapt.backend.calibration import load_calibrations
 from voxadapt.backend.scoring import Embeddings
-from voxadapt.backend.stage import load_scoring_backend, score_list
 from voxadapt.config import load_config
 from voxadapt.data.kaldi_dir import DataDir, tables_digest
 from voxadapt.data.split import utterance_durations
@@ -24,7 +24,9 @@ from voxadapt.data.trials import read_trials, write_trials
 from voxadapt.data.validate import validate_data_dir
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import StageMarker, atomic_dir, file_digest
-from voxadapt.package import is_package
+from voxadapt.layout import EvalLayout, ExpLayout, PackageLayout, dir_marker
+from voxadapt.models.loading import is_package
+from voxadapt.stages.score import load_scoring_backend, score_list
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +41,14 @@ class ModelSource:
     config: Path
 
     @classmethod
-    def find(cls, path: str | Path) -> "ModelSource":
+    def find(cls, path: str | Path) -> ModelSource:
         path = Path(path)
         if is_package(path):
-            source = cls(path, path / "backend", path / "calibration.json", path / "config.yaml")
-        elif path.is_dir() and (os.path.lexists(path / "model") or (path / "backend").is_dir()):
-            source = cls(path / "model", path / "backend", path / "backend" / "calibration.json",
-                         path / "model" / "config.yaml")
+            pkg = PackageLayout(path)
+            source = cls(path, pkg.backend, pkg.calibration, pkg.config)
+        elif path.is_dir() and (os.path.lexists(ExpLayout(path).model) or ExpLayout(path).backend.is_dir()):
+            exp = ExpLayout(path)
+            source = cls(exp.model, exp.backend, exp.calibration, exp.model / "config.yaml")
         else:
             raise VoxadaptError(located(path, None, "neither an experiment (exp/<name> with model/ and backend/) "
                                         "nor a package (voxadapt-model.json)", "give one of them with --model"))
@@ -65,7 +68,7 @@ def prepare_eval_data(data_dir: Path, trials: Path, out: Path, config: Path, nj:
     fingerprint = {"tables": tables_digest(data_dir) if data_dir.is_dir() else "",
                    "trials": file_digest(trials) if trials.is_file() else "",
                    "sample_rate": cfg.data.sample_rate, "min_duration": cfg.data.min_duration}
-    marker = StageMarker(out / ".done.json", fingerprint)
+    marker = StageMarker(dir_marker(out), fingerprint)
     if marker.is_done(outputs_hint=out):
         log.info("%s: already prepared; nothing to do", out)
         return
@@ -74,13 +77,13 @@ def prepare_eval_data(data_dir: Path, trials: Path, out: Path, config: Path, nj:
     with atomic_dir(out) as tmp:
         d.write(tmp)  # sorted tables, spk2utt, reco2dur from the validation
         write_trials(tmp / "trials", checked)
-        StageMarker(tmp / ".done.json", marker.fingerprint).mark_done()
+        StageMarker(dir_marker(tmp), marker.fingerprint).mark_done()
     log.info("%s: %d utterances, %d speakers, %d trials", out, len(d.utt2spk), len(d.spk2utt), len(checked))
 
 
-def score_eval(source: ModelSource, eval_dir: Path, name: str, cohort_scp: str = "") -> str:
-    """Score eval_dir/data/trials from eval_dir/embeddings with the model's back-end; write
-    eval_dir/{scores/<name>/, results.json, RESULTS.md} and return the results table."""
+def score_eval(source: ModelSource, out: EvalLayout, name: str, cohort_scp: str = "") -> str:
+    """Score the checked trial list with the model's back-end into scores/<name>/, results.json and
+    RESULTS.md; returns the results table."""
     from voxadapt.report.results import write_results
 
     cfg = load_config(source.config)
@@ -88,8 +91,8 @@ def score_eval(source: ModelSource, eval_dir: Path, name: str, cohort_scp: str =
     calibrations = load_calibrations(source.calibration)
     sc.methods = [m for m in sc.methods if m in calibrations]
     backend = load_scoring_backend(source.backend, sc)
-    emb = Embeddings.from_scp(eval_dir / "embeddings" / "xvector.scp")
-    durations = utterance_durations(DataDir.load(eval_dir / "data"))
-    results = {name: score_list(eval_dir / "scores" / name, f"{cfg.name}: {name}", eval_dir / "data" / "trials",
-                                emb, durations, backend, calibrations, sc)}
-    return write_results(eval_dir, cfg.name, results, sc.p_targets)
+    emb = Embeddings.from_scp(out.xvector_scp)
+    durations = utterance_durations(DataDir.load(out.data_dir))
+    results = {name: score_list(out.scores(name), f"{cfg.name}: {name}", out.trials, emb, durations, backend,
+                                calibrations, sc)}
+    return write_results(out.results_json, out.results_md, cfg.name, results, sc.p_targets)

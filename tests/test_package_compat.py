@@ -1,0 +1,66 @@
+"""Packages and configs saved by earlier versions keep loading: tests/data/package_v1 was made by
+the recipe before config schema 2 (which renamed augment.aug_prob), with its embedding of a fixed
+waveform recorded at the time."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voxadapt.config import SCHEMA_VERSION, dump_yaml, load_config
+from voxadapt.errors import ConfigError
+
+OLD_PACKAGE = Path(__file__).parent / "data" / "package_v1"
+
+
+def fixed_waveform() -> np.ndarray:
+    t = np.arange(32000) / 16000
+    return (0.1 * np.sin(2 * np.pi * 220 * t) + 0.05 * np.random.default_rng(0).standard_normal(32000)).astype(np.float32)
+
+
+def test_package_saved_before_the_key_rename_loads_and_embeds_as_it_did():
+    import voxadapt
+
+    assert "aug_prob" in (OLD_PACKAGE / "config.yaml").read_text()  # really the old schema
+    v = voxadapt.load(OLD_PACKAGE)
+    assert v.cfg.augment.probability == 0.6
+    recorded = np.array(json.loads((OLD_PACKAGE.parent / "package_v1_embedding.json").read_text())["embedding"])
+    emb = v.embed(fixed_waveform())
+    # Recorded on another machine and version: the same model, floats from other kernels.
+    np.testing.assert_allclose(emb, recorded, rtol=1e-3, atol=1e-4)
+    same = voxadapt.load(OLD_PACKAGE, method="cosine").verify(fixed_waveform(), fixed_waveform())
+    assert same.score == pytest.approx(1.0, abs=1e-5) and same.accept
+
+
+def test_saved_configs_carry_the_schema_version_and_round_trip(tmp_path):
+    cfg = load_config(None)
+    text = dump_yaml(cfg)
+    assert text.startswith(f"schema_version: {SCHEMA_VERSION}\n")
+    (tmp_path / "c.yaml").write_text(text)
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_old_names_in_a_versioned_config_and_unknown_versions_are_errors(tmp_path):
+    text = dump_yaml(load_config(None)).replace("  probability:", "  aug_prob:")
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="'augment.aug_prob' was renamed 'augment.probability'"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "v1.yaml").write_text(text.replace(f"schema_version: {SCHEMA_VERSION}", "schema_version: 1"))
+    assert load_config(tmp_path / "v1.yaml").augment.probability == 0.6
+    (tmp_path / "v9.yaml").write_text(text.replace(f"schema_version: {SCHEMA_VERSION}", "schema_version: 99"))
+    with pytest.raises(ConfigError, match="schema_version 99 is not one this voxadapt reads"):
+        load_config(tmp_path / "v9.yaml")
+
+
+def test_an_old_package_scores_through_local_evaluate_sh_paths(tmp_path):
+    """Stage 5's jobs read the package's config with --config: the old keys are translated there too."""
+    from helpers import run_py
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(OLD_PACKAGE, pkg)
+    proc = run_py("show_config.py", "--config", str(pkg / "config.yaml"), "--get", "augment.probability")
+    assert proc.returncode == 0 and proc.stdout.strip() == "0.6", proc.stderr

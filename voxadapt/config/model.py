@@ -1,0 +1,92 @@
+"""Config sections of the model: backbone, back-end, adapters, distillation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from voxadapt.config.checks import require
+
+# ------------------------------------------------------------------------------------ model
+
+
+@dataclass
+class BackboneConfig:
+    type: Literal["wavlm", "hubert", "wav2vec2", "data2vec-audio"] = "wavlm"
+    path: str = ""  # a local save_pretrained directory (pre-trained weights); empty: random init from arch
+    arch: dict[str, Any] = field(default_factory=dict)  # transformers config keys for a config-only model
+    random_init: bool = False  # with path: the same architecture, random weights (a control)
+    normalize_waveform: bool | None = None  # None: as the model's preprocessor_config.json says (else off)
+
+    def __post_init__(self) -> None:
+        require(not (self.random_init and not self.path), "random_init needs path (the architecture to copy)")
+        require(not (self.path and self.arch), "give either path (a saved model) or arch (a config-only model)")
+
+
+@dataclass
+class BackendConfig:
+    type: Literal["mhfa", "wsasp", "clstoken"] = "mhfa"
+    heads: int = 64  # MHFA
+    compression_dim: int = 128  # MHFA
+    attention_dim: int = 128  # weighted-sum + attentive statistics pooling
+    embed_dim: int = 256
+    token_dim: int = 128  # class-token transformer
+    token_layers: int = 2
+    token_heads: int = 4
+    token_ffn: int = 256
+    class_token: Literal["learned", "sampled"] = "learned"
+    token_bank: int = 8  # sampled: trainable (mean, log-variance) tokens drawn from in training
+    distill_token: bool = False
+
+    def __post_init__(self) -> None:
+        require(min(self.heads, self.compression_dim, self.attention_dim, self.embed_dim, self.token_dim,
+                     self.token_layers, self.token_heads, self.token_ffn, self.token_bank) >= 1,
+                 "back-end sizes must be >= 1")
+        require(self.token_dim % self.token_heads == 0, "token_dim must be divisible by token_heads")
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation into the class-token back-end's distillation token."""
+
+    teacher: str = ""  # a trained voxadapt model dir (e.g. exp/mhfa_tiny/model); empty: no distillation
+    weight: float = 1.0  # loss = CE(class token) + weight * KD(distillation token)
+    temperature: float = 2.0
+
+    def __post_init__(self) -> None:
+        require(self.weight >= 0 and self.temperature > 0, "distill.weight >= 0 and temperature > 0")
+
+
+@dataclass
+class AdapterConfig:
+    """Parameter-efficient adaptation; see models/adapters.py."""
+
+    inner: bool = False  # parallel bottlenecks at self-attention and feed-forward of each layer
+    inter: bool = False  # a bottleneck on each layer's output before the back-end
+    bottleneck: int = 64
+    scale: float = 1.0
+    activation: Literal["relu", "gelu"] = "relu"
+    layers: list[int] = field(default_factory=list)  # transformer layers to adapt; empty: all
+    lora: bool = False  # LoRA on attention q/v (the comparison variant)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    train_layer_norms: bool = True  # with adapters, the backbone's LayerNorms train too
+
+    def __post_init__(self) -> None:
+        require(self.bottleneck >= 1 and self.lora_rank >= 1, "bottleneck and lora_rank must be >= 1")
+
+    @property
+    def enabled(self) -> bool:
+        return self.inner or self.inter or self.lora
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    adapters: AdapterConfig = field(default_factory=AdapterConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def __post_init__(self) -> None:
+        require(not self.distill.teacher or (self.backend.type == "clstoken" and self.backend.distill_token),
+                 "distill.teacher needs backend.type clstoken with distill_token: true")

@@ -1,0 +1,51 @@
+"""The experiment config's schema: the top-level Config of the sections (one dataclass each, with
+the checks of each value, in data, model, training and scoring).
+
+`SCHEMA_VERSION` counts changes that old saved configs need translating for (a renamed or
+removed key); `RENAMED` says what each version renamed, so configs saved by an older version
+(in an experiment or a package) still load. Adding a key with a default needs no new version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from voxadapt.config.checks import require
+from voxadapt.config.data import AugmentConfig, DataConfig, LoaderConfig
+from voxadapt.config.model import ModelConfig
+from voxadapt.config.scoring import ExtractConfig, ScoringConfig
+from voxadapt.config.training import AdaptConfig, PretrainConfig, TrainConfig
+
+SCHEMA_VERSION = 2
+# version -> {old dotted key: new dotted key} for the keys that version renamed
+RENAMED: dict[int, dict[str, str]] = {2: {"augment.aug_prob": "augment.probability"}}
+
+
+# ----------------------------------------------------------------------------------------- top
+
+
+@dataclass
+class Config:
+    name: str = "mhfa_tiny"
+    seed: int = 1
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+    def __post_init__(self) -> None:
+        require(bool(self.name) and "/" not in self.name and " " not in self.name,
+                 "name must be a non-empty word (it names exp/<name>)")
+        names = [p.name for p in self.train.phases + self.adapt.phases]
+        require(len(set(names)) == len(names), "phase names must be unique across train and adapt")
+        cal, sets = self.scoring.calibration_set, self.data.sets.all
+        require(not cal or cal in sets, f"scoring.calibration_set '{cal}' is not a data set of corpus "
+                 f"'{self.data.corpus}' ({', '.join(sets)}); set it to '' to calibrate on held-out training "
+                 "speakers (conf/mhfa_kaldi.yaml does)")
+
+

@@ -1,0 +1,152 @@
+"""Config sections of training: phases (with DropClass/DropAdapt), stages 3-4, SSL pre-training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from voxadapt.config.checks import require
+
+
+@dataclass
+class DropClassConfig:
+    """DropClass (Luu, Bell, Renals, Odyssey 2020): every N steps a fresh random set of K classes
+    leaves the data and the head."""
+
+    every_steps: int = 0  # N; 0: off
+    drop: int = 0  # K
+    reinit_head: bool = False  # re-initialise the classification layer at each draw
+    batch_classes_only: bool = False  # softmax only over the kept classes present in the batch
+
+    def __post_init__(self) -> None:
+        require(self.every_steps >= 0 and self.drop >= 0, "dropclass every_steps and drop must be >= 0")
+        require(not self.drop or self.every_steps >= 1, "dropclass.every_steps must be >= 1 when drop > 0")
+
+
+@dataclass
+class DropAdaptConfig:
+    """DropAdapt (Luu, Bell, Renals, Odyssey 2020): every N steps, permanently drop the K classes least probable on the
+    (unlabelled) adaptation data, from the head and the data."""
+
+    every_steps: int = 0  # N; 0: off
+    drop: int = 0  # K
+    variant: Literal["standard", "data_only", "random"] = "standard"  # data_only: head keeps all rows
+    adaptation_dir: str = ""  # a data dir; empty: the enrolment side of the test sets' trial lists
+    crop_seconds: float = 3.0
+
+    def __post_init__(self) -> None:
+        require(self.every_steps >= 0 and self.drop >= 0, "dropadapt every_steps and drop must be >= 0")
+        require(not self.drop or self.every_steps >= 1, "dropadapt.every_steps must be >= 1 when drop > 0")
+        require(self.crop_seconds > 0.1, "dropadapt.crop_seconds must be > 0.1")
+
+
+@dataclass
+class PhaseConfig:
+    """One training run over the data (stage 3 runs train.phases, stage 4 adapt.phases, in order)."""
+
+    name: str = "main"
+    epochs: int = 10
+    trainable_layers: int = -1  # -1: every transformer layer (+ its input embedding); 0: frozen; k: top k
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 5e-3  # back-end and AAM head
+    backbone_lr: float = 2e-5  # the top transformer layer
+    adapter_lr: float = 1e-3  # adapters, LoRA factors (and LayerNorms trained with them)
+    layer_decay: float = 1.0  # transformer layer i gets backbone_lr * layer_decay^(L-1-i)
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD
+    warmup_epochs: float = 0.0
+    schedule: Literal["constant", "exponential", "step", "cosine"] = "step"
+    final_lr_ratio: float = 0.01  # exponential / cosine: last lr relative to the peak
+    step_gamma: float = 0.95  # step: multiply by this every epoch
+    margin: float = 0.2
+    margin_ramp: list[float] = field(default_factory=lambda: [0.0, 0.0])  # [start, end] epochs of the 0 -> margin ramp
+    scale: float = 30.0
+    crop_seconds: float = 0.0  # 0: loader.crop_seconds
+    batch_size: int = 0  # 0: loader.batch_size
+    l2sp: Literal["none", "normalized", "plain"] = "none"
+    l2sp_weight: float = 0.01
+    grad_clip: float = 0.0  # max gradient norm; 0: off
+    accum_steps: int = 1
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    checkpoint_every_steps: int = 0  # 0: at the end of each epoch only
+    average_last: int = 1  # the phase's model = average of its last K epoch checkpoints
+    dropclass: DropClassConfig = field(default_factory=DropClassConfig)
+    dropadapt: DropAdaptConfig = field(default_factory=DropAdaptConfig)
+
+    def __post_init__(self) -> None:
+        require(not (self.dropclass.drop and self.dropadapt.drop), "use dropclass or dropadapt in a phase, not both")
+        require(bool(self.name) and self.name.replace("_", "").replace("-", "").isalnum(),
+                 "name must be a word (it names exp/<name>/<phase>/)")
+        require(self.epochs >= 1, "epochs must be >= 1")
+        require(self.trainable_layers >= -1, "trainable_layers must be -1 (all), 0 (frozen) or k > 0")
+        require(self.lr > 0 and self.backbone_lr >= 0 and 0 < self.layer_decay <= 1, "need lr > 0, backbone_lr >= 0, "
+                 "0 < layer_decay <= 1")
+        require(0 <= self.margin < 1.5 and self.scale > 0, "need 0 <= margin < 1.5 and scale > 0")
+        require(len(self.margin_ramp) == 2 and 0 <= self.margin_ramp[0] <= self.margin_ramp[1],
+                 "margin_ramp must be [start_epoch, end_epoch]")
+        require(0 < self.final_lr_ratio <= 1 and 0 < self.step_gamma <= 1, "final_lr_ratio and step_gamma in (0, 1]")
+        require(self.accum_steps >= 1 and self.average_last >= 1 and self.grad_clip >= 0,
+                 "accum_steps and average_last must be >= 1, grad_clip >= 0")
+        require(self.average_last <= self.epochs, "average_last cannot exceed epochs")
+        require(self.crop_seconds >= 0 and self.batch_size >= 0 and self.checkpoint_every_steps >= 0,
+                 "crop_seconds, batch_size and checkpoint_every_steps must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    phases: list[PhaseConfig] = field(default_factory=lambda: [PhaseConfig()])
+    device: str = "auto"  # auto: cuda when available, else cpu
+    deterministic: bool = False  # bit-exact CPU runs (kill/resume tests); slower
+    num_threads: int = 0  # torch threads per process; 0: torch's default
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.phases]
+        require(len(set(names)) == len(names), "phase names must be unique")
+
+
+@dataclass
+class AdaptConfig:
+    """Stage 4: more phases from the stage-3 model (e.g. large-margin fine-tuning)."""
+
+    phases: list[PhaseConfig] = field(default_factory=list)
+
+
+
+
+# ------------------------------------------------------------------------------ pre-training
+
+
+@dataclass
+class PretrainConfig:
+    """Self-supervised pre-training of model.backbone.arch (local/pretrain_ssl.sh; not a run.sh stage).
+
+    HuBERT-style masked prediction of k-means units of MFCCs, with WavLM-style denoising (some
+    inputs get noise or an overlapping second utterance; the targets stay those of the clean one).
+    """
+
+    data_dir: str = ""  # any Kaldi data dir (labels unused); empty: render unlabeled synthetic speakers
+    speakers: int = 200  # synthetic: speakers disjoint from the embedded corpus (own seed and ids)
+    utts_per_speaker: int = 12
+    corpus_seed: int = 7
+    clusters: int = 100
+    kmeans_frames: int = 200_000
+    crop_seconds: float = 2.0
+    batch_size: int = 32
+    steps: int = 3000
+    lr: float = 5.0e-4
+    warmup_steps: int = 300
+    weight_decay: float = 0.01
+    mask_prob: float = 0.08  # span starts per frame
+    mask_length: int = 10
+    noise_prob: float = 0.3  # inputs corrupted for denoising
+    checkpoint_every_steps: int = 200
+    num_workers: int = 1
+    out_dir: str = "models/tiny_wavlm"
+
+    def __post_init__(self) -> None:
+        require(self.speakers >= 1 and self.utts_per_speaker >= 1, "speakers and utts_per_speaker must be >= 1")
+        require(self.clusters >= 2 and self.kmeans_frames >= self.clusters, "need clusters >= 2, kmeans_frames >= clusters")
+        require(self.crop_seconds >= 0.5 and self.batch_size >= 1 and self.steps >= 1, "crop_seconds >= 0.5, "
+                 "batch_size and steps >= 1")
+        require(0 < self.mask_prob < 1 and self.mask_length >= 1 and 0 <= self.noise_prob <= 1,
+                 "mask_prob in (0, 1), mask_length >= 1, noise_prob in [0, 1]")

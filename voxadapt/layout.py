@@ -1,0 +1,233 @@
+"""Where everything lives: the data and experiment trees, the set names, trial lists, stage markers.
+
+  <data>/<set>/                        Kaldi data dir (wav.scp, utt2spk, spk2utt, reco2dur, trials*)
+  <data>/manifests/<set>/              lhotse recordings/supervisions/cuts (.jsonl.gz)
+  <data>/manifests/<train>_sp/         speed-perturbed training cuts (stage 2)
+  <data>/manifests/augment/<kind>.jsonl.gz   noise, music, speech, rir recordings (stage 2)
+  <data>/audio/, <data>/augment/       generated audio (synthetic corpus, stand-in noises)
+  <data>/.done/stage<N>_<name>.json    stage markers
+  <exp>/<name>/config.yaml, <phase>/, model -> <phase>/final, log/, tensorboard/
+  <exp>/<name>/embeddings/<set>/xvector.{ark,scp}, spk_xvector.{ark,scp}, num_utts.ark
+  <exp>/<name>/backend/                mean.vec, lda.mat, plda, cohort.ark, calibration.json
+  <exp>/<name>/scores/<list>/          <method>.{score,llr}, det.png, histogram.png
+  <exp>/<name>/RESULTS.md, results.json, package/, .done/stage<N>_<name>.json
+  <dir>/.done.json                     marker of an output directory made as a whole (a split,
+                                       a set's x-vectors, an evaluation's data)
+A package (<exp>/<name>/package/, `PackageLayout`) and an evaluation directory (local/evaluate.sh,
+`EvalLayout`) have layouts of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CORPORA = ("synthetic", "voxceleb", "kaldi")
+CUTS = "cuts.jsonl.gz"
+MANIFEST_FILES = ("recordings.jsonl.gz", "supervisions.jsonl.gz", CUTS)
+AUGMENT_KINDS = ("noise", "music", "speech", "rir")
+
+
+def dir_marker(directory: Path) -> Path:
+    """The marker of an output directory made as a whole."""
+    return directory / ".done.json"
+
+
+@dataclass(frozen=True)
+class CorpusSets:
+    """The data sets one corpus is prepared into by stage 0."""
+
+    train: str
+    dev: str | None  # held-out speakers with a trial list, for the validation EER during training
+    tests: tuple[str, ...]
+
+    @property
+    def all(self) -> list[str]:
+        return [self.train, *([self.dev] if self.dev else []), *self.tests]
+
+
+def corpus_sets(corpus: str, with_dev: bool) -> CorpusSets:
+    if corpus == "voxceleb":
+        return CorpusSets("vox2_dev", None, ("vox1",))
+    return CorpusSets("train", "dev" if corpus == "synthetic" and with_dev else None, ("test",))
+
+
+def trial_lists(set_dir: Path) -> dict[str, Path]:
+    """A set's trial lists by name: <set>/trials is '<set>', <set>/trials_<x> is '<set>_<x>'."""
+    return {set_dir.name + f.name[len("trials"):]: f for f in sorted(set_dir.glob("trials*"))
+            if f.is_file() and (f.name == "trials" or f.name.startswith("trials_"))}
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    root: Path
+
+    def set_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def manifest_dir(self, name: str) -> Path:
+        return self.manifests_root / name
+
+    @property
+    def manifests_root(self) -> Path:
+        return self.root / "manifests"
+
+    def cuts(self, name: str) -> Path:
+        return self.manifest_dir(name) / CUTS
+
+    def training_cuts(self, train: str, speed_perturb: bool) -> Path:
+        """The cuts training reads: speed-perturbed copies included when configured."""
+        return self.cuts(f"{train}_sp" if speed_perturb else train)
+
+    @property
+    def augment_dir(self) -> Path:
+        return self.manifest_dir("augment")
+
+    def augment_manifest(self, kind: str) -> Path:
+        return self.augment_dir / f"{kind}.jsonl.gz"
+
+    @property
+    def generated_audio(self) -> Path:
+        return self.root / "audio"
+
+    @property
+    def generated_augment_audio(self) -> Path:
+        return self.root / "augment"
+
+    def marker(self, stage: int, name: str) -> Path:
+        return self.root / ".done" / f"stage{stage}_{name}.json"
+
+
+@dataclass(frozen=True)
+class ExpLayout:
+    root: Path  # <exp>/<name>
+
+    @classmethod
+    def of(cls, exp: str | Path, name: str) -> ExpLayout:
+        return cls(Path(exp) / name)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    def phase_dir(self, phase: str) -> Path:
+        return self.root / phase
+
+    @property
+    def model(self) -> Path:
+        """Link to the final phase's averaged model (stage 4)."""
+        return self.root / "model"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def embeddings(self, set_name: str) -> Path:
+        return self.root / "embeddings" / set_name
+
+    def xvector_scp(self, set_name: str) -> Path:
+        return self.embeddings(set_name) / "xvector.scp"
+
+    @property
+    def backend(self) -> Path:
+        return self.root / "backend"
+
+    @property
+    def calibration(self) -> Path:
+        return self.backend / "calibration.json"
+
+    @property
+    def scores_dir(self) -> Path:
+        return self.root / "scores"
+
+    def scores(self, list_name: str) -> Path:
+        return self.scores_dir / list_name
+
+    @property
+    def results_md(self) -> Path:
+        return self.root / "RESULTS.md"
+
+    @property
+    def results_json(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def package(self) -> Path:
+        return self.root / "package"
+
+    def marker(self, stage: int, name: str) -> Path:
+        return self.root / ".done" / f"stage{stage}_{name}.json"
+
+
+@dataclass(frozen=True)
+class EvalLayout:
+    """local/evaluate.sh's output directory for one evaluation (a model on a new data dir)."""
+
+    root: Path
+
+    @property
+    def data_dir(self) -> Path:
+        """The checked copy of the user's data dir, with the trial list as data/trials."""
+        return self.root / "data"
+
+    @property
+    def trials(self) -> Path:
+        return self.data_dir / "trials"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings"
+
+    @property
+    def xvector_scp(self) -> Path:
+        return self.embeddings / "xvector.scp"
+
+    def scores(self, name: str) -> Path:
+        return self.root / "scores" / name
+
+    @property
+    def results_md(self) -> Path:
+        return self.root / "RESULTS.md"
+
+    @property
+    def results_json(self) -> Path:
+        return self.root / "results.json"
+
+
+@dataclass(frozen=True)
+class PackageLayout:
+    """A packaged model (stage 8): see voxadapt.package for what each file holds."""
+
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "voxadapt-model.json"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def backbone(self) -> Path:
+        return self.root / "backbone.json"
+
+    @property
+    def weights(self) -> Path:
+        return self.root / "model.safetensors"
+
+    @property
+    def adapter_weights(self) -> Path:
+        return self.root / "adapters.safetensors"
+
+    @property
+    def backend(self) -> Path:
+        return self.root / "backend"
+
+    @property
+    def calibration(self) -> Path:
+        return self.root / "calibration.json"
+
+    @property
+    def onnx(self) -> Path:
+        return self.root / "model.onnx"

@@ -1,0 +1,108 @@
+"""DropAdapt (Luu, Bell, Renals, Odyssey 2020): every N steps, score the unlabelled adaptation
+data, sum the softmax probabilities per class over its utterances, and permanently drop the K
+least probable classes from the data sampler and the AAM head (or K random ones, the control)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from voxadapt.config import DropAdaptConfig
+from voxadapt.data.audio import read_utterance
+from voxadapt.data.kaldi_dir import DataDir
+from voxadapt.data.trials import read_trials
+from voxadapt.errors import VoxadaptError, located
+from voxadapt.fileio import atomic_path
+from voxadapt.layout import trial_lists
+from voxadapt.models.aam import AAMSoftmax
+from voxadapt.models.speaker import SpeakerModel
+
+log = logging.getLogger(__name__)
+
+
+class DropAdapt:
+    def __init__(self, cfg: DropAdaptConfig, num_classes: int, seed: int, audio: list[np.ndarray], sample_rate: int,
+                 classes: list[str], log_file: Path):
+        if cfg.drop >= num_classes:
+            raise VoxadaptError(f"dropadapt.drop {cfg.drop} must be less than the {num_classes} training classes")
+        if not audio:
+            raise VoxadaptError("the DropAdapt adaptation set has no audio; give dropadapt.adaptation_dir with utterances")
+        self.cfg, self.num_classes, self.seed = cfg, num_classes, seed
+        self.audio, self.sr, self.classes, self.log_file = audio, sample_rate, classes, log_file
+        self.dropped: list[int] = []  # in the order they were dropped
+
+    def due(self, step: int) -> bool:
+        return step % self.cfg.every_steps == 0
+
+    def kept(self) -> np.ndarray:
+        return np.setdiff1d(np.arange(self.num_classes), np.array(self.dropped, dtype=np.int64))
+
+    def _crops(self, draw: int) -> torch.Tensor:
+        n = int(self.cfg.crop_seconds * self.sr)
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 7_000_002, draw]))
+        out = np.empty((len(self.audio), n), dtype=np.float32)
+        for i, x in enumerate(self.audio):
+            start = int(rng.integers(0, max(1, len(x) - n + 1)))
+            piece = x[start:start + n]
+            out[i] = piece if len(piece) == n else np.resize(piece, n)
+        return torch.from_numpy(out)
+
+    @torch.no_grad()
+    def class_probabilities(self, model: SpeakerModel, head: AAMSoftmax, kept: np.ndarray, draw: int,
+                            device: torch.device) -> np.ndarray:
+        """Softmax over the kept classes, summed over the adaptation utterances (no labels used)."""
+        was = model.training
+        model.eval()
+        try:
+            crops = self._crops(draw)
+            total = torch.zeros(len(kept), dtype=torch.float64)
+            idx = torch.from_numpy(kept).to(device)
+            for s in range(0, len(crops), 32):
+                emb = model(crops[s:s + 32].to(device))
+                total += torch.softmax(head.scale * head.cosine(emb, idx), dim=1).sum(0).double().cpu()
+        finally:
+            model.train(was)
+        return total.numpy()
+
+    def update(self, step: int, model: SpeakerModel, head: AAMSoftmax, device: torch.device) -> list[int]:
+        """Drop K more classes; returns them (lowest summed probability first)."""
+        kept = self.kept()
+        if len(kept) - self.cfg.drop < 2:
+            log.warning("DropAdapt: only %d classes left; no further drops", len(kept))
+            return []
+        draw = step // self.cfg.every_steps
+        if self.cfg.variant == "random":
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, 7_000_003, draw]))
+            chosen, probs = rng.choice(kept, self.cfg.drop, replace=False), None
+        else:
+            probs = self.class_probabilities(model, head, kept, draw, device)
+            order = np.argsort(probs, kind="stable")[: self.cfg.drop]
+            chosen = kept[order]
+            probs = probs[order]
+        self.dropped.extend(int(c) for c in chosen)
+        with atomic_path(self.log_file) as tmp:
+            previous = self.log_file.read_text() if self.log_file.is_file() else "step\tclass\tsummed_probability\n"
+            rows = "".join(f"{step}\t{self.classes[c]}\t{'-' if probs is None else f'{p:.6g}'}\n"
+                           for c, p in zip(chosen, probs if probs is not None else [None] * len(chosen)))
+            tmp.write_text(previous + rows)
+        return [int(c) for c in chosen]
+
+
+def adaptation_audio(adaptation_dir: str, test_dirs: list[Path]) -> list[np.ndarray]:
+    """Audio of the adaptation set: a given data dir, or the enrolment side of the test sets' trial lists."""
+    if adaptation_dir:
+        d = DataDir.load(adaptation_dir)
+        return [read_utterance(d, u) for u in d.utterance_ids]
+    out = []
+    for test_dir in test_dirs:
+        d = DataDir.load(test_dir)
+        lists = trial_lists(test_dir).values()
+        if not lists:
+            raise VoxadaptError(located(test_dir, None, "no trial list for the DropAdapt enrolment set",
+                                        "give dropadapt.adaptation_dir"))
+        enroll = sorted({t.enroll for f in lists for t in read_trials(f, known=d.utt2spk)})
+        out += [read_utterance(d, u) for u in enroll]
+    return out
