@@ -118,6 +118,20 @@ def test_speed_perturbed_crop_changes_pitch(tmp_path):
     assert len(short) == 3 * sr and np.allclose(short[:sr], short[2 * sr:3 * sr], atol=1e-4)
 
 
+
+def test_perturbed_crop_of_a_segment_reads_the_segment_only(tmp_path):
+    """A span within 1 ms of the declared recording makes lhotse read the whole file: the table
+    must declare the recording's real length, not the span's end (a 0.55-s segment of a 2-s file)."""
+    sr = 16000
+    write_wav(tmp_path / "long.wav", 2.0, sr)
+    rec = Recording.from_file(tmp_path / "long.wav")
+    seg = MonoCut(id="s", start=0.0, duration=8806 / sr, channel=0, recording=rec,
+                  supervisions=[SupervisionSegment("s", rec.id, 0.0, 8806 / sr, channel=0, speaker="a")])
+    table = ExampleTable.from_cuts([seg.perturb_speed(1.1)], sr)
+    for k in range(5):  # the crop needs 8802 input samples: it starts at one of the first 5
+        x = table.crop(0, 8000, np.random.default_rng(k))
+        assert len(x) == 8000 and np.abs(x).max() > 0.01
+
 def test_stage2_is_idempotent(cfg, tiny_data, caplog):
     import logging
 

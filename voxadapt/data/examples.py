@@ -2,7 +2,7 @@
 through lhotse.
 
 The table keeps what a crop needs in flat arrays (about 50 bytes per example plus each distinct
-recording's audio source once), because millions of lhotse cut objects would not fit: 1.7 kB
+recording's audio source and length once), because millions of lhotse cut objects would not fit: 1.7 kB
 each, 5.5 GB for VoxCeleb2 with speed perturbation. A crop is read by building the lhotse cut of
 just that span, so lhotse does the audio work: files, commands ('... |', e.g. ffmpeg for m4a),
 its Speed transform and resampling.
@@ -37,6 +37,7 @@ class ExampleTable:
     """One row per training utterance. Times are in the original recording's time scale."""
 
     sources: PackedStrings  # JSON of each distinct recording's lhotse audio sources
+    source_samples: np.ndarray  # each distinct recording's length in samples (original time scale)
     source: np.ndarray  # per example: its row of `sources`
     start: np.ndarray  # seconds
     duration: np.ndarray  # seconds
@@ -48,11 +49,17 @@ class ExampleTable:
     @classmethod
     def from_cuts(cls, cuts: Iterable, sample_rate: int, classes: list[str] | None = None) -> ExampleTable:
         rows: dict[str, int] = {}
+        lengths: list[int] = []
         source, start, dur, speed, spk = [], [], [], [], []
         for cut in cuts:
             f = _speed(cut)
             key = json.dumps([s.to_dict() for s in cut.recording.sources])
-            source.append(rows.setdefault(key, len(rows)))
+            row = rows.setdefault(key, len(rows))
+            if row == len(lengths):
+                lengths.append(0)
+            # A perturbed copy declares its perturbed length: scaled back, it may be a sample off.
+            lengths[row] = max(lengths[row], round(cut.recording.num_samples * f))
+            source.append(row)
             start.append(cut.start * f)
             dur.append(cut.duration * f)
             speed.append(f)
@@ -66,7 +73,8 @@ class ExampleTable:
         unknown = sorted(set(spk) - set(index))
         if unknown:
             raise DataError(f"speakers {unknown[:3]} are not among the model's {len(classes)} classes")
-        return cls(PackedStrings(rows), np.array(source, dtype=np.int64), np.array(start), np.array(dur),
+        return cls(PackedStrings(rows), np.array(lengths, dtype=np.int64), np.array(source, dtype=np.int64),
+                   np.array(start), np.array(dur),
                    np.array(speed, dtype=np.float64), np.array([index[s] for s in spk], dtype=np.int64), classes,
                    sample_rate)
 
@@ -97,10 +105,10 @@ class ExampleTable:
             span = want_in
         else:
             span = total_in
-        # The recording as far as this span reaches: lhotse reads [first, first + span) only.
-        end = first + span
+        # The recording at its real length: lhotse reads the whole file when a span is within 1 ms of it.
+        total = max(int(self.source_samples[self.source[i]]), first + span)
         recording = Recording(id=f"example-{i}", sources=self.audio_sources(i), sampling_rate=sr,
-                              num_samples=end, duration=end / sr)
+                              num_samples=total, duration=total / sr)
         cut = MonoCut(id=f"example-{i}", start=first / sr, duration=span / sr, channel=0, recording=recording)
         if f != 1.0:
             cut = cut.perturb_speed(f)
