@@ -18,9 +18,15 @@ from pathlib import Path
 
 import numpy as np
 from lhotse import AudioSource, MonoCut, Recording, load_manifest_lazy
+from lhotse.audio.backend import LibsndfileBackend, audio_backend
 
 from voxadapt.data.packed import PackedStrings
 from voxadapt.errors import DataError, first_line, located
+
+# Stage 0 validated every recording with soundfile, so lhotse may read them with libsndfile
+# directly: its default backend probes the alternatives on every read, which makes a 2-s crop
+# several times slower.
+SOUNDFILE = LibsndfileBackend()
 
 
 def _speed(cut) -> float:  # noqa: ANN001 - a lhotse MonoCut
@@ -113,8 +119,8 @@ class ExampleTable:
         if f != 1.0:
             cut = cut.perturb_speed(f)
         try:
-            with warnings.catch_warnings():  # lhotse warns when a perturbed span rounds a sample short
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(), audio_backend(SOUNDFILE):
+                warnings.simplefilter("ignore")  # lhotse warns when a perturbed span rounds a sample short
                 x = cut.load_audio()[0]
         except Exception as err:  # noqa: BLE001 - lhotse and its audio backends raise many kinds
             src = self.audio_sources(i)[0]
