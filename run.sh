@@ -117,15 +117,14 @@ common=(--config "$config" ${overrides[@]+"${overrides[@]}"})
 
 name=$(python pyscripts/show_config.py "${common[@]}" --get name)
 expdir="$exp/$name"
-# The sets stage 0 makes for this corpus (voxadapt/layout.py owns the names and paths).
-train_set=$(python pyscripts/show_config.py "${common[@]}" --get data.sets.train)
+# The sets stage 0 makes for this corpus, <train> first (voxadapt/layout.py owns the names and paths).
 all_sets=$(python pyscripts/show_config.py "${common[@]}" --get data.sets.all)
 log() { echo "$(date '+%F %T') [run.sh] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 if run_stage 0; then
   # reads: the corpus (generated, --voxceleb*_root, or --train_dir/--test_dir/--trials)
-  # writes: $data/<set>/{wav.scp,utt2spk,spk2utt,reco2dur,trials*} for $all_sets
+  # writes: $data/<set>/{wav.scp,utt2spk,spk2utt,reco2dur,trials*} for every set
   log "Stage 0: data dirs"
   python pyscripts/prepare_data.py "${common[@]}" --data "$data" --nj "$nj"
 fi
@@ -137,8 +136,8 @@ if run_stage 1; then
 fi
 
 if run_stage 2; then
-  # reads: $data/manifests/$train_set/cuts.jsonl.gz (+ --musan_root, --rirs_root)
-  # writes: $data/manifests/augment/{noise,music,speech,rir}.jsonl.gz, $data/manifests/${train_set}_sp/
+  # reads: $data/manifests/<train>/cuts.jsonl.gz (+ --musan_root, --rirs_root)
+  # writes: $data/manifests/augment/{noise,music,speech,rir}.jsonl.gz, $data/manifests/<train>_sp/
   log "Stage 2: augmentation resources and speed perturbation"
   python pyscripts/prepare_augment.py "${common[@]}" --data "$data"
 fi
@@ -169,7 +168,7 @@ fi
 
 if run_stage 5; then
   # reads: $data/<set>/, $expdir/model
-  # writes: $expdir/embeddings/<set>/{xvector,spk_xvector}.{ark,scp}, num_utts.ark for $all_sets
+  # writes: $expdir/embeddings/<set>/{xvector,spk_xvector}.{ark,scp}, num_utts.ark for every set
   log "Stage 5: x-vectors ($nj jobs per set; logs: $expdir/embeddings/<set>/log/)"
   # Local jobs share this machine's cores; more threads than cores makes every job crawl.
   threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1
@@ -186,7 +185,7 @@ if run_stage 5; then
 fi
 
 if run_stage 6; then
-  # reads: $expdir/embeddings/$train_set/ (+ the calibration set's x-vectors and trials)
+  # reads: $expdir/embeddings/<train>/ (+ the calibration set's x-vectors and trials)
   # writes: $expdir/backend/{mean.vec,lda.mat,plda,cohort.ark,calibration.json}
   log "Stage 6: back-end (mean, LDA, PLDA, AS-norm cohort, calibration)"
   python pyscripts/train_backend.py "${common[@]}" --data "$data" --exp "$exp"
