@@ -64,3 +64,26 @@ def test_an_old_package_scores_through_local_evaluate_sh_paths(tmp_path):
     shutil.copytree(OLD_PACKAGE, pkg)
     proc = run_py("show_config.py", "--config", str(pkg / "config.yaml"), "--get", "augment.probability")
     assert proc.returncode == 0 and proc.stdout.strip() == "0.6", proc.stderr
+
+
+def test_outputs_made_before_the_rename_are_still_recognised(tmp_path):
+    """Stage markers and checkpoints record config sections: an experiment trained before the
+    rename must not be refused as 'made with different settings'."""
+    import dataclasses
+
+    import torch
+
+    from voxadapt.fileio import StageMarker
+    from voxadapt.train import checkpoint as ckpt_io
+
+    now = {"augment": dataclasses.asdict(load_config(None).augment), "seed": 1}
+    before = {**now, "augment": {("aug_prob" if k == "probability" else k): v for k, v in now["augment"].items()}}
+    StageMarker(tmp_path / "done.json", before).mark_done()
+    assert StageMarker(tmp_path / "done.json", now).is_done()
+    changed = {**now, "augment": {**now["augment"], "probability": 0.3}}
+    with pytest.raises(Exception, match="made with different settings"):
+        StageMarker(tmp_path / "done.json", changed).is_done()
+    ckpt_io.save_checkpoint(tmp_path / "ckpt", 3, {"fingerprint": before, "step": 3, "w": torch.zeros(2)})
+    assert ckpt_io.latest_checkpoint(tmp_path / "ckpt", now)["step"] == 3
+    with pytest.raises(Exception, match="checkpoint of another config"):
+        ckpt_io.latest_checkpoint(tmp_path / "ckpt", changed)

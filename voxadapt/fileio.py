@@ -153,6 +153,10 @@ class StageMarker:
         except json.JSONDecodeError:
             return False  # a torn marker cannot vouch for anything: redo the work
         if recorded != self.fingerprint:
+            from voxadapt.config.loader import upgrade_fingerprint
+
+            recorded = upgrade_fingerprint(recorded)
+        if recorded != self.fingerprint:
             changed = sorted(
                 k for k in set(recorded) | set(self.fingerprint) if recorded.get(k) != self.fingerprint.get(k)
             )

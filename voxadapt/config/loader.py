@@ -230,6 +230,23 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     return from_dict(Config, raw, source)
 
 
+def upgrade_fingerprint(fingerprint: Any) -> Any:
+    """A stage marker's or checkpoint's fingerprint with config keys renamed since it was written:
+    fingerprints hold config sections under their section names (e.g. {"augment": {...}}), so an
+    experiment trained before a rename is still recognised as the same one."""
+    if isinstance(fingerprint, list):
+        return [upgrade_fingerprint(v) for v in fingerprint]
+    if not isinstance(fingerprint, dict):
+        return fingerprint
+    out = {k: upgrade_fingerprint(v) for k, v in fingerprint.items()}
+    for table in RENAMED.values():
+        for old, new in table.items():
+            section = old.split(".", 1)[0]
+            if isinstance(out.get(section), dict) and new.split(".", 1)[0] == section:
+                _rename(out, old, new)
+    return out
+
+
 def _rename(tree: dict, old: str, new: str) -> bool:
     """Move the value at dotted key `old` to `new` (unless `new` is set too); True if moved."""
     *path, key = old.split(".")
