@@ -117,8 +117,6 @@ common=(--config "$config" ${overrides[@]+"${overrides[@]}"})
 
 name=$(python pyscripts/show_config.py "${common[@]}" --get name)
 expdir="$exp/$name"
-# The sets stage 0 makes for this corpus, <train> first (voxadapt/layout.py owns the names and paths).
-all_sets=$(python pyscripts/show_config.py "${common[@]}" --get data.sets.all)
 log() { echo "$(date '+%F %T') [run.sh] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
@@ -172,7 +170,8 @@ if run_stage 5; then
   log "Stage 5: x-vectors ($nj jobs per set; logs: $expdir/embeddings/<set>/log/)"
   # Local jobs share this machine's cores; more threads than cores makes every job crawl.
   threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1
-  for set in $all_sets; do
+  # The corpus's sets, <train> first (voxadapt/layout.py owns the names and paths).
+  for set in $(python pyscripts/show_config.py "${common[@]}" --get data.sets.all); do
     out="$expdir/embeddings/$set"
     merge=(python pyscripts/merge_xvectors.py "${common[@]}" --data "$data/$set" --model "$expdir/model" --out "$out" --nj "$nj")
     if "${merge[@]}" --check; then continue; fi

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from voxadapt.config.loader import upgrade_fingerprint
 from voxadapt.errors import VoxadaptError, first_line, located
 
 
@@ -152,10 +153,7 @@ class StageMarker:
             recorded = json.loads(self.path.read_text())
         except json.JSONDecodeError:
             return False  # a torn marker cannot vouch for anything: redo the work
-        if recorded != self.fingerprint:
-            from voxadapt.config.loader import upgrade_fingerprint
-
-            recorded = upgrade_fingerprint(recorded)
+        recorded = upgrade_fingerprint(recorded)  # markers written before a config key rename
         if recorded != self.fingerprint:
             changed = sorted(
                 k for k in set(recorded) | set(self.fingerprint) if recorded.get(k) != self.fingerprint.get(k)
