@@ -23,6 +23,7 @@ ssl_model=""         # local save_pretrained dir of the SSL model (default: the 
 train_dir=""
 test_dir=""
 trials=""
+extract_sets=""      # stage 5: only these sets (space-separated; default: every set of the corpus)
 # Training scale-out (stage 3/4 run under torchrun)
 nproc_per_node=1     # processes (GPUs) per node
 nnodes=1
@@ -34,7 +35,7 @@ help_message="Usage: $0 [options]
 Stages:
   0 data       Kaldi data dirs data/<set>/{wav.scp,utt2spk,spk2utt,reco2dur} + trial lists
   1 manifests  lhotse manifests under data/manifests/<set>/
-  2 augment    noise/music/babble/RIR resources and speed-perturbed training cuts
+  2 augment    noise/music/babble/RIR resources (+ training audio in shards, with loader.shards)
   3 train      SSL fine-tuning with the configured back-end (torchrun)
   4 adapt      large-margin fine-tuning / DropAdapt, checkpoint averaging
   5 extract    x-vectors exp/<name>/embeddings/<set>/xvector.{ark,scp} (+ speaker means)
@@ -51,6 +52,7 @@ Options:
   --musan_root DIR --rirs_root DIR                (augmentation corpora; default: generated)
   --ssl_model DIR                                 (pre-trained WavLM/HuBERT/wav2vec2 directory)
   --train_dir DIR --test_dir DIR --trials FILE    (for --corpus kaldi)
+  --extract_sets 'SET ...'                        (stage 5: these sets only; default: all)
   --nproc_per_node N --nnodes N --node_rank R --master_addr H --master_port P   (torchrun, stages 3-4)
 Every stage is resumable: re-running a finished stage does nothing.
 A trained model on new data (your Kaldi dir and trial list): local/evaluate.sh --model exp/<name> ..."
@@ -135,9 +137,9 @@ fi
 
 if run_stage 2; then
   # reads: $data/manifests/<train>/cuts.jsonl.gz (+ --musan_root, --rirs_root)
-  # writes: $data/manifests/augment/{noise,music,speech,rir}.jsonl.gz, $data/manifests/<train>_sp/
+  # writes: $data/manifests/augment/{noise,music,speech,rir}.jsonl.gz (+ $data/shards/<train>/ with loader.shards)
   log "Stage 2: augmentation resources and speed perturbation"
-  python pyscripts/prepare_augment.py "${common[@]}" --data "$data"
+  python pyscripts/prepare_augment.py "${common[@]}" --data "$data" --nj "$nj"
 fi
 
 torchrun_args=(--nproc_per_node "$nproc_per_node" --nnodes "$nnodes" --node_rank "$node_rank"
@@ -150,7 +152,7 @@ node=""
 [ "$nnodes" -gt 1 ] && node=".node$node_rank"  # one log per node on a shared file system
 
 if run_stage 3; then
-  # reads: the training cuts of stage 2, $data/manifests/augment/, $data/dev/ (validation EER)
+  # reads: $data/manifests/<train>/ (or $data/shards/<train>/), $data/manifests/augment/, $data/dev/ (validation EER)
   # writes: $expdir/config.yaml, $expdir/<phase>/{checkpoints,final,summary.json}, $expdir/tensorboard/
   log "Stage 3: training (log: $expdir/log/train$node.log; TensorBoard: $expdir/tensorboard)"
   $train_cmd "$expdir/log/train$node.log" \
@@ -171,7 +173,9 @@ if run_stage 5; then
   # Local jobs share this machine's cores; more threads than cores makes every job crawl.
   threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1
   # The corpus's sets, <train> first (voxadapt/layout.py owns the names and paths).
-  for set in $(python pyscripts/show_config.py "${common[@]}" --get data.sets.all); do
+  all_sets=$(python pyscripts/show_config.py "${common[@]}" --get data.sets.all)
+  for set in ${extract_sets:-$all_sets}; do
+    [[ " $all_sets " == *" $set "* ]] || die "--extract_sets: '$set' is not a set of this corpus ($all_sets)"
     out="$expdir/embeddings/$set"
     merge=(python pyscripts/merge_xvectors.py "${common[@]}" --data "$data/$set" --model "$expdir/model" --out "$out" --nj "$nj")
     if "${merge[@]}" --check; then continue; fi

@@ -34,8 +34,8 @@ def main() -> None:
     cfg = load_config(args.config)
     data = Path(args.data)
     layout = DataLayout(Path(data))
-    table = ExampleTable.from_manifest(layout.training_cuts(cfg.data.sets.train, cfg.augment.speed_perturb),
-                                       cfg.data.sample_rate)
+    table = ExampleTable.from_manifest(layout.cuts(cfg.data.sets.train), cfg.data.sample_rate,
+                                       cfg.augment.speeds if cfg.augment.speed_perturb else [])
     aug = Augmenter(cfg.augment, {k: layout.augment_manifest(k) for k in AUGMENT_KINDS})
     n = int(cfg.loader.crop_seconds * cfg.data.sample_rate)
     rng = np.random.default_rng(0)

@@ -37,17 +37,18 @@ def main() -> None:
     from voxadapt.layout import DataLayout
 
     cfg = load_config(args.config)
-    cuts_path = DataLayout(Path(args.data)).training_cuts(cfg.data.sets.train, cfg.augment.speed_perturb)
+    cuts_path = DataLayout(Path(args.data)).cuts(cfg.data.sets.train)
+    speeds = cfg.augment.speeds if cfg.augment.speed_perturb else []
     sr, crop_s = cfg.data.sample_rate, cfg.loader.crop_seconds
     n = int(crop_s * sr)
 
     tracemalloc.start()
-    table = ExampleTable.from_manifest(cuts_path, sr)
+    table = ExampleTable.from_manifest(cuts_path, sr, speeds)
     table_bytes = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     tracemalloc.start()
-    cuts = load_manifest_lazy(cuts_path).to_eager()  # the alternative: keep lhotse's cut objects
-    cut_bytes = tracemalloc.get_traced_memory()[0]
+    cuts = load_manifest_lazy(cuts_path).to_eager()  # the alternative: lhotse cut objects, one per example
+    cut_bytes = tracemalloc.get_traced_memory()[0] * (1 + len(speeds))
     tracemalloc.stop()
     del cuts
     by_speed: dict[float, list[int]] = {}

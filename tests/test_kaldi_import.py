@@ -84,7 +84,7 @@ def test_segmented_dirs_without_text_through_manifests_and_training_examples(tmp
     # Training reads each example from inside its recording.
     cfg = load_config(tmp_path / "seg.yaml")
     augment.run(cfg, data)
-    table = ExampleTable.from_manifest(data.training_cuts("train", speed_perturb=False), 16000)
+    table = ExampleTable.from_manifest(data.cuts("train"), 16000)
     sources = [table.audio_sources(k)[0] for k in range(len(table))]
     for spk, piped in (("a", False), ("b", True)):
         i = next(k for k, src in enumerate(sources) if f"{spk}.wav" in src.source)

@@ -44,7 +44,7 @@ def copy_of(reference: Path, tmp_path: Path) -> Path:
 
 
 REDO = {  # what a stage writes: removed from the copy before the stage runs again
-    2: ["data/manifests/augment", "data/manifests/train_sp", "data/augment", "data/.done/stage2_augment.json"],
+    2: ["data/manifests/augment", "data/augment", "data/.done/stage2_augment.json"],
     4: [f"exp/{NAME}/lm", f"exp/{NAME}/model"],
     5: [f"exp/{NAME}/embeddings"],
     6: [f"exp/{NAME}/backend", f"exp/{NAME}/.done/stage6_backend.json"],

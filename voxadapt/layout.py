@@ -2,8 +2,8 @@
 
   <data>/<set>/                        Kaldi data dir (wav.scp, utt2spk, spk2utt, reco2dur, trials*)
   <data>/manifests/<set>/              lhotse recordings/supervisions/cuts (.jsonl.gz)
-  <data>/manifests/<train>_sp/         speed-perturbed training cuts (stage 2)
   <data>/manifests/augment/<kind>.jsonl.gz   noise, music, speech, rir recordings (stage 2)
+  <data>/shards/<train>/               training audio as lhotse Shar shards + index.tsv (stage 2, optional)
   <data>/audio/, <data>/augment/       generated audio (synthetic corpus, stand-in noises)
   <data>/.done/stage<N>_<name>.json    stage markers
   <exp>/<name>/config.yaml, <phase>/, model -> <phase>/final, log/, tensorboard/
@@ -75,9 +75,8 @@ class DataLayout:
     def cuts(self, name: str) -> Path:
         return self.manifest_dir(name) / CUTS
 
-    def training_cuts(self, train: str, speed_perturb: bool) -> Path:
-        """The cuts training reads: speed-perturbed copies included when configured."""
-        return self.cuts(f"{train}_sp" if speed_perturb else train)
+    def shards(self, train: str) -> Path:
+        return self.root / "shards" / train
 
     @property
     def augment_dir(self) -> Path:

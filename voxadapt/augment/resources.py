@@ -1,18 +1,20 @@
-"""Augmentation resources as lhotse RecordingSets, and speed-perturbed copies of training cuts.
+"""Augmentation resources as lhotse RecordingSets.
 
 The resources are what online augmentation draws from: MUSAN and RIRS_NOISES through lhotse's
-recipes when the user gives them, otherwise generated stand-ins and, for babble, the training
-recordings.
+recipes when the user gives them, otherwise generated stand-ins and, for babble, up to
+BABBLE_RECORDINGS of the training recordings.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from lhotse import CutSet, Recording, RecordingSet, fastcopy
+from lhotse import Recording, RecordingSet
 
 from voxadapt.augment.generate import NOISE_KINDS, make_music, make_noise, make_rir
 from voxadapt.config import AugmentConfig
@@ -20,6 +22,19 @@ from voxadapt.errors import DataError, located
 from voxadapt.fileio import atomic_path
 
 MIN_RIR_SECONDS = 0.001
+# Babble mixes 3-8 recordings at a time: 10,000 speakers' worth is plenty (MUSAN speech has 426
+# files), and every training worker holds the pool.
+BABBLE_RECORDINGS = 10_000
+
+
+def babble_recordings(recordings: Path, seed: int) -> list[Recording]:
+    """A seeded sample of up to BABBLE_RECORDINGS of a recordings manifest, in manifest order."""
+    with gzip.open(recordings, "rt") as f:
+        count = sum(1 for _ in f)
+    keep = np.zeros(count, dtype=bool)
+    keep[np.random.default_rng(seed).permutation(count)[:BABBLE_RECORDINGS]] = True
+    with gzip.open(recordings, "rt") as f:
+        return [Recording.from_dict(json.loads(line)) for line, k in zip(f, keep) if k]
 
 
 def build_resources(cfg: AugmentConfig, audio_dir: Path, sr: int,
@@ -107,12 +122,3 @@ def _check_resources(sets: dict[str, RecordingSet], sr: int) -> None:
             if kind == "rir" and r.duration < MIN_RIR_SECONDS:
                 raise DataError(located(path, None, f"RIR only {r.duration * 1000:.2f} ms long (minimum 1 ms)",
                                         "remove it from the RIR directory"))
-
-
-def speed_perturbed_cuts(cuts: CutSet, speeds: list[float]) -> CutSet:
-    """Originals plus one copy per speed, each copy's speaker renamed 'sp<factor>-<speaker>'."""
-    copies = [cuts]
-    for factor in speeds:
-        copies.append(cuts.perturb_speed(factor).map_supervisions(
-            lambda s, f=factor: fastcopy(s, speaker=f"sp{f}-{s.speaker}")))
-    return CutSet.from_cuts(c for part in copies for c in part)

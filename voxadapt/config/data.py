@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from voxadapt.config.checks import require
@@ -60,6 +60,10 @@ class DataConfig:
     corpus: Literal["synthetic", "voxceleb", "kaldi"] = "synthetic"
     sample_rate: int = 16000
     min_duration: float = 0.2  # shorter recordings are rejected by validation
+    # How stage 0 checks the audio (data/validate.py): decode every recording, or read headers and
+    # decode a sample; 'auto' decodes dirs up to 20,000 recordings, of them up to 2,000 pipes.
+    validation: Literal["auto", "decode", "header"] = "auto"
+    validation_sample: int = 1000  # recordings decoded in full by the header check
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     voxceleb: VoxCelebConfig = field(default_factory=VoxCelebConfig)
     kaldi: KaldiImportConfig = field(default_factory=KaldiImportConfig)
@@ -67,6 +71,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         require(self.sample_rate in (8000, 16000, 22050, 24000, 44100, 48000), "sample_rate is not a usual rate")
         require(self.min_duration > 0, "min_duration must be > 0")
+        require(self.validation_sample >= 0, "validation_sample must be >= 0")
 
     @property
     def sets(self) -> CorpusSets:
@@ -127,8 +132,25 @@ class LoaderConfig:
     sampler: Literal["utterance", "distinct_speakers"] = "utterance"
     num_workers: int = 2
     batches_per_epoch: int = 0  # 0: one pass over the training examples
+    # Read training audio from lhotse Shar shards written by stage 2 (data/shards.py) instead of
+    # one file per utterance: FLAC decoded once, read a few shards at a time.
+    shards: bool = False
+    shard_size: int = 1000  # utterances per shard
+    shard_window: int = 4  # shards shuffled together
+
+    def fingerprint(self) -> dict:
+        """What training results depend on; the shard keys only when shards are used, so runs
+        made before the keys existed still match."""
+        d = asdict(self)
+        if not self.shards:
+            for key in ("shards", "shard_size", "shard_window"):
+                del d[key]
+        return d
 
     def __post_init__(self) -> None:
         require(self.crop_seconds > 0.1, "crop_seconds must be > 0.1")
+        require(self.shard_size >= 1 and self.shard_window >= 1, "shard_size and shard_window must be >= 1")
+        require(not self.shards or self.sampler == "utterance",
+                "loader.shards needs sampler: utterance (distinct_speakers reads every shard at random)")
         require(self.batch_size >= 1 and self.num_workers >= 0 and self.batches_per_epoch >= 0,
                  "batch_size must be >= 1, num_workers and batches_per_epoch >= 0")

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from voxadapt.config import KaldiImportConfig
+from voxadapt.config import DataConfig
 from voxadapt.data.trials import read_trials, write_trials
 from voxadapt.data.validate import validate_data_dir
 from voxadapt.errors import DataError
 from voxadapt.fileio import atomic_dir
 
 
-def import_kaldi_dirs(cfg: KaldiImportConfig, train_dir: Path, test_dir: Path, sample_rate: int,
-                      min_duration: float, nj: int) -> None:
+def import_kaldi_dirs(data: DataConfig, train_dir: Path, test_dir: Path, nj: int) -> None:
     """Validate the user's dirs in place (tables and audio), then copy them to `train_dir` and
     `test_dir`: every error names the user's own file and line, and a failed import leaves nothing."""
+    cfg = data.kaldi
     if not (cfg.train_dir and cfg.test_dir and cfg.trials):
         raise DataError("--corpus kaldi needs --train_dir DIR --test_dir DIR --trials FILE")
-    train, test = (validate_data_dir(d, sample_rate, min_duration, check_audio=True, nj=nj)
+    train, test = (validate_data_dir(d, data.sample_rate, data.min_duration, audio=data.validation, nj=nj,
+                                     sample=data.validation_sample)
                    for d in (cfg.train_dir, cfg.test_dir))
     trials = read_trials(cfg.trials, known=test.utt2spk)
     for src, dst in ((train, train_dir), (test, test_dir)):

@@ -1,26 +1,28 @@
-"""The training examples as compact columns, and a (speed-perturbed) random crop of one, read
-through lhotse.
+"""The training examples as compact columns (utterances x speeds), and a (speed-perturbed)
+random crop of one, read through lhotse.
 
 The table keeps what a crop needs in flat arrays (about 50 bytes per example plus each distinct
-recording's audio source and length once), because millions of lhotse cut objects would not fit: 1.7 kB
-each, 5.5 GB for VoxCeleb2 with speed perturbation. A crop is read by building the lhotse cut of
-just that span, so lhotse does the audio work: files, commands ('... |', e.g. ffmpeg for m4a),
-its Speed transform and resampling.
+recording's audio source and length once), because millions of lhotse cut objects would not
+fit: 1.7 kB each, 5.5 GB for VoxCeleb2 with speed perturbation; the speed-perturbed copies are
+rows, not cuts. A crop is read by building the lhotse cut of just that span, so lhotse does the
+audio work: files, commands ('... |', e.g. ffmpeg for m4a), its Speed transform and resampling.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from lhotse import AudioSource, MonoCut, Recording, load_manifest_lazy
+from lhotse import AudioSource, MonoCut, Recording
 from lhotse.audio.backend import LibsndfileBackend, audio_backend
 
 from voxadapt.data.packed import PackedStrings
+from voxadapt.data.shards import AUDIO_PATTERN, INDEX, read_index, read_member, shard_cuts
 from voxadapt.errors import DataError, first_line, located
 
 # Stage 0 validated every recording with soundfile, so lhotse may read them with libsndfile
@@ -29,20 +31,13 @@ from voxadapt.errors import DataError, first_line, located
 SOUNDFILE = LibsndfileBackend()
 
 
-def _speed(cut) -> float:  # noqa: ANN001 - a lhotse MonoCut
-    for t in cut.recording.transforms or []:
-        d = t if isinstance(t, dict) else t.to_dict()
-        if d["name"] == "Speed":
-            return float(d["kwargs"]["factor"])
-        raise DataError(f"cut '{cut.id}': unsupported audio transform {d['name']}; only Speed is used in training")
-    return 1.0
-
-
 @dataclass
 class ExampleTable:
-    """One row per training utterance. Times are in the original recording's time scale."""
+    """One row per training example: each utterance once per speed (1.0 first, then each factor
+    of augment.speeds as a new speaker 'sp<factor>-<speaker>'). Times are in the original
+    recording's time scale."""
 
-    sources: PackedStrings  # JSON of each distinct recording's lhotse audio sources
+    sources: PackedStrings  # JSON of each distinct recording's lhotse audio sources (or shard member)
     source_samples: np.ndarray  # each distinct recording's length in samples (original time scale)
     source: np.ndarray  # per example: its row of `sources`
     start: np.ndarray  # seconds
@@ -51,44 +46,87 @@ class ExampleTable:
     label: np.ndarray  # class index
     classes: list[str]
     sample_rate: int
+    shard: np.ndarray | None = None  # per example: its shard, when the audio is in shards (data/shards.py)
 
     @classmethod
-    def from_cuts(cls, cuts: Iterable, sample_rate: int, classes: list[str] | None = None) -> ExampleTable:
+    def from_cuts(cls, cuts: Iterable[dict | MonoCut], sample_rate: int, speeds: Sequence[float] = (),
+                  classes: list[str] | None = None) -> ExampleTable:
+        """From cuts (lhotse objects or their dicts), one per utterance."""
         rows: dict[str, int] = {}
         lengths: list[int] = []
-        source, start, dur, speed, spk = [], [], [], [], []
+        source, start, dur, spk = [], [], [], []
         for cut in cuts:
-            f = _speed(cut)
-            key = json.dumps([s.to_dict() for s in cut.recording.sources])
-            row = rows.setdefault(key, len(rows))
+            c = cut if isinstance(cut, dict) else cut.to_dict()
+            rec = c["recording"]
+            if rec.get("transforms"):
+                raise DataError(f"cut '{c['id']}': audio transforms are not supported in training cuts "
+                                "(speed perturbation is made from augment.speeds)")
+            if rec["sampling_rate"] != sample_rate:
+                raise DataError(f"cut '{c['id']}' is at {rec['sampling_rate']} Hz, the config says {sample_rate} Hz")
+            row = rows.setdefault(json.dumps(rec["sources"]), len(rows))
             if row == len(lengths):
-                lengths.append(0)
-            # A perturbed copy declares its perturbed length: scaled back, it may be a sample off.
-            lengths[row] = max(lengths[row], round(cut.recording.num_samples * f))
+                lengths.append(rec["num_samples"])
             source.append(row)
-            start.append(cut.start * f)
-            dur.append(cut.duration * f)
-            speed.append(f)
-            spk.append(cut.supervisions[0].speaker)
-            if cut.sampling_rate != sample_rate:
-                raise DataError(f"cut '{cut.id}' is at {cut.sampling_rate} Hz, the config says {sample_rate} Hz")
-        if not source:
-            raise DataError("no training examples; check stages 0-2")
-        classes = classes if classes is not None else sorted(set(spk))
-        index = {c: i for i, c in enumerate(classes)}
-        unknown = sorted(set(spk) - set(index))
-        if unknown:
-            raise DataError(f"speakers {unknown[:3]} are not among the model's {len(classes)} classes")
-        return cls(PackedStrings(rows), np.array(lengths, dtype=np.int64), np.array(source, dtype=np.int64),
-                   np.array(start), np.array(dur),
-                   np.array(speed, dtype=np.float64), np.array([index[s] for s in spk], dtype=np.int64), classes,
-                   sample_rate)
+            start.append(c["start"])
+            dur.append(c["duration"])
+            spk.append(c["supervisions"][0]["speaker"])
+        return cls._with_speeds(PackedStrings(rows), np.array(lengths, dtype=np.int64), np.array(source, dtype=np.int64),
+                                np.array(start), np.array(dur), spk, speeds, classes, sample_rate, None)
 
     @classmethod
-    def from_manifest(cls, path: Path, sample_rate: int, classes: list[str] | None = None) -> ExampleTable:
+    def from_manifest(cls, path: Path, sample_rate: int, speeds: Sequence[float] = (),
+                      classes: list[str] | None = None) -> ExampleTable:
+        """From stage 1's cuts, read as plain JSON (a million lhotse objects would take minutes)."""
         if not path.is_file():
-            raise DataError(located(path, None, "missing", "run stages 1-2 first"))
-        return cls.from_cuts(load_manifest_lazy(path), sample_rate, classes)
+            raise DataError(located(path, None, "missing", "run stage 1 first"))
+        with gzip.open(path, "rt") as f:
+            return cls.from_cuts((json.loads(line) for line in f), sample_rate, speeds, classes)
+
+    @classmethod
+    def from_shards(cls, shard_dir: Path, sample_rate: int, speeds: Sequence[float] = (),
+                    classes: list[str] | None = None) -> ExampleTable:
+        """From stage 2's shards: each utterance's audio is its FLAC member of a shard."""
+        index = read_index(shard_dir)
+        cuts = shard_cuts(shard_dir)
+        sources, lengths, shard, dur, spk = [], [], [], [], []
+        for c in cuts:
+            if c["id"] not in index:
+                raise DataError(located(shard_dir / INDEX, None, f"no entry for utterance '{c['id']}'",
+                                        "the shards are incomplete: re-run stage 2"))
+            if c["recording"]["sampling_rate"] != sample_rate:
+                raise DataError(f"{shard_dir}: utterance '{c['id']}' is at {c['recording']['sampling_rate']} Hz, "
+                                f"the config says {sample_rate} Hz")
+            k, offset, size = index[c["id"]]
+            sources.append(json.dumps({"shard": str(shard_dir / (AUDIO_PATTERN % k)), "offset": offset, "size": size}))
+            lengths.append(c["recording"]["num_samples"])
+            shard.append(k)
+            dur.append(c["duration"])
+            spk.append(c["supervisions"][0]["speaker"])
+        n = len(cuts)
+        return cls._with_speeds(PackedStrings(sources), np.array(lengths, dtype=np.int64), np.arange(n),
+                                np.zeros(n), np.array(dur), spk, speeds, classes, sample_rate,
+                                np.array(shard, dtype=np.int64))
+
+    @classmethod
+    def _with_speeds(cls, sources: PackedStrings, lengths: np.ndarray, source: np.ndarray, start: np.ndarray,
+                     dur: np.ndarray, speakers: list[str], speeds: Sequence[float], classes: list[str] | None,
+                     sample_rate: int, shard: np.ndarray | None) -> ExampleTable:
+        if not len(source):
+            raise DataError("no training examples; check stages 0-2")
+        factors = [1.0, *speeds]
+        names = sorted(set(speakers))
+        per_speed = [names if f == 1.0 else [f"sp{f}-{s}" for s in names] for f in factors]
+        classes = classes if classes is not None else sorted(c for group in per_speed for c in group)
+        pos = {c: i for i, c in enumerate(classes)}
+        unknown = sorted({c for group in per_speed for c in group} - set(pos))
+        if unknown:
+            raise DataError(f"speakers {unknown[:3]} are not among the model's {len(classes)} classes")
+        spk_index = np.searchsorted(np.array(names), np.array(speakers))
+        label = np.concatenate([np.array([pos[c] for c in group], dtype=np.int64)[spk_index] for group in per_speed])
+        k = len(factors)
+        return cls(sources, lengths, np.tile(source, k), np.tile(start, k), np.tile(dur, k),
+                   np.repeat(np.array(factors, dtype=np.float64), len(source)), label, classes, sample_rate,
+                   None if shard is None else np.tile(shard, k))
 
     def __len__(self) -> int:
         return len(self.label)
@@ -98,7 +136,10 @@ class ExampleTable:
         return len(self.classes)
 
     def audio_sources(self, i: int) -> list[AudioSource]:
-        return [AudioSource.from_dict(d) for d in json.loads(self.sources[int(self.source[i])])]
+        entry = json.loads(self.sources[int(self.source[i])])
+        if isinstance(entry, dict):  # a FLAC member of a shard
+            return [AudioSource("memory", [0], read_member(entry["shard"], entry["offset"], entry["size"]))]
+        return [AudioSource.from_dict(d) for d in entry]
 
     def crop(self, i: int, n: int, rng: np.random.Generator) -> np.ndarray:
         """`n` samples from a random position, at the example's speed; short ones repeat."""

@@ -1,19 +1,23 @@
 """lhotse manifests (recordings, supervisions with speakers, cuts) of a Kaldi data dir.
 
 Written as gzipped JSON lines, readable lazily with `lhotse.load_manifest_lazy`, so a
-million-utterance set never has to sit in memory to be read.
+million-utterance set never has to sit in memory to be read. The lines are made here from the
+validated tables, in lhotse's schema, and equal what lhotse's own route (load_kaldi_data_dir,
+CutSet.from_manifests, trim_to_supervisions) writes (tests/test_manifests.py checks it): that
+route builds and serialises dataclasses at about 1 ms per utterance, 20 minutes for VoxCeleb2.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import gzip
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
-from lhotse import CutSet, RecordingSet, SupervisionSegment, SupervisionSet, load_manifest_lazy
-from lhotse.kaldi import load_kaldi_data_dir
-from lhotse.qa import validate_recordings_and_supervisions
+from lhotse import CutSet, load_manifest_lazy
+from lhotse.utils import compute_num_samples
 
+from voxadapt.data.audio import is_pipe
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.errors import DataError, located
 from voxadapt.fileio import atomic_dir
@@ -24,41 +28,54 @@ def make_manifests(src: Path, out: Path, sample_rate: int) -> Path:
     """Manifests of data dir `src`, written whole into `out`."""
     if not (src / "reco2dur").is_file():
         raise DataError(located(src / "reco2dur", None, "missing", "run stage 0 first (it validates the audio)"))
-    if (src / "segments").is_file() and not (src / "text").is_file():
-        recordings, supervisions = _segmented_speaker_dir(src, sample_rate)
-    else:
-        recordings, supervisions, _ = load_kaldi_data_dir(src, sampling_rate=sample_rate)
-    if supervisions is None:
-        raise DataError(located(src / "utt2spk", None, "missing", "a speaker data dir needs utt2spk"))
-    try:
-        validate_recordings_and_supervisions(recordings, supervisions)
-    except AssertionError as err:
-        raise DataError(located(src, None, f"lhotse rejected the data dir ({err})", "fix the data dir")) from None
-    # One cut per utterance (supervision), named by the utterance id.
-    cuts = CutSet.from_manifests(recordings, supervisions).trim_to_supervisions(keep_overlapping=False)
+    d = DataDir.load(src)
     with atomic_dir(out) as tmp:
-        for manifest, name in zip((recordings, supervisions, cuts), MANIFEST_FILES):
-            manifest.to_file(tmp / name)
+        files = [gzip.open(tmp / name, "wt", compresslevel=1) for name in MANIFEST_FILES]
+        try:
+            for recording in _recordings(d, sample_rate):
+                files[0].write(json.dumps(recording) + "\n")
+            for supervision, cut in _utterances(d, sample_rate):
+                files[1].write(json.dumps(supervision) + "\n")
+                files[2].write(json.dumps(cut) + "\n")
+        finally:
+            for f in files:
+                f.close()
     return out
 
 
-def _segmented_speaker_dir(src: Path, sample_rate: int) -> tuple[RecordingSet, SupervisionSet]:
-    """lhotse's Kaldi import insists on a `text` file when there are segments, which speaker data
-    has no use for: lhotse reads the recordings (wav.scp, reco2dur), the segments come from our
-    own strict parse of the data dir."""
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in ("wav.scp", "reco2dur"):
-            shutil.copyfile(src / name, Path(tmp) / name)
-        recordings, _, _ = load_kaldi_data_dir(tmp, sampling_rate=sample_rate)
-    d = DataDir.load(src)
-    assert d.segments is not None and d.reco2dur is not None
-    supervisions = []
-    for utt, seg in d.segments.items():
-        end = d.reco2dur[seg.recording] if seg.end == -1 else min(seg.end, d.reco2dur[seg.recording])
-        supervisions.append(SupervisionSegment(id=utt, recording_id=seg.recording, start=seg.start,
-                                               duration=round(end - seg.start, 6), channel=0,
-                                               speaker=d.utt2spk[utt]))
-    return recordings, SupervisionSet.from_segments(supervisions)
+def _recording(d: DataDir, reco: str, sample_rate: int) -> dict:
+    assert d.reco2dur is not None
+    rx = d.wav_scp[reco]
+    duration = d.reco2dur[reco]
+    source = {"type": "command", "channels": [0], "source": rx.rstrip()[:-1]} if is_pipe(rx) else \
+        {"type": "file", "channels": [0], "source": rx}
+    return {"id": reco, "sources": [source], "sampling_rate": sample_rate,
+            "num_samples": compute_num_samples(duration, sample_rate), "duration": duration, "channel_ids": [0]}
+
+
+def _recordings(d: DataDir, sample_rate: int) -> Iterator[dict]:
+    for reco in sorted(d.wav_scp):
+        yield _recording(d, reco, sample_rate)
+
+
+def _utterances(d: DataDir, sample_rate: int) -> Iterator[tuple[dict, dict]]:
+    """(supervision, cut) of each utterance: one cut per utterance, named by it."""
+    assert d.reco2dur is not None
+    for utt in d.utterance_ids:
+        seg = d.segments[utt] if d.segments is not None else None
+        reco = seg.recording if seg else utt
+        if seg is None:
+            start, duration = 0.0, d.reco2dur[reco]
+        else:
+            end = d.reco2dur[reco] if seg.end == -1 else min(seg.end, d.reco2dur[reco])
+            start, duration = seg.start, round(end - seg.start, 6)
+        supervision = {"id": utt, "recording_id": reco, "start": start, "duration": duration, "channel": 0,
+                       "speaker": d.utt2spk[utt]}
+        # lhotse snaps a cut to whole samples
+        cut = {"id": utt, "start": start, "duration": compute_num_samples(duration, sample_rate) / sample_rate,
+               "channel": 0, "supervisions": [{**supervision, "start": 0.0}],
+               "recording": _recording(d, reco, sample_rate), "type": "MonoCut"}
+        yield supervision, cut
 
 
 def load_cuts(path: Path) -> CutSet:

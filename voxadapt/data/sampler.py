@@ -4,6 +4,9 @@ Every process of a torchrun job runs the same sampler: it walks one global strea
 per epoch (a pure function of seed and epoch) and takes its own slice of each global batch, so
 1 process with batch B and 2 processes with B/2 each see the same examples in the same order.
 Restricting the allowed classes (DropClass, DropAdapt) skips their examples from then on.
+With sharded training data (each example's shard given), the utterance stream visits the shards
+in a seeded order, a window of `shard_window` shards at a time, shuffled within the window: each
+batch reads from a few shards only, and the guarantees above hold unchanged.
 The state after each batch travels with the batch, so a checkpoint records exactly how far
 training has consumed, however far the DataLoader has prefetched.
 """
@@ -38,7 +41,7 @@ class BatchSpec:
 class SpeakerBatchSampler:
     def __init__(self, labels: np.ndarray, batch_size: int, seed: int,
                  mode: Literal["utterance", "distinct_speakers"] = "utterance", world_size: int = 1, rank: int = 0,
-                 batches_per_epoch: int = 0):
+                 batches_per_epoch: int = 0, shards: np.ndarray | None = None, shard_window: int = 4):
         if batch_size % world_size:
             raise VoxadaptError(f"batch_size {batch_size} is not divisible by the {world_size} training processes")
         self.labels = np.asarray(labels)
@@ -47,7 +50,15 @@ class SpeakerBatchSampler:
         self.seed, self.mode = seed, mode
         self.world_size, self.rank = world_size, rank
         self.allowed = np.ones(self.num_classes, dtype=bool)
-        self._by_class = [np.flatnonzero(self.labels == c) for c in range(self.num_classes)]
+        # Each class's examples in index order (one sort: a scan per class is n x classes).
+        order = np.argsort(self.labels, kind="stable")
+        bounds = np.searchsorted(self.labels[order], np.arange(self.num_classes + 1))
+        self._by_class = [order[bounds[c]:bounds[c + 1]] for c in range(self.num_classes)]
+        self.shards = None if shards is None else np.asarray(shards)
+        self.shard_window = shard_window
+        if self.shards is not None and mode != "utterance":
+            raise VoxadaptError("sharded training data needs sampler: utterance (distinct_speakers picks "
+                                "utterances from every shard at random)")
         self.batches_per_epoch = batches_per_epoch or max(1, len(self.labels) // batch_size)
         self.state = SamplerState()
         if mode == "distinct_speakers" and batch_size > self.num_classes:
@@ -84,12 +95,23 @@ class SpeakerBatchSampler:
     def _rng(self, *keys: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence([self.seed, *keys]))
 
+    def _order(self, epoch: int, rnd: int, n: int) -> np.ndarray:
+        rng = self._rng(epoch, rnd)
+        if self.shards is None:
+            return rng.permutation(n)
+        # Shards in a random order; the examples of each window of shards shuffled together.
+        shard_order = rng.permutation(int(self.shards.max()) + 1)
+        rank = np.empty_like(shard_order)
+        rank[shard_order] = np.arange(len(shard_order))
+        window = rank[self.shards] // self.shard_window
+        return np.lexsort((rng.random(n), window))
+
     def _stream(self, epoch: int, pointer: int) -> Iterator[tuple[int, int]]:
         """(position, item) pairs from `pointer` on: examples (utterance mode) or classes."""
         n = len(self.labels) if self.mode == "utterance" else self.num_classes
         rnd = pointer // n
         while True:
-            order = self._rng(epoch, rnd).permutation(n)
+            order = self._order(epoch, rnd, n)
             for pos in range(pointer - rnd * n, n):
                 yield rnd * n + pos, int(order[pos])
             rnd += 1

@@ -6,8 +6,8 @@ The work itself lives in the domain packages (corpus, data, augment, train, back
 
   0 data.py       corpus -> <data>/<set>/ (Kaldi data dirs, validated; reco2dur, trial lists)
   1 manifests.py  <data>/<set>/ -> <data>/manifests/<set>/ (lhotse)
-  2 augment.py    training cuts -> <data>/manifests/augment/, <data>/manifests/<train>_sp/
-  3 train.py      training cuts -> <exp>/<phase>/ for train.phases
+  2 augment.py    training cuts -> <data>/manifests/augment/ (+ <data>/shards/<train>/)
+  3 train.py      training cuts (or shards) -> <exp>/<phase>/ for train.phases
   4 adapt.py      stage 3's model -> <exp>/<phase>/ for adapt.phases, <exp>/model
   5 extract.py    <data>/<set>/ + <exp>/model -> <exp>/embeddings/<set>/ (run_job, run_merge:
                   run.sh drives the jobs, which may go to a cluster)

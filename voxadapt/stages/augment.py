@@ -1,45 +1,47 @@
 """Stage 2: augmentation resources <data>/manifests/augment/<kind>.jsonl.gz (noise, music,
-speech, rir) and, with speed perturbation, the training cuts <data>/manifests/<train>_sp/."""
+speech, rir) and, with loader.shards, the training audio as shards <data>/shards/<train>/.
+Speed perturbation needs no files: training makes each speed's copy of the examples
+(data/examples.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 
-from lhotse import load_manifest_lazy
-
-from voxadapt.augment.resources import build_resources, speed_perturbed_cuts
+from voxadapt.augment.resources import babble_recordings, build_resources
 from voxadapt.config import Config
-from voxadapt.data.manifests import load_cuts
+from voxadapt.data.shards import write_shards
+from voxadapt.errors import DataError, located
 from voxadapt.fileio import StageMarker, atomic_dir, file_digest
-from voxadapt.layout import AUGMENT_KINDS, CUTS, DataLayout, ExpLayout
+from voxadapt.layout import AUGMENT_KINDS, MANIFEST_FILES, DataLayout, ExpLayout
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, data: DataLayout, exp: ExpLayout | None = None) -> None:
+def run(cfg: Config, data: DataLayout, exp: ExpLayout | None = None, nj: int = 1) -> None:
     train = cfg.data.sets.train
     train_cuts = data.cuts(train)
-    cuts = load_cuts(train_cuts)
+    recordings = data.manifest_dir(train) / MANIFEST_FILES[0]
+    for needed in (train_cuts, recordings):
+        if not needed.is_file():
+            raise DataError(located(needed, None, "missing", "run stage 1 (manifests) first"))
     fingerprint = {"augment": dataclasses.asdict(cfg.augment), "sample_rate": cfg.data.sample_rate,
                    "train_cuts": file_digest(train_cuts)}
+    if cfg.loader.shards:  # only then: stage 2 of a config without shards matches its earlier markers
+        fingerprint["shards"] = [cfg.loader.shard_size, cfg.seed]
     marker = StageMarker(data.marker(2, "augment"), fingerprint)
     if marker.is_done(outputs_hint=data.augment_dir):
         log.info("stage 2: augmentation resources already made; nothing to do")
         return
     a = cfg.augment
-    sets = build_resources(a, data.generated_augment_audio, cfg.data.sample_rate, (c.recording for c in cuts))
+    sets = build_resources(a, data.generated_augment_audio, cfg.data.sample_rate, babble_recordings(recordings, a.seed))
     with atomic_dir(data.augment_dir) as tmp:
         for kind in AUGMENT_KINDS:
             sets[kind].to_file(tmp / data.augment_manifest(kind).name)
     for kind in AUGMENT_KINDS:
         log.info("stage 2: %d %s recordings (%.1f min)", len(sets[kind]), kind,
                  sum(r.duration for r in sets[kind]) / 60)
-    if a.speed_perturb:
-        out = data.training_cuts(train, speed_perturb=True)
-        with atomic_dir(out.parent) as tmp:
-            speed_perturbed_cuts(cuts.to_eager(), a.speeds).to_file(tmp / CUTS)
-        speakers = {c.supervisions[0].speaker for c in load_manifest_lazy(out)}
-        log.info("stage 2: speed perturbation %s: %d training classes (%d speakers x %d)",
-                 a.speeds, len(speakers), len(speakers) // (1 + len(a.speeds)), 1 + len(a.speeds))
+    if cfg.loader.shards:
+        n = write_shards(train_cuts, data.shards(train), cfg.loader.shard_size, cfg.seed, nj)
+        log.info("stage 2: %d shards of up to %d utterances in %s", n, cfg.loader.shard_size, data.shards(train))
     marker.mark_done()

@@ -35,13 +35,13 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout | None = None, nj: int = 1
     elif cfg.data.corpus == "voxceleb":
         from voxadapt.corpus.voxceleb import prepare_voxceleb
 
-        prepare_voxceleb(cfg.data.voxceleb, data.set_dir(sets.train), data.set_dir(sets.tests[0]), nj)
+        prepare_voxceleb(cfg.data.voxceleb, data.set_dir(sets.train), data.set_dir(sets.tests[0]), nj,
+                         cfg.data.validation)
     else:
         from voxadapt.corpus.kaldi_import import import_kaldi_dirs
 
-        import_kaldi_dirs(cfg.data.kaldi, data.set_dir(sets.train), data.set_dir(sets.tests[0]),
-                          cfg.data.sample_rate, cfg.data.min_duration, nj)
-    # The user's Kaldi dirs were decoded in place by the import; the others are decoded here.
+        import_kaldi_dirs(cfg.data, data.set_dir(sets.train), data.set_dir(sets.tests[0]), nj)
+    # The user's Kaldi dirs were checked in place by the import; the others are checked here.
     finalize(cfg, data, nj, check_audio=cfg.data.corpus != "kaldi")
     marker.mark_done()
     log.info("stage 0: data dirs ready under %s", data.root)
@@ -51,7 +51,8 @@ def finalize(cfg: Config, data: DataLayout, nj: int, check_audio: bool) -> None:
     """Validate every set (tables, audio unless already done, trials) and write reco2dur."""
     for name in cfg.data.sets.all:
         d = validate_data_dir(data.set_dir(name), cfg.data.sample_rate, cfg.data.min_duration,
-                              check_audio=check_audio, nj=nj)
+                              audio=cfg.data.validation if check_audio else "none", nj=nj,
+                              sample=cfg.data.validation_sample, seed=cfg.seed)
         assert d.reco2dur is not None
         write_table(d.path / "reco2dur", ((r, f"{v:.4f}") for r, v in d.reco2dur.items()))
         lists = trial_lists(d.path)

@@ -72,7 +72,8 @@ def prepare_eval_data(data_dir: Path, trials: Path, out: Path, config: Path, nj:
     if marker.is_done(outputs_hint=out):
         log.info("%s: already prepared; nothing to do", out)
         return
-    d = validate_data_dir(data_dir, cfg.data.sample_rate, cfg.data.min_duration, check_audio=True, nj=nj)
+    d = validate_data_dir(data_dir, cfg.data.sample_rate, cfg.data.min_duration, audio=cfg.data.validation, nj=nj,
+                          sample=cfg.data.validation_sample)
     checked = read_trials(trials, known=d.utt2spk)
     with atomic_dir(out) as tmp:
         d.write(tmp)  # sorted tables, spk2utt, reco2dur from the validation

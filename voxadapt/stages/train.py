@@ -1,5 +1,6 @@
 """Stage 3: train.phases in order, each starting from the previous one's model, on the training
-cuts (<data>/manifests/<train>[_sp]/) into <exp>/<phase>/ (checkpoints, final/, summary.json)."""
+cuts <data>/manifests/<train>/ (or stage 2's shards <data>/shards/<train>/, with loader.shards)
+into <exp>/<phase>/ (checkpoints, final/, summary.json)."""
 
 from __future__ import annotations
 

@@ -68,13 +68,18 @@ class PhaseTrainer:
         self.ckpt_dir = self.phase_dir / "checkpoints"
         self.final_dir = self.phase_dir / "final"
         self.seed = cfg.seed * 1000 + phase_index
+        self.created = time.time()  # the set-up time (to the first batch in hand) is reported
         init_classes = (init_dir / "classes.txt").read_text().split() if init_dir else None
-        cuts = data.training_cuts(cfg.data.sets.train, cfg.augment.speed_perturb)
-        self.table = ExampleTable.from_manifest(cuts, cfg.data.sample_rate, init_classes)
+        train, sr = cfg.data.sets.train, cfg.data.sample_rate
+        speeds = cfg.augment.speeds if cfg.augment.speed_perturb else []
+        if cfg.loader.shards:
+            self.table = ExampleTable.from_shards(data.shards(train), sr, speeds, init_classes)
+        else:
+            self.table = ExampleTable.from_manifest(data.cuts(train), sr, speeds, init_classes)
         digest = text_digest("\n".join(self.table.classes))
         self.fingerprint = {
             "model": dataclasses.asdict(cfg.model), "phase": dataclasses.asdict(phase),
-            "loader": dataclasses.asdict(cfg.loader), "augment": dataclasses.asdict(cfg.augment),
+            "loader": cfg.loader.fingerprint(), "augment": dataclasses.asdict(cfg.augment),
             "seed": cfg.seed, "classes": digest,
             "init": file_digest(init_dir / "model.safetensors") if init_dir else "pretrained",
             "teacher": file_digest(Path(cfg.model.distill.teacher) / "model.safetensors") if cfg.model.distill.teacher else "",
@@ -117,7 +122,8 @@ class PhaseTrainer:
             raise VoxadaptError(f"phase '{phase.name}': per-process batch {batch // self.info.world_size} is not "
                                 f"divisible by accum_steps {phase.accum_steps}")
         self.sampler = SpeakerBatchSampler(self.table.label, batch, self.seed, cfg.loader.sampler,
-                                           self.info.world_size, self.info.rank, cfg.loader.batches_per_epoch)
+                                           self.info.world_size, self.info.rank, cfg.loader.batches_per_epoch,
+                                           self.table.shard, cfg.loader.shard_window)
         n = self.table.num_classes
         self.dropclass = DropClass(phase.dropclass, n, self.seed) if phase.dropclass.drop else None
         self.dropadapt = None
@@ -292,6 +298,10 @@ class PhaseTrainer:
             t0, losses, accs = time.time(), [], []
             consumed, restart = None, False
             for batch in loader:
+                if "ready_seconds" not in self.summary:
+                    self.summary["ready_seconds"] = round(time.time() - self.created, 1)
+                    log.info("phase %s: first batch after %.1f s of set-up (example table, model, sampler, loader)",
+                             phase.name, self.summary["ready_seconds"])
                 progress = step / batches_per_epoch
                 set_lr(self.optimizer, lr_factor(phase, progress))
                 margin = margin_at(phase, progress)
