@@ -79,7 +79,7 @@ def main() -> None:
     flac = args.work / "flac"
     if not flac.is_dir():  # the shards' members as files: per-file reads of the same bytes
         flac.mkdir()
-        for tar_path in sorted(shards.glob("recording.*.tar")):
+        for tar_path in sorted(shards.glob("shar/recording.*.tar")):
             with tarfile.open(tar_path) as tar:
                 for m in tar:
                     if m.name.endswith(".flac"):

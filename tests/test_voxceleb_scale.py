@@ -111,7 +111,7 @@ def test_header_mode_decodes_a_sample_and_compares_durations(tmp_path):
     (d / "utt2spk").write_text("".join(f"s-{i} s\n" for i in range(5)))
     (d / "reco2dur").write_text("".join(f"s-{i} {1.0 + i / 10:.4f}\n" for i in range(5)))
     assert validate_data_dir(d, 16000, audio="header", sample=5).reco2dur["s-4"] == pytest.approx(1.4)
-    (d / "reco2dur").write_text("".join(f"s-{i} {1.0 + (i == 3):.4f}\n" for i in range(5)))  # s-3 lies
+    (d / "reco2dur").write_text("".join(f"s-{i} {2.0 if i == 3 else 1.0 + i / 10:.4f}\n" for i in range(5)))
     with pytest.raises(DataError, match=r"wav.scp:4: recording 's-3' decodes to 1.300 s but its header"):
         validate_data_dir(d, 16000, audio="header", sample=5)
     # Without the sample, the header mode trusts reco2dur for pipes; 'decode' never does.
@@ -153,7 +153,7 @@ def test_shards_round_trip(sharded):
     assert sharded_table.classes == per_file.classes and len(sharded_table) == len(per_file)
     with gzip.open(cuts, "rt") as f:
         ids = [json.loads(line)["id"] for line in f]
-    shard_ids = [c.id for c in CutSet.from_shar(in_dir=shards)]  # lhotse reads our shards
+    shard_ids = [c.id for c in CutSet.from_shar(in_dir=shards / "shar")]  # lhotse reads our shards
     assert sorted(shard_ids) == sorted(ids) and shard_ids != ids  # shuffled: shards mix speakers
     n = len(ids)
     for k in range(0, n, 9):  # the same crops, at every speed, from the files and from the shards
@@ -216,7 +216,7 @@ def test_training_from_shards_resumes_after_a_kill(tiny_data, tmp_path):
     write_config(tmp_path / "cfg.yaml", over)
     proc = run_stages(tmp_path, 2, 2)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert len(list((tmp_path / "data" / "shards" / "train").glob("recording.*.tar"))) == 6
+    assert len(list((tmp_path / "data" / "shards" / "train").glob("shar/recording.*.tar"))) == 6
 
     def train(exp):
         return ["python", str(ROOT / "pyscripts" / "train.py"), "--config", str(tmp_path / "cfg.yaml"),

@@ -3,7 +3,7 @@
   <data>/<set>/                        Kaldi data dir (wav.scp, utt2spk, spk2utt, reco2dur, trials*)
   <data>/manifests/<set>/              lhotse recordings/supervisions/cuts (.jsonl.gz)
   <data>/manifests/augment/<kind>.jsonl.gz   noise, music, speech, rir recordings (stage 2)
-  <data>/shards/<train>/               training audio as lhotse Shar shards + index.tsv (stage 2, optional)
+  <data>/shards/<train>/               shar/ (training audio as lhotse Shar shards), index.tsv (stage 2, optional)
   <data>/audio/, <data>/augment/       generated audio (synthetic corpus, stand-in noises)
   <data>/.done/stage<N>_<name>.json    stage markers
   <exp>/<name>/config.yaml, <phase>/, model -> <phase>/final, log/, tensorboard/

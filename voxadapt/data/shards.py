@@ -2,8 +2,9 @@
 
 Stage 2 writes the training utterances, shuffled (so each shard mixes speakers), decoded once
 (VoxCeleb2's AAC included) and stored as FLAC in tar files of `shard_size` utterances, with
-lhotse's cut manifests beside them: the directory is a lhotse Shar set (`CutSet.from_shar` reads
-it). `index.tsv` records each FLAC member's byte offset, so the training loader reads a member
+lhotse's cut manifests beside them, in `shar/`: a lhotse Shar set (`CutSet.from_shar` reads it).
+`index.tsv`, next to it (lhotse takes every file in a Shar directory for a field), records each
+FLAC member's byte offset, so the training loader reads a member
 with one seek and one read; the sampler walks the shards a window at a time (data/sampler.py),
 so each shard is read once per epoch, from a few shards at a time.
 """
@@ -28,9 +29,10 @@ from voxadapt.fileio import atomic_dir
 
 log = logging.getLogger(__name__)
 
+SHAR = "shar"  # the lhotse Shar set
 INDEX = "index.tsv"  # <cut id> <shard> <byte offset> <bytes> of every FLAC member
-AUDIO_PATTERN = "recording.%06d.tar"
-CUTS_PATTERN = "cuts.%06d.jsonl.gz"
+AUDIO_PATTERN = f"{SHAR}/recording.%06d.tar"
+CUTS_PATTERN = f"{SHAR}/cuts.%06d.jsonl.gz"
 
 
 def _write_part(item: tuple[str, str, int, int]) -> str | None:
@@ -59,6 +61,7 @@ def write_shards(cuts_path: Path, out: Path, shard_size: int, seed: int, nj: int
     shards = -(-len(lines) // shard_size)
     per_job = -(-shards // max(1, nj))
     with atomic_dir(out) as tmp:
+        (tmp / SHAR).mkdir()
         parts = []
         for job, first in enumerate(range(0, shards, per_job)):
             part = tmp / f"part{job}.jsonl.gz"
@@ -97,7 +100,7 @@ def read_index(shard_dir: Path) -> dict[str, tuple[int, int, int]]:
 
 def shard_cuts(shard_dir: Path) -> list[dict]:
     """The cut dicts of every shard, in shard order (plain JSON: no lhotse objects for a million)."""
-    files = sorted(shard_dir.glob("cuts.*.jsonl.gz"))
+    files = sorted((shard_dir / SHAR).glob("cuts.*.jsonl.gz"))
     if not files:
         raise DataError(located(shard_dir, None, "no shards", "run stage 2 with loader.shards: true"))
     out = []
