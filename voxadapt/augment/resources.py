@@ -22,7 +22,7 @@ from voxadapt.errors import DataError, located
 from voxadapt.fileio import atomic_path
 
 MIN_RIR_SECONDS = 0.001
-# Babble mixes 3-8 recordings at a time: 10,000 speakers' worth is plenty (MUSAN speech has 426
+# Babble mixes 3-8 recordings at a time: 10,000 recordings are plenty (MUSAN speech has 426
 # files), and every training worker holds the pool.
 BABBLE_RECORDINGS = 10_000
 
