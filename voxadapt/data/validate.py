@@ -175,20 +175,6 @@ def _check_sample(d: DataDir, sample_rate: int, min_duration: float, nj: int, sa
     log.info("%s: a sample of %d recordings decoded in full, all agreeing with their headers", d.path, len(items))
 
 
-    if d.segments is not None and d.reco2dur is not None:
-        for utt, seg in d.segments.items():
-            dur = d.reco2dur[seg.recording]
-            end = dur if seg.end == -1 else seg.end
-            if end > dur + 0.02:
-                raise DataError(located(d.path / "segments", d.lines["segments"][utt],
-                                        f"segment '{utt}' ends at {seg.end} s but its recording lasts {dur:.3f} s",
-                                        "fix the end time"))
-            if end - seg.start < min_duration:
-                raise DataError(located(d.path / "segments", d.lines["segments"][utt],
-                                        f"segment '{utt}' is shorter than {min_duration} s", "remove it"))
-    return d
-
-
 # ------------------------------------------------------------------------------------- fixing
 
 
