@@ -60,6 +60,10 @@ def flops_per_utterance(model: torch.nn.Module, lengths: list[int], device: str)
     return np.polyval(coeff, np.array(lengths) / SR)
 
 
+def onnx_stage5(model, wavs: list[np.ndarray], device: str, bf16: bool = False) -> None:  # noqa: ANN001
+    stage5_path(model.onnx, wavs, device)  # the exported graph, built once per job as stage 5 does
+
+
 def one_at_a_time(model: torch.nn.Module, wavs: list[np.ndarray], device: str, bf16: bool = False) -> None:
     with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
         for w in wavs:
@@ -85,7 +89,8 @@ def wide_batches(model: torch.nn.Module, wavs: list[np.ndarray], device: str, bf
 
 VARIANTS = {
     "one utterance at a time, no_grad (plain forward)": (one_at_a_time, False),
-    "stage 5 on a CPU: one piece per batch, inference_mode": (stage5_path, False),
+    "stage 5 on a CPU before (PyTorch): one piece per batch, inference_mode": (stage5_path, False),
+    "stage 5 on a CPU now (engine auto: the ONNX graph through onnxruntime)": (onnx_stage5, False),
     "stage 5 on a GPU: 200 s batches of lengths within 5 %, masked": (length_batches, False),
     "200 s batches by sorted length, no padding cap": (wide_batches, False),
     "one utterance at a time, bf16 autocast": (one_at_a_time, True),
@@ -112,9 +117,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="only show where one 10 s utterance's time goes")
+    parser.add_argument("--skip", action="append", default=[], metavar="WORDS",
+                        help="leave out the variants whose name contains WORDS (e.g. bf16; repeatable)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    for words in args.skip:
+        for name in [n for n in VARIANTS if words in n]:
+            del VARIANTS[name]
     from voxadapt.config import load_config
     from voxadapt.models.speaker import build_model
 
@@ -130,6 +140,17 @@ def main() -> None:
     flops = float(flops_per_utterance(model, lengths, args.device).sum())
     rate = matmul_rate(args.device)
     roofline_s = flops / rate
+    if args.device == "cpu":
+        from voxadapt.onnx_export import OnnxEmbedder
+
+        start = time.perf_counter()
+        model.onnx, _ = OnnxEmbedder.exported(model, SR, torch.get_num_threads())
+        export_s = time.perf_counter() - start
+        with torch.inference_mode():  # parity on these real-length utterances, not only the export's probe
+            cosines = [float(torch.nn.functional.cosine_similarity(model(torch.from_numpy(w)[None]),
+                                                                   model.onnx(torch.from_numpy(w)[None]))[0]) for w in wavs]
+    else:
+        VARIANTS.pop("stage 5 on a CPU now (engine auto: the ONNX graph through onnxruntime)", None)
     one_at_a_time(model, wavs[:2], args.device)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for _ in range(args.rounds):  # interleaved rounds: a shared machine's drift hits every variant
@@ -144,6 +165,9 @@ def main() -> None:
           f"(2-20 s); {flops / audio_s / 1e9:.1f} GFLOP per second of audio; fp32 matmul rate "
           f"{rate / 1e9:.0f} GFLOP/s; roofline {roofline_s:.1f} s (RTF {roofline_s / audio_s:.3f}); best of "
           f"{args.rounds} rounds\n")
+    if args.device == "cpu":
+        print(f"ONNX export + session (once per stage-5 job): {export_s:.1f} s; cosine ONNX vs PyTorch over the "
+              f"{args.utts} utterances: min {min(cosines):.6f}\n")
     print("| variant | seconds | audio s / s | RTF | x roofline |")
     print("|---|---|---|---|---|")
     for name, ts in times.items():

@@ -5,6 +5,8 @@ Each variant runs in its own process (so its peak RSS is its own): one warm-up s
 --steps timed steps of forward + backward + AdamW update on a batch of --batch x --seconds s.
 Variants alternate over --rounds rounds (a shared VM's speed drifts; interleaving keeps the
 ratios fair); the table shows the median step time over all rounds and the largest peak RSS.
+Rows marked "before" run the adapters with F.linear on strided inputs, as before
+backbone.ContiguousLinearInputs (the old code path, side by side in the same run).
     python benchmarks/training_efficiency.py [--batch 8] [--seconds 3] [--steps 3] [--rounds 3]
 """
 
@@ -20,15 +22,26 @@ import subprocess
 import sys
 import time
 
-# name -> (backend, trainable_layers, extra config overrides)
+from torch.overrides import TorchFunctionMode
+
+ADAPTERS = ["model.adapters.inner=true", "model.adapters.inter=true", "model.adapters.bottleneck=64"]
+# name -> (backend, trainable_layers, extra config overrides, strided linear inputs as before the fix)
 VARIANTS = {
-    "MHFA, frozen backbone": ("mhfa", 0, []),
-    "MHFA, full fine-tuning": ("mhfa", -1, []),
-    "weighted sum + ASP, frozen backbone": ("wsasp", 0, []),
-    "Inner + Inter adapters (r = 64) + MHFA": (
-        "mhfa", 0, ["model.adapters.inner=true", "model.adapters.inter=true", "model.adapters.bottleneck=64"]),
-    "LoRA q/v (rank 8) + MHFA": ("mhfa", 0, ["model.adapters.lora=true"]),
+    "MHFA, frozen backbone": ("mhfa", 0, [], False),
+    "MHFA, full fine-tuning": ("mhfa", -1, [], False),
+    "weighted sum + ASP, frozen backbone": ("wsasp", 0, [], False),
+    "Inner + Inter adapters (r = 64) + MHFA, before": ("mhfa", 0, ADAPTERS, True),
+    "Inner + Inter adapters (r = 64) + MHFA": ("mhfa", 0, ADAPTERS, False),
+    "LoRA q/v (rank 8) + MHFA, before": ("mhfa", 0, ["model.adapters.lora=true"], True),
+    "LoRA q/v (rank 8) + MHFA": ("mhfa", 0, ["model.adapters.lora=true"], False),
 }
+
+
+class PlainInputs(TorchFunctionMode):
+    """Stands in for backbone.ContiguousLinearInputs: the code path before it existed."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        return func(*args, **(kwargs or {}))
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict:
@@ -38,7 +51,11 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     from voxadapt.models.speaker import build_model
     from voxadapt.train.optim import make_optimizer, param_groups, set_trainable
 
-    backend, layers, extra = VARIANTS[name]
+    backend, layers, extra, before = VARIANTS[name]
+    if before:
+        import voxadapt.models.backbone
+
+        voxadapt.models.backbone.ContiguousLinearInputs = PlainInputs
     cfg = load_config(None, [f"model.backend.type={backend}", "model.backbone.type=wavlm",
                              f"train.phases.0.trainable_layers={layers}", "train.phases.0.backbone_lr=2e-5", *extra])
     model, head = build_model(cfg, 5994)  # VoxCeleb2's speaker count: the real head size
@@ -76,14 +93,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--skip", action="append", default=[], metavar="WORDS",
+                        help="leave out the variants whose name contains WORDS (repeatable)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(run_variant(args.variant, args)))
         return
     results: dict[str, dict] = {}
+    names = [n for n in VARIANTS if not any(words in n for words in args.skip)]
     for _ in range(args.rounds):
-        for name in VARIANTS:
+        for name in names:
             out = subprocess.run([sys.executable, __file__, "--variant", name, "--batch", str(args.batch), "--seconds",
                                   str(args.seconds), "--steps", str(args.steps), "--precision", args.precision],
                                  capture_output=True, text=True, check=True)

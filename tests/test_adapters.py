@@ -144,3 +144,34 @@ def test_kd_loss_is_zero_when_student_matches_teacher():
 def test_distillation_config_is_checked():
     with pytest.raises(Exception, match="distill.teacher needs backend.type clstoken"):
         load_config(None, MICRO + ["model.distill.teacher=/x"])
+
+
+def test_contiguous_linear_inputs_change_no_output_or_gradient(monkeypatch):
+    """The torch-function mode that gives frozen linears contiguous inputs (so torch runs one
+    matrix product, not a batched one against an expanded weight) is arithmetic-neutral: outputs
+    and adapter gradients with and without it agree to float32 rounding."""
+    import voxadapt.models.backbone as backbone
+
+    model, head = build_model(load_config(None, ADAPTED), 5)
+    set_trainable(model, head, 0)
+    model.eval()  # no dropout: the two passes must see the same computation
+    wav = torch.randn(3, 16000)
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        out = model(wav)
+        out.square().sum().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    with_mode = run()
+
+    class Plain(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(backbone, "ContiguousLinearInputs", Plain)
+    without = run()
+    torch.testing.assert_close(with_mode[0], without[0], rtol=1e-5, atol=1e-6)
+    assert len(with_mode[1]) == len(without[1]) > 0
+    for a, b in zip(with_mode[1], without[1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -148,6 +148,86 @@ def test_asnorm_matches_a_slow_reference():
     assert sd[0] > 0
 
 
+def reference_scores(backend, emb, trials, top_n):
+    """The scorer before its fast path: float64 throughout, statistics per side, one np.partition."""
+    def unit(x):
+        x = x.astype(np.float64) - backend.mean
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    c = unit(backend.cohort)
+    e = unit(emb.matrix[[emb.index[t.enroll] for t in trials]])
+    t = unit(emb.matrix[[emb.index[t.test] for t in trials]])
+    cos = np.einsum("ij,ij->i", e, t)
+
+    def stats(x):
+        top = np.partition(x @ c.T, len(c) - top_n, axis=1)[:, -top_n:]
+        return top.mean(1), top.std(1)
+
+    (me, se), (mt, st) = stats(e), stats(t)
+    return cos, 0.5 * ((cos - me) / se + (cos - mt) / st)
+
+
+def test_asnorm_equals_the_float64_scorer_at_voxceleb_settings(monkeypatch):
+    """float32 products, one set of statistics for both sides, threads: scores equal to 1e-5."""
+    import voxadapt.backend.scoring as scoring
+
+    rng = np.random.default_rng(7)
+    emb = make_embeddings(rng, speakers=100, per=20, d=64)
+    emb.matrix += 3.0  # an offset the (double) mean removes, as with real x-vectors
+    backend = Backend(mean=emb.matrix.astype(np.float64).mean(0), cohort=rng.normal(size=(1000, 64)) + 3.0)
+    pairs = {tuple(p) for p in rng.integers(0, 2000, (3000, 2)) if p[0] != p[1]}
+    trials = [Trial(emb.ids[i], emb.ids[j], emb.ids[i][:4] == emb.ids[j][:4]) for i, j in sorted(pairs)]
+    want_cos, want = reference_scores(backend, emb, trials, 300)
+    got = score_trials(backend, emb, trials, ["cosine", "asnorm"], top_n=300)
+    np.testing.assert_allclose(got["cosine"], want_cos, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got["asnorm"], want, rtol=0, atol=1e-5)
+    # A separate enrolment set takes the two-sided route: the same scores.
+    two_sides = score_trials(backend, emb, trials, ["asnorm"], top_n=300, enroll=Embeddings(emb.ids, emb.matrix.copy()))
+    np.testing.assert_allclose(two_sides["asnorm"], got["asnorm"], rtol=0, atol=1e-6)
+    # A list that uses a few rows of a large x-vector set: only those rows are normalised.
+    few = trials[:50]
+    np.testing.assert_allclose(score_trials(backend, emb, few, ["asnorm"], top_n=300)["asnorm"],
+                               reference_scores(backend, emb, few, 300)[1], rtol=0, atol=1e-5)
+    # Each block of rows is reduced by one thread with a one-thread BLAS: the thread count does
+    # not change a bit of the result.
+    x = backend.cosine_space(emb.matrix)
+    c = backend.cosine_space(backend.cohort)
+    monkeypatch.setattr(scoring, "usable_cores", lambda: 1)
+    one = asnorm_stats(x, c, 300)
+    monkeypatch.setattr(scoring, "usable_cores", lambda: 3)
+    three = asnorm_stats(x, c, 300)
+    assert all(np.array_equal(a, b) for a, b in zip(one, three))
+
+
+def test_scp_reader_equals_kaldiio_on_every_entry_kind(tmp_path):
+    """Float and double records are gathered from the archives; text records, a pipe and a
+    damaged record go through kaldiio, with the error on the scp line."""
+    rng = np.random.default_rng(1)
+    vectors = {f"u{i:02d}": rng.normal(size=8) for i in range(12)}
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path / 'f.ark'},{tmp_path / 'f.scp'}") as w:
+        for k in list(vectors)[:5]:
+            w(k, vectors[k].astype(np.float32))
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path / 'd.ark'},{tmp_path / 'd.scp'}") as w:
+        for k in list(vectors)[5:9]:
+            w(k, vectors[k])  # float64: Kaldi's DV
+    with kaldiio.WriteHelper(f"ark,scp,t:{tmp_path / 't.ark'},{tmp_path / 't.scp'}") as w:
+        for k in list(vectors)[9:11]:
+            w(k, vectors[k].astype(np.float32))
+    kaldiio.save_mat(str(tmp_path / "p.vec"), vectors["u11"].astype(np.float32))  # a bare vector, as copy-vector writes
+    lines = [(tmp_path / n).read_text() for n in ("f.scp", "d.scp", "t.scp")]
+    scp = tmp_path / "all.scp"
+    scp.write_text("".join(lines) + f"u11 cat {tmp_path / 'p.vec'} |\n")
+    keys, matrix = kf.read_vector_scp(scp)
+    assert keys == list(vectors) and matrix.dtype == np.float32
+    want = np.stack([np.asarray(v, np.float32) for _, v in kaldiio.load_scp_sequential(str(scp))])
+    assert np.array_equal(matrix, want)
+    # Truncate the float archive inside its last record: line 5 is named.
+    data = (tmp_path / "f.ark").read_bytes()
+    (tmp_path / "f.ark").write_bytes(data[:-10])
+    with pytest.raises(VoxadaptError, match=r"all.scp:5: unreadable x-vector"):
+        kf.read_vector_scp(scp)
+
+
 def test_scores_do_not_depend_on_trial_order():
     rng = np.random.default_rng(4)
     emb = make_embeddings(rng)

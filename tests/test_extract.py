@@ -76,6 +76,29 @@ def test_padded_batches_equal_single_utterances(micro_exp, tiny_data):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_onnx_engine_embeds_as_pytorch_does(micro_exp, tiny_data):
+    """Stage 5's CPU engine: the exported graph through onnxruntime, embeddings equal to PyTorch's
+    to cosine 0.9999, for whole and chunked utterances; GPUs and engine torch keep PyTorch."""
+    from voxadapt.errors import VoxadaptError
+    from voxadapt.onnx_export import OnnxEmbedder, extraction_engine
+
+    d = DataDir.load(tiny_data / "test")
+    loaded = load_speaker_model(micro_exp / "exp" / "mhfa_tiny" / "model")
+    model, cfg = loaded.model, loaded.cfg
+    audio = [normalize_level(read_utterance(d, u), cfg.extract.level_dbfs) for u in d.utterance_ids[:6]]
+    audio.append(np.tile(np.concatenate(audio), 20)[: int(16000 * 1.5 * cfg.extract.max_chunk_seconds)])
+    engine = extraction_engine(model, "cpu", "auto", 16000, 2)
+    assert isinstance(engine, OnnxEmbedder)
+    got = embed_waveforms(engine, audio, 16000, cfg.extract)
+    want = embed_waveforms(model, audio, 16000, cfg.extract)
+    cosine = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cosine.min() >= 0.9999, cosine
+    assert extraction_engine(model, "cpu", "torch", 16000, 2) is model
+    assert extraction_engine(model, "cuda", "auto", 16000, 2) is model
+    with pytest.raises(VoxadaptError, match="onnx engine runs on a CPU"):
+        extraction_engine(model, "cuda", "onnx", 16000, 2)
+
+
 def test_speaker_means_and_counts(extracted, tiny_data):
     d = DataDir.load(tiny_data / "test")
     vectors = dict(kaldiio.load_scp_sequential(str(extracted / "test" / "xvector.scp")))

@@ -201,3 +201,16 @@ def test_shell_wrappers_have_help():
     for script in ("utils/validate_data_dir.sh", "utils/fix_data_dir.sh", "run.sh", "tests/run.sh"):
         proc = subprocess.run(["bash", str(ROOT / script), "--help"], capture_output=True, text=True)
         assert proc.returncode == 0 and "Usage" in proc.stdout, script
+
+
+def test_key_values_clean_and_irregular_tables(tmp_path):
+    from voxadapt.data.kaldi_dir import read_key_values
+
+    (tmp_path / "clean").write_text("a x.ark:12\nb x.ark:40\n")
+    assert read_key_values(tmp_path / "clean") == (["a", "b"], ["x.ark:12", "x.ark:40"])
+    # A value with spaces (a pipe) and a tab after the key: read as Kaldi reads them.
+    (tmp_path / "irregular").write_text("a sox in.wav -t wav - |\nb\tx.ark:40\n")
+    assert read_key_values(tmp_path / "irregular") == (["a", "b"], ["sox in.wav -t wav - |", "x.ark:40"])
+    (tmp_path / "blank").write_text("a x\n\nb y\n")
+    with pytest.raises(DataError, match="blank:2: empty line"):
+        read_key_values(tmp_path / "blank")

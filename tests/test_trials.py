@@ -29,6 +29,36 @@ def test_malformed_trials(tmp_path, text, message):
         read_trials(tmp_path / "t")
 
 
+@pytest.mark.parametrize("voxceleb", [False, True])
+def test_whole_list_reader_equals_the_line_reader(tmp_path, voxceleb):
+    from voxadapt.data.kaldi_dir import read_lines
+    from voxadapt.data.trials import _read_line_by_line, _read_whole_list
+
+    rng = np.random.default_rng(0)
+    pairs = {tuple(p) for p in rng.integers(0, 300, (2000, 2)) if p[0] != p[1]}
+    if voxceleb:
+        text = "".join(f"{int(i % 7 == j % 7)} id{i % 7}/v{i}/00001.wav id{j % 7}/v{j}/00002.wav\n" for i, j in pairs)
+    else:
+        text = "".join(f"u{i} u{j} {'target' if i % 7 == j % 7 else 'nontarget'}\n" for i, j in pairs)
+    (tmp_path / "t").write_text(text)
+    lines = read_lines(tmp_path / "t")
+    fast = _read_whole_list(lines)
+    assert fast is not None and fast == _read_line_by_line(tmp_path / "t", lines) == read_trials(tmp_path / "t")
+    # Tabs, blank lines and doubled spaces leave the clean path, with the same trials.
+    (tmp_path / "u").write_text(text.replace(" ", "\t", 3).replace("\n", "\n\n", 2).replace(" ", "  ", 5))
+    assert _read_whole_list(read_lines(tmp_path / "u")) is None
+    assert read_trials(tmp_path / "u") == fast
+    # Repeats and self-trials are named with their line, whatever the path.
+    (tmp_path / "r").write_text(text + text.splitlines()[3] + "\n")
+    with pytest.raises(DataError, match=f":{len(pairs) + 1}: trial .* repeats line 4"):
+        read_trials(tmp_path / "r")
+
+
+def test_mixed_formats_are_read_line_by_line(tmp_path):
+    (tmp_path / "t").write_text("a b target\n1 id1/v/1.wav id2/v/2.wav\n")
+    assert read_trials(tmp_path / "t") == [Trial("a", "b", True), Trial("id1-v-1", "id2-v-2", True)]
+
+
 def test_unknown_utterances_named(tmp_path):
     (tmp_path / "t").write_text("a b target\nx y nontarget\n")
     with pytest.raises(DataError, match=r"2 utterance\(s\) of the trial list are unknown: x, y"):

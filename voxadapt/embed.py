@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,9 +22,10 @@ def chunk_bounds(n: int, sr: int, opts: ExtractConfig) -> list[tuple[int, int]]:
 
 
 @torch.inference_mode()
-def embed_waveforms(model: torch.nn.Module, wavs: Sequence[np.ndarray], sr: int, opts: ExtractConfig,
+def embed_waveforms(model: Callable[..., torch.Tensor], wavs: Sequence[np.ndarray], sr: int, opts: ExtractConfig,
                     device: str = "cpu") -> np.ndarray:
-    """(N, E) float32 embeddings; a chunked utterance gets the mean of its chunk embeddings."""
+    """(N, E) float32 embeddings; a chunked utterance gets the mean of its chunk embeddings.
+    `model` is the PyTorch model or an engine called like it (onnx_export.OnnxEmbedder)."""
     wavs = [condition(np.asarray(w, dtype=np.float32), sr, opts) for w in wavs]
     pieces = [(u, s, e) for u, w in enumerate(wavs) for s, e in chunk_bounds(len(w), sr, opts)]
     order = sorted(range(len(pieces)), key=lambda i: pieces[i][2] - pieces[i][1])

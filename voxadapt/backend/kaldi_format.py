@@ -11,16 +11,23 @@ whose parts carry no binary marker of their own: that container is read and writ
 from __future__ import annotations
 
 import io
+import mmap
 from pathlib import Path
 from typing import BinaryIO
 
+import kaldiio
 import numpy as np
 from kaldiio.matio import read_matrix_or_vector, write_array, write_array_ascii
 
-from voxadapt.errors import VoxadaptError, located
+from voxadapt.data.kaldi_dir import read_key_values
+from voxadapt.errors import VoxadaptError, first_line, located
 from voxadapt.fileio import atomic_path
 
 BINARY = b"\0B"
+# A binary vector in an archive: marker, type token, int32 size (4) and the length, then the data.
+VECTOR_TYPES = {b"FV ": np.dtype("<f4"), b"DV ": np.dtype("<f8")}
+VECTOR_HEADER = 10
+GATHER_ROWS = 1_024  # vectors copied out of an archive per step
 
 
 def _fail(path: Path, what: str) -> VoxadaptError:
@@ -141,3 +148,85 @@ def read_plda(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise VoxadaptError(located(path, None, f"inconsistent PLDA dimensions (mean {d}, transform "
                                     f"{transform.shape}, psi {len(psi)})", "re-train the PLDA"))
     return mean, transform, psi
+
+
+def read_vector_scp(scp: Path) -> tuple[list[str], np.ndarray]:
+    """The vectors of a Kaldi scp as (keys, float32 matrix), in scp order.
+
+    Entries 'archive:offset' holding binary float or double vectors (what Kaldi tools and stage 5
+    write) are gathered from each archive at once; anything else (pipes, text, slices, a damaged
+    record) goes through kaldiio one entry at a time, so errors still name the scp line.
+    """
+    if not scp.is_file():
+        raise VoxadaptError(located(scp, None, "x-vector list not found", "run stage 5, or check the path"))
+    keys, rxfilenames = read_key_values(scp)  # BOMs, CR LF, blank or one-field lines: named by line
+    if not keys:
+        raise VoxadaptError(located(scp, None, "empty x-vector list", "run stage 5"))
+    by_archive: dict[str, tuple[list[int], list[int]]] = {}
+    for i, rxfilename in enumerate(rxfilenames):
+        archive, _, offset = rxfilename.rpartition(":")
+        if archive and offset.isdigit():
+            entries, offsets = by_archive.setdefault(archive, ([], []))
+            entries.append(i)
+            offsets.append(int(offset))
+    blocks = [block for archive, (entries, offsets) in by_archive.items()
+              for block in _binary_vectors(Path(archive), np.array(entries), np.array(offsets))]
+    done = np.zeros(len(keys), bool)
+    for entries, _ in blocks:
+        done[entries] = True
+    others = {int(i): _load_entry(scp, int(i) + 1, keys[i], rxfilenames[i]) for i in np.flatnonzero(~done)}
+    dims = {block.shape[1] for _, block in blocks} | {len(v) for v in others.values()}
+    if len(dims) > 1:
+        raise VoxadaptError(located(scp, None, f"x-vectors of mixed dimensions {sorted(dims)}",
+                                    "all vectors must come from one model"))
+    matrix = np.empty((len(keys), dims.pop()), np.float32)
+    for entries, block in blocks:
+        matrix[entries] = block
+    for i, vec in others.items():
+        matrix[i] = vec
+    bad = np.flatnonzero(~np.isfinite(matrix).all(1))
+    if len(bad):
+        raise VoxadaptError(located(scp, bad[0] + 1, f"x-vector of '{keys[bad[0]]}' has NaN or Inf", "re-extract it"))
+    return keys, matrix
+
+
+def _binary_vectors(archive: Path, entries: np.ndarray, offsets: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(entries, float32 rows) for the records at `offsets` that are whole binary vectors, one
+    pair per type and length; the other entries are left out."""
+    try:  # mapped, not read: after stage 5 the archive's pages are in the page cache
+        with open(archive, "rb") as f:
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # map every page at once: fewer faults
+            data = np.frombuffer(mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ), np.uint8)
+    except (OSError, ValueError):  # missing, unreadable or empty: kaldiio names it on each entry's line
+        return []
+    inside = offsets + VECTOR_HEADER <= len(data)
+    entries, offsets = entries[inside], offsets[inside]
+    headers = data[offsets[:, None] + np.arange(VECTOR_HEADER)]
+    dims = headers[:, 6:].copy().view("<i4").ravel()
+    out = []
+    for token, dtype in VECTOR_TYPES.items():
+        expected = np.frombuffer(BINARY + token + b"\x04", np.uint8)
+        is_type = (headers[:, :6] == expected).all(1)
+        for dim in np.unique(dims[is_type]):
+            nbytes = int(dim) * dtype.itemsize
+            take = is_type & (dims == dim) & (offsets + VECTOR_HEADER + nbytes <= len(data))
+            if dim <= 0 or not take.any():
+                continue
+            starts = offsets[take] + VECTOR_HEADER
+            rows = np.empty((len(starts), dim), np.float32)
+            span = np.arange(nbytes)
+            for s in range(0, len(starts), GATHER_ROWS):
+                rows[s:s + GATHER_ROWS] = data[starts[s:s + GATHER_ROWS, None] + span].view(dtype)
+            out.append((entries[take], rows))
+    return out
+
+
+def _load_entry(scp: Path, lineno: int, key: str, rxfilename: str) -> np.ndarray:
+    try:
+        vec = np.asarray(kaldiio.load_mat(rxfilename))
+    except Exception as err:  # noqa: BLE001 - kaldiio raises several kinds for bad archives
+        raise VoxadaptError(located(scp, lineno, f"unreadable x-vector ({type(err).__name__}: {first_line(err)})",
+                                    "re-extract it, or fix the scp line")) from None
+    if vec.ndim != 1:
+        raise VoxadaptError(located(scp, lineno, f"'{key}' is a matrix, not a vector", "give x-vectors"))
+    return vec

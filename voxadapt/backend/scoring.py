@@ -7,21 +7,29 @@ is computed once for the utterances a trial list uses, then gathered per trial.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 import kaldiio
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from voxadapt.backend import kaldi_format as kf
 from voxadapt.backend.lda import apply_affine, length_norm
 from voxadapt.backend.plda import Plda
-from voxadapt.data.kaldi_dir import iter_table
+from voxadapt.cpu import usable_cores
 from voxadapt.data.trials import Trial
-from voxadapt.errors import VoxadaptError, first_line, located
+from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import atomic_path
 
 CHUNK = 200_000  # trials (or utterances) per vectorised block
+ROWDOT_CHUNK = 8_192  # trials per gathered block of the cosine
+ASNORM_BLOCK = 512  # rows of the cohort score matrix per thread step: 12 MB at 5,994 cohort vectors
 
 
 @dataclass
@@ -30,41 +38,18 @@ class Embeddings:
     matrix: np.ndarray  # (n, d) float32
 
     def __post_init__(self) -> None:
-        self.index = {u: i for i, u in enumerate(self.ids)}
+        self.index = dict(zip(self.ids, range(len(self.ids))))
 
     @classmethod
     def from_scp(cls, scp: str | Path) -> Embeddings:
-        scp = Path(scp)
-        if not scp.is_file():
-            raise VoxadaptError(located(scp, None, "x-vector list not found", "run stage 5, or check the path"))
-        lines = list(iter_table(scp))  # BOMs, CR LF, blank or one-field lines: named by line
-        ids, vecs, dims = [], [], set()
-        try:
-            for utt, vec in kaldiio.load_scp_sequential(str(scp)):
-                line = lines[len(ids)].lineno
-                vec = np.asarray(vec, dtype=np.float32)
-                if vec.ndim != 1:
-                    raise VoxadaptError(located(scp, line, f"'{utt}' is a matrix, not a vector", "give x-vectors"))
-                if not np.isfinite(vec).all():
-                    raise VoxadaptError(located(scp, line, f"x-vector of '{utt}' has NaN or Inf", "re-extract it"))
-                ids.append(utt)
-                vecs.append(vec)
-                dims.add(len(vec))
-        except VoxadaptError:
-            raise
-        except Exception as err:  # noqa: BLE001 - kaldiio raises several kinds for bad archives
-            line = lines[len(ids)].lineno if len(ids) < len(lines) else None
-            raise VoxadaptError(located(scp, line, f"unreadable x-vector ({type(err).__name__}: {first_line(err)})",
-                                        "re-extract it, or fix the scp line")) from None
-        if len(dims) > 1:
-            raise VoxadaptError(located(scp, None, f"x-vectors of mixed dimensions {sorted(dims)}",
-                                        "all vectors must come from one model"))
-        if not ids:
-            raise VoxadaptError(located(scp, None, "empty x-vector list", "run stage 5"))
-        return cls(ids, np.stack(vecs))
+        return cls(*kf.read_vector_scp(Path(scp)))
 
     def subset(self, ids: list[str]) -> Embeddings:
-        return Embeddings(ids, self.matrix[[self.index[u] for u in ids]])
+        return Embeddings(ids, self.matrix[np.fromiter(map(self.index.__getitem__, ids), np.intp, len(ids))])
+
+    def positions(self, ids: Iterable[str], count: int) -> np.ndarray:
+        """Row of each id, -1 where there is none."""
+        return np.fromiter(map(self.index.get, ids, repeat(-1)), np.intp, count)
 
 
 @dataclass
@@ -118,10 +103,14 @@ class Backend:
 
     # --- per-utterance representations --------------------------------------------------
     def cosine_space(self, x: np.ndarray) -> np.ndarray:
+        """Centred and length-normalised, in float32 (a Kaldi mean.vec may be double: float64 here
+        would halve the speed of the cohort products for no change in the scores' digits)."""
         if x.shape[1] != len(self.mean):
             raise VoxadaptError(f"the back-end's mean is {len(self.mean)}-dimensional but the x-vectors are "
                                 f"{x.shape[1]}-dimensional: were they made by another model?")
-        return length_norm(x - self.mean, scale_to_sqrt_dim=False)
+        centred = np.asarray(x, np.float32) - self.mean.astype(np.float32)
+        centred /= np.sqrt(np.einsum("ij,ij->i", centred, centred))[:, None] + 1e-12
+        return centred
 
     def plda_space(self, x: np.ndarray, num_examples: float = 1.0) -> np.ndarray:
         if self.plda is None or self.lda is None:
@@ -132,41 +121,64 @@ class Backend:
 
 def _rowdot(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
     out = np.empty(len(ia), dtype=np.float64)
-    for s in range(0, len(ia), CHUNK):
-        out[s:s + CHUNK] = np.einsum("ij,ij->i", a[ia[s:s + CHUNK]], b[ib[s:s + CHUNK]])
+    for s in range(0, len(ia), ROWDOT_CHUNK):  # small blocks: the gathered rows stay in cache
+        out[s:s + ROWDOT_CHUNK] = np.einsum("ij,ij->i", a[ia[s:s + ROWDOT_CHUNK]], b[ib[s:s + ROWDOT_CHUNK]])
     return out
 
 
 def asnorm_stats(x: np.ndarray, cohort: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of each row's top-N cosine scores against the cohort (both already normalised)."""
+    """Mean and std of each row's top-N cosine scores against the cohort (both already normalised).
+
+    The score matrix (rows x cohort) is made and reduced a block of rows at a time, each block by
+    one thread from its one-thread BLAS product to its top-N statistics while it is in cache: the
+    product and np.partition release the GIL, so the threads use every core the process may use.
+    """
     top_n = min(top_n, len(cohort))
+    kth = len(cohort) - top_n
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    cohort_t = np.ascontiguousarray(cohort.T, dtype=np.float32)
     mu, sd = np.empty(len(x)), np.empty(len(x))
-    block = max(1, CHUNK * 64 // max(1, len(cohort)))
-    for s in range(0, len(x), block):
-        scores = x[s:s + block] @ cohort.T
-        top = np.partition(scores, scores.shape[1] - top_n, axis=1)[:, -top_n:]
-        mu[s:s + block], sd[s:s + block] = top.mean(1), top.std(1) + 1e-8
+
+    def reduce_block(start: int) -> None:
+        scores = x[start:start + ASNORM_BLOCK] @ cohort_t
+        scores.partition(kth, axis=1)
+        top = scores[:, kth:].astype(np.float64)
+        mu[start:start + ASNORM_BLOCK], sd[start:start + ASNORM_BLOCK] = top.mean(1), top.std(1) + 1e-8
+
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(usable_cores()) as pool:
+        list(pool.map(reduce_block, range(0, len(x), ASNORM_BLOCK)))
     return mu, sd
 
 
 def score_trials(backend: Backend, emb: Embeddings, trials: list[Trial], methods: list[str], top_n: int = 300,
                  source: str | Path = "trials", enroll: Embeddings | None = None) -> dict[str, np.ndarray]:
-    """Scores per method, in trial order. `enroll` (default: `emb`) holds the enrolment side."""
+    """Scores per method, in trial order. `enroll` (default: `emb`) holds the enrolment side.
+
+    Every per-utterance quantity is computed once per utterance: with one x-vector set for both
+    sides (VoxCeleb's lists pair the same utterances either way round), once for the union.
+    """
     enroll = enroll or emb
-    missing = sorted({t.enroll for t in trials} - set(enroll.index) | {t.test for t in trials} - set(emb.index))
+    one_side = enroll is emb
+    ie = enroll.positions(map(itemgetter(0), trials), len(trials))
+    it = emb.positions(map(itemgetter(1), trials), len(trials))
+    missing = sorted({trials[i].enroll for i in np.flatnonzero(ie < 0)} | {trials[i].test for i in np.flatnonzero(it < 0)})
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise VoxadaptError(located(source, None, f"no x-vector for {len(missing)} utterance(s) of the trials: {shown}",
                                     "extract x-vectors for the data dir the trial list belongs to"))
-    e_ids = sorted({t.enroll for t in trials})
-    t_ids = sorted({t.test for t in trials})
-    E, T = enroll.subset(e_ids).matrix, emb.subset(t_ids).matrix
-    e_pos, t_pos = {u: i for i, u in enumerate(e_ids)}, {u: i for i, u in enumerate(t_ids)}
-    ie = np.array([e_pos[t.enroll] for t in trials])
-    it = np.array([t_pos[t.test] for t in trials])
+    if one_side:
+        E, (ie, it) = _used_rows(enroll.matrix, ie, it)
+        T = E
+    else:
+        (E, (ie,)), (T, (it,)) = _used_rows(enroll.matrix, ie), _used_rows(emb.matrix, it)
+
+    def per_side(represent: Callable[[np.ndarray], Any]) -> tuple[Any, Any]:
+        on_e = represent(E)
+        return on_e, on_e if one_side else represent(T)
+
     out: dict[str, np.ndarray] = {}
     if "cosine" in methods or "asnorm" in methods:
-        En, Tn = backend.cosine_space(E), backend.cosine_space(T)
+        En, Tn = per_side(backend.cosine_space)
         cos = _rowdot(En, Tn, ie, it)
         if "cosine" in methods:
             out["cosine"] = cos
@@ -175,10 +187,10 @@ def score_trials(backend: Backend, emb: Embeddings, trials: list[Trial], methods
                 raise VoxadaptError("AS-norm needs a cohort (cohort.ark from stage 6, or --cohort-scp)")
             cohort = backend.cosine_space(backend.cohort)
             mu_e, sd_e = asnorm_stats(En, cohort, top_n)
-            mu_t, sd_t = asnorm_stats(Tn, cohort, top_n)
+            mu_t, sd_t = (mu_e, sd_e) if one_side else asnorm_stats(Tn, cohort, top_n)
             out["asnorm"] = 0.5 * ((cos - mu_e[ie]) / sd_e[ie] + (cos - mu_t[it]) / sd_t[it])
     if "plda" in methods:
-        Pe, Pt = backend.plda_space(E), backend.plda_space(T)
+        Pe, Pt = per_side(backend.plda_space)
         out["plda"] = np.concatenate([backend.plda.llr(Pe[ie[s:s + CHUNK]], Pt[it[s:s + CHUNK]])
                                       for s in range(0, len(ie), CHUNK)])
     for m in methods:
@@ -189,11 +201,23 @@ def score_trials(backend: Backend, emb: Embeddings, trials: list[Trial], methods
     return {m: out[m] for m in methods}
 
 
+def _used_rows(matrix: np.ndarray, *positions: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The rows the positions use and the positions into them; the matrix itself when they use
+    most of its rows (VoxCeleb's lists: all but a few), where a copy would cost more than the rest."""
+    rows = np.unique(np.concatenate(positions))
+    if len(rows) >= 0.9 * len(matrix):
+        return matrix, positions
+    return matrix[rows], tuple(np.searchsorted(rows, p) for p in positions)
+
+
 def write_scores(path: str | Path | None, trials: list[Trial], scores: np.ndarray, llr: np.ndarray | None = None) -> None:
     """Kaldi's score format, 'enroll test score' per line in trial order (with the calibrated LLR
     as a fourth column when given); written whole to `path`, or to stdout when it is None."""
-    lines = (f"{t.enroll} {t.test} {s:.6f}" + (f" {llr[i]:.4f}" if llr is not None else "") + "\n"
-             for i, (t, s) in enumerate(zip(trials, scores)))
+    # Python floats: formatting numpy scalars one by one takes twice as long.
+    if llr is None:
+        lines = [f"{e} {t} {s:.6f}\n" for (e, t, _), s in zip(trials, scores.tolist())]
+    else:
+        lines = [f"{e} {t} {s:.6f} {v:.4f}\n" for (e, t, _), s, v in zip(trials, scores.tolist(), llr.tolist())]
     if path is None:
         sys.stdout.writelines(lines)
         return

@@ -19,7 +19,10 @@ class ExtractConfig:
     batch_seconds: float = 0.0
     max_padding: float = 0.05  # a batch's longest piece is at most this much longer than its shortest
     device: str = "auto"
-    num_threads: int = 0  # torch threads per extraction job; 0: torch's default
+    # On a CPU, 'auto' embeds with the model exported to ONNX, run by onnxruntime (faster than eager
+    # PyTorch, embeddings equal to cosine >= 0.9999); 'torch' keeps PyTorch. GPUs always use PyTorch.
+    engine: Literal["auto", "torch", "onnx"] = "auto"
+    num_threads: int = 0  # torch (or onnxruntime) threads per extraction job; 0: torch's default
     # Every input is scaled to this RMS level (dB re full scale) so embeddings do not depend on
     # recording level; the embedded corpus's median is -25 dBFS. null: embed as recorded.
     level_dbfs: float | None = -26.0

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from voxadapt.data.kaldi_dir import read_lines
 from voxadapt.errors import DataError, located
-from voxadapt.fileio import atomic_path
+from voxadapt.fileio import atomic_path, gc_paused
+
+KALDI_LABELS = {"target", "nontarget"}
+CLEAN_LIST = re.compile(r"\S+ \S+ \S+(?:\n\S+ \S+ \S+)*")  # three fields, single spaces, no blank lines
 
 
-@dataclass(frozen=True)
-class Trial:
+class Trial(NamedTuple):  # a tuple: VoxCeleb lists have over half a million
     enroll: str
     test: str
     target: bool
@@ -35,16 +40,45 @@ def read_trials(path: str | Path, known: Iterable[str] | None = None) -> list[Tr
     path = Path(path)
     if not path.is_file():
         raise DataError(located(path, None, "trial list not found", "check the path"))
+    lines = read_lines(path)
+    trials = _read_whole_list(lines) or _read_line_by_line(path, lines)
+    if known is not None:
+        check_trials_known(path, trials, set(known))
+    return trials
+
+
+def _read_whole_list(lines: list[str]) -> list[Trial] | None:
+    """The trials of a clean list in one format, column by column (VoxCeleb's lists have over half
+    a million lines); None for anything else, which the line-by-line reader parses or names."""
+    text = "\n".join(lines)
+    if not lines or not CLEAN_LIST.fullmatch(text):
+        return None
+    fields = text.split()
+    first, second, third = fields[0::3], fields[1::3], fields[2::3]
+    with gc_paused():
+        if set(third) <= KALDI_LABELS:
+            columns = zip(first, second, map("target".__eq__, third))
+        elif set(first) <= {"0", "1"} and not set(third) & KALDI_LABELS:
+            columns = zip(map(voxceleb_path_to_utt, second), map(voxceleb_path_to_utt, third), map("1".__eq__, first))
+        else:
+            return None
+        trials = list(map(tuple.__new__, repeat(Trial), columns))
+        if len(set(map(itemgetter(0, 1), trials))) != len(trials) or any(t.enroll == t.test for t in trials):
+            return None
+    return trials
+
+
+def _read_line_by_line(path: Path, lines: list[str]) -> list[Trial]:
     trials: list[Trial] = []
     first_seen: dict[tuple[str, str], int] = {}
-    for lineno, line in enumerate(read_lines(path), start=1):
+    for lineno, line in enumerate(lines, start=1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 3:
             raise DataError(located(path, lineno, f"expected 3 fields, got {line[:200]!r}",
                                     "use 'enroll test target|nontarget' or VoxCeleb's '1|0 path1 path2'"))
-        if parts[2] in ("target", "nontarget"):
+        if parts[2] in KALDI_LABELS:
             trial = Trial(parts[0], parts[1], parts[2] == "target")
         elif parts[0] in ("0", "1"):
             trial = Trial(voxceleb_path_to_utt(parts[1]), voxceleb_path_to_utt(parts[2]), parts[0] == "1")
@@ -63,8 +97,6 @@ def read_trials(path: str | Path, known: Iterable[str] | None = None) -> list[Tr
         trials.append(trial)
     if not trials:
         raise DataError(located(path, None, "trial list is empty", "give a list with at least one trial"))
-    if known is not None:
-        check_trials_known(path, trials, set(known))
     return trials
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 from voxadapt.config import AdapterConfig, BackboneConfig
 from voxadapt.errors import VoxadaptError, first_line, located
@@ -141,7 +143,8 @@ class SSLBackbone(nn.Module):
         hidden = hidden[0] if isinstance(hidden, tuple) else hidden
         self._states, self._mask = [], mask
         try:
-            out = self.model.encoder(hidden, attention_mask=mask)
+            with ContiguousLinearInputs():
+                out = self.model.encoder(hidden, attention_mask=mask)
             states = self._states
         finally:
             self._states, self._mask = [], None
@@ -152,6 +155,24 @@ class SSLBackbone(nn.Module):
         for i, adapter in zip(self.inter_layers, self.inter_adapters):  # state i+1 is layer i's output
             states[i + 1] = states[i + 1] + self.adapter_config.scale * adapter(states[i + 1])
         return states, mask
+
+
+class ContiguousLinearInputs(TorchFunctionMode):
+    """Give F.linear contiguous inputs. On a strided view (WavLM's attention projects a transposed
+    (T, B, D) view; its relative-position gate a permuted one) torch folds the batch into one
+    matrix product only when the weight needs a gradient; for a frozen weight it runs a batched
+    product against the weight expanded per item, 2-3x slower on a CPU, in the backward pass too:
+    that is most of what adapters and LoRA, which freeze those weights, would otherwise save."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        # The mode is off inside this call, so the projections inside multi_head_attention_forward
+        # are not seen here: give it a contiguous query (= key = value) instead.
+        if func is F.multi_head_attention_forward and not args[0].is_contiguous():
+            q = args[0].contiguous()
+            args = (q, *(q if a is args[0] else a for a in args[1:3]), *args[3:])
+        elif func is F.linear and args[0].dim() > 2 and not args[0].is_contiguous():
+            args = (args[0].contiguous(), *args[1:])
+        return func(*args, **(kwargs or {}))
 
 
 def _normalize(wav: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

@@ -29,6 +29,7 @@ from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import StageMarker, atomic_path, file_digest, text_digest
 from voxadapt.layout import dir_marker
 from voxadapt.models.loading import load_embedding_model, weights_file
+from voxadapt.onnx_export import extraction_engine
 from voxadapt.train.distributed import resolve_device
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ def run_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: i
     if cfg.extract.num_threads:
         torch.set_num_threads(cfg.extract.num_threads)
     device = str(resolve_device(cfg.extract.device))
-    model = load_embedding_model(model_dir, device)
+    model = extraction_engine(load_embedding_model(model_dir, device), device, cfg.extract.engine,
+                              cfg.data.sample_rate, torch.get_num_threads())
     durations = utterance_durations(part)
     utts = sorted(part.utterance_ids, key=lambda u: (durations[u], u))  # similar lengths batch together
     ark = out_dir / f"xvector.{job}.ark"
