@@ -89,7 +89,7 @@ def wide_batches(model: torch.nn.Module, wavs: list[np.ndarray], device: str, bf
 
 VARIANTS = {
     "one utterance at a time, no_grad (plain forward)": (one_at_a_time, False),
-    "stage 5 on a CPU before (PyTorch): one piece per batch, inference_mode": (stage5_path, False),
+    "stage 5 on a CPU with engine torch (PyTorch, the default before): one piece per batch, inference_mode": (stage5_path, False),
     "stage 5 on a CPU now (engine auto: the ONNX graph through onnxruntime)": (onnx_stage5, False),
     "stage 5 on a GPU: 200 s batches of lengths within 5 %, masked": (length_batches, False),
     "200 s batches by sorted length, no padding cap": (wide_batches, False),
