@@ -24,9 +24,6 @@ class Segment:
     end: float  # -1: to the end of the recording (Kaldi's convention)
 
 
-CLEAN_PAIRS = re.compile(r"\S+ \S+(?:\n\S+ \S+)*")
-
-
 class TableLine(NamedTuple):  # a tuple: millions are made for large tables
     lineno: int
     key: str
@@ -53,9 +50,10 @@ def read_lines(path: Path) -> list[str]:
     return lines
 
 
-def iter_table(path: Path) -> Iterator[TableLine]:
-    """Lines 'key value...' of a Kaldi table file; blank or one-field lines are errors."""
-    for lineno, line in enumerate(read_lines(path), start=1):
+def iter_table(path: Path, lines: list[str] | None = None) -> Iterator[TableLine]:
+    """Lines 'key value...' of a Kaldi table file (`lines`: its lines, already read); blank or
+    one-field lines are errors."""
+    for lineno, line in enumerate(read_lines(path) if lines is None else lines, start=1):
         key, _, value = line.partition(" ")
         if value and not value[0].isspace() and not value[-1].isspace() and key.split() == [key]:
             yield TableLine(lineno, key, value)  # the common, clean line: no further checks needed
@@ -71,15 +69,26 @@ def iter_table(path: Path) -> Iterator[TableLine]:
         yield TableLine(lineno, parts[0], parts[1])
 
 
+def clean_columns(lines: list[str], fields: int) -> list[list[str]] | None:
+    """The columns of a table whose every line is `fields` fields separated by single spaces (as
+    Kaldi's tools write them), split in one step; None for anything else, which the caller parses
+    line by line to name what is wrong."""
+    text = "\n".join(lines)
+    one_line = r"\S+" + r" \S+" * (fields - 1)
+    if not lines or not re.fullmatch(f"{one_line}(?:\n{one_line})*", text):
+        return None
+    tokens = text.split()
+    return [tokens[i::fields] for i in range(fields)]
+
+
 def read_key_values(path: Path) -> tuple[list[str], list[str]]:
-    """Keys and values of a Kaldi table file (line i + 1 holds entry i); a clean file (one space
-    between two fields on every line, as Kaldi's tools write them) is split in one step."""
-    text = "\n".join(read_lines(path))
-    if CLEAN_PAIRS.fullmatch(text):
-        fields = text.split()
-        return fields[0::2], fields[1::2]
-    lines = list(iter_table(path))
-    return [line.key for line in lines], [line.value for line in lines]
+    """Keys and values of a Kaldi table file (line i + 1 holds entry i)."""
+    lines = read_lines(path)
+    columns = clean_columns(lines, 2)
+    if columns:
+        return columns[0], columns[1]
+    table = list(iter_table(path, lines))
+    return [line.key for line in table], [line.value for line in table]
 
 
 def check_text_form(path: Path, text: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
@@ -11,12 +10,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from voxadapt.data.kaldi_dir import read_lines
+from voxadapt.data.kaldi_dir import clean_columns, read_lines
 from voxadapt.errors import DataError, located
 from voxadapt.fileio import atomic_path, gc_paused
 
 KALDI_LABELS = {"target", "nontarget"}
-CLEAN_LIST = re.compile(r"\S+ \S+ \S+(?:\n\S+ \S+ \S+)*")  # three fields, single spaces, no blank lines
 
 
 class Trial(NamedTuple):  # a tuple: VoxCeleb lists have over half a million
@@ -50,11 +48,10 @@ def read_trials(path: str | Path, known: Iterable[str] | None = None) -> list[Tr
 def _read_whole_list(lines: list[str]) -> list[Trial] | None:
     """The trials of a clean list in one format, column by column (VoxCeleb's lists have over half
     a million lines); None for anything else, which the line-by-line reader parses or names."""
-    text = "\n".join(lines)
-    if not lines or not CLEAN_LIST.fullmatch(text):
+    columns = clean_columns(lines, 3)
+    if columns is None:
         return None
-    fields = text.split()
-    first, second, third = fields[0::3], fields[1::3], fields[2::3]
+    first, second, third = columns
     with gc_paused():
         if set(third) <= KALDI_LABELS:
             columns = zip(first, second, map("target".__eq__, third))
