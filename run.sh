@@ -24,6 +24,7 @@ train_dir=""
 test_dir=""
 trials=""
 extract_sets=""      # stage 5: only these sets (space-separated; default: every set of the corpus)
+binary=true          # stage 6: false writes mean.vec, lda.mat and plda in Kaldi's text forms
 # Training scale-out (stage 3/4 run under torchrun)
 nproc_per_node=1     # processes (GPUs) per node
 nnodes=1
@@ -40,7 +41,7 @@ Stages:
   4 adapt      large-margin fine-tuning / DropAdapt, checkpoint averaging
   5 extract    x-vectors exp/<name>/embeddings/<set>/xvector.{ark,scp} (+ speaker means)
   6 backend    mean, LDA, PLDA (Kaldi format), AS-norm cohort
-  7 score      cosine / AS-norm / PLDA scores, EER and minDCF, RESULTS.md, DET plots
+  7 score      cosine / AS-norm / S-norm / PLDA scores, EER, minDCF, actDCF, Cllr, RESULTS.md, DET plots
   8 package    exp/<name>/package: model + back-end + calibration (+ model.onnx) for the voxadapt command
 Options:
   --stage N --stop_stage M     run stages N..M (default: $stage..$stop_stage)
@@ -53,6 +54,7 @@ Options:
   --ssl_model DIR                                 (pre-trained WavLM/HuBERT/wav2vec2 directory)
   --train_dir DIR --test_dir DIR --trials FILE    (for --corpus kaldi)
   --extract_sets 'SET ...'                        (stage 5: these sets only; default: all)
+  --binary true|false                             (stage 6: false writes Kaldi's text forms; default: $binary)
   --nproc_per_node N --nnodes N --node_rank R --master_addr H --master_port P   (torchrun, stages 3-4)
 Every stage is resumable: re-running a finished stage does nothing.
 A trained model on new data (your Kaldi dir and trial list): local/evaluate.sh --model exp/<name> ..."
@@ -71,6 +73,7 @@ require_int stage "$stage" 0 8
 require_int stop_stage "$stop_stage" 0 8
 [ "$stage" -le "$stop_stage" ] || die "--stage $stage is after --stop_stage $stop_stage; nothing would run"
 require_int nj "$nj" 1
+[ "$binary" = true ] || [ "$binary" = false ] || die "--binary '$binary' must be true or false"
 require_int nproc_per_node "$nproc_per_node" 1
 require_int nnodes "$nnodes" 1
 require_int node_rank "$node_rank" 0 $((nnodes - 1))
@@ -191,7 +194,7 @@ if run_stage 6; then
   # reads: $expdir/embeddings/<train>/ (+ the calibration set's x-vectors and trials)
   # writes: $expdir/backend/{mean.vec,lda.mat,plda,cohort.ark,calibration.json}
   log "Stage 6: back-end (mean, LDA, PLDA, AS-norm cohort, calibration)"
-  python pyscripts/train_backend.py "${common[@]}" --data "$data" --exp "$exp"
+  python pyscripts/train_backend.py "${common[@]}" --data "$data" --exp "$exp" --binary "$binary"
 fi
 
 if run_stage 7; then

@@ -20,12 +20,15 @@ def main(argv):
     parser.add_argument("--scp", help="standalone: Kaldi xvector.scp of the training set")
     parser.add_argument("--utt2spk", help="standalone: utt2spk for --scp")
     parser.add_argument("--out", help="standalone: output dir")
+    parser.add_argument("--binary", choices=["true", "false"], default="true",
+                        help="false: mean.vec, lda.mat and plda in Kaldi's text forms (default: true)")
     args = parser.parse_args(argv)
+    binary = args.binary == "true"
     cfg = config_from_args(args)
     if not args.scp:
         from voxadapt.stages import backend
 
-        return backend.run(cfg, *layouts_from_args(args, cfg))
+        return backend.run(cfg, *layouts_from_args(args, cfg), binary=binary)
     if not (args.utt2spk and args.out):
         parser.error("--scp needs --utt2spk and --out")
     from pathlib import Path
@@ -36,7 +39,7 @@ def main(argv):
 
     utt2spk = {k: v.value for k, v in read_table(Path(args.utt2spk), check_order=False).items()}
     backend, history = train_backend(Embeddings.from_scp(args.scp), utt2spk, cfg.scoring)
-    backend.save(Path(args.out))
+    backend.save(Path(args.out), binary)
     print(f"{args.out}: mean.vec, lda.mat ({backend.lda.shape[0]} dims), plda, cohort.ark "
           f"(PLDA log-likelihood {history[0]:.2f} -> {history[-1]:.2f})")
     return 0

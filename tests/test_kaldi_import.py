@@ -22,6 +22,21 @@ def test_import_user_dirs_with_voxceleb_style_trials(tmp_path):
     assert (tmp_path / "data" / "test" / "reco2dur").is_file()
 
 
+def test_import_keeps_the_enrolment_map_the_trials_name(tmp_path):
+    train = make_data_dir(tmp_path / "mytrain", {"a": 2, "b": 2})
+    test = make_data_dir(tmp_path / "mytest", {"c": 3, "d": 1})
+    (test / "enroll.map").write_text("c-enr c-000 c-001\n")
+    (tmp_path / "trials").write_text("c-enr c-002 target\nc-enr d-000 nontarget\n")
+    over = ["data.corpus=kaldi", f"data.kaldi.train_dir={train}", f"data.kaldi.test_dir={test}",
+            f"data.kaldi.trials={tmp_path / 'trials'}"]
+    data_stage.run(load_config(None, over), DataLayout(tmp_path / "data"), nj=1)
+    assert (tmp_path / "data" / "test" / "enroll.map").read_text() == "c-enr c-000 c-001\n"
+    (test / "enroll.map").write_text("c-enr c-000 zzz\n")
+    proc = run_py("prepare_data.py", *set_args(over), "--data", str(tmp_path / "data2"))
+    assert_clean_error(proc, f"{test}/enroll.map:1", "'zzz'", "not in the data dir")
+    assert not (tmp_path / "data2" / "test").exists()
+
+
 def test_import_errors_name_the_users_file(tmp_path):
     train = make_data_dir(tmp_path / "mytrain", {"a": 2})
     test = make_data_dir(tmp_path / "mytest", {"c": 2})

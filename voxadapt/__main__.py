@@ -5,6 +5,7 @@
     voxadapt embed MODEL --wav-scp wav.scp --out ark,scp:x.ark,x.scp   (paths or 'cmd |' pipes)
     voxadapt verify MODEL a.wav b.wav [--json] [--exit-code]   (score, LLR, accept/reject)
     voxadapt score MODEL --trials trials --scp xvector.scp [--out scores] [--utt2dur F] [--cohort-scp F] [--json]
+                   [--enroll-map enroll.map | --enroll-scp spk_xvector.scp --num-utts num_utts.ark]
     voxadapt export-onnx MODEL model.onnx
 
 verify --exit-code: 0 accept, 3 reject (1: a user error, 2: a usage or internal error).
@@ -98,8 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     common(s, audio=False)
     s.add_argument("--trials", required=True)
     s.add_argument("--scp", required=True)
+    s.add_argument("--enroll-scp", help="x-vectors of the enrolment side, if separate (utterances, or models)")
+    s.add_argument("--enroll-map", help="model -> its utterances (spk2utt format): speaker-level enrolment")
+    s.add_argument("--num-utts", help="Kaldi num_utts.ark (text) for the models of --enroll-scp")
     s.add_argument("--out", help="score file: 'enroll test score llr' (default: stdout)")
-    s.add_argument("--utt2dur", help="Kaldi utt2dur of the utterances: LLRs from the duration-aware calibration")
+    s.add_argument("--utt2dur", help="Kaldi utt2dur of the utterances: LLRs from the duration-aware or QMF calibration")
     s.add_argument("--cohort-scp", help="AS-norm cohort x-vectors (default: the package's training speakers)")
     s.add_argument("--json", action="store_true", help="print a JSON summary (needs --out for the scores)")
     x = sub.add_parser("export-onnx", help="waveform -> embedding as ONNX")
@@ -209,7 +213,8 @@ def _score(v, args) -> int:  # noqa: ANN001
 
     import numpy as np
 
-    from voxadapt.backend.calibration import quality_measures
+    from voxadapt.backend.enrollment import enrolment_side, model_durations
+    from voxadapt.backend.quality import trial_quality
     from voxadapt.backend.scoring import Embeddings, score_trials, write_scores
     from voxadapt.data.kaldi_dir import read_table
     from voxadapt.data.trials import read_trials
@@ -221,8 +226,9 @@ def _score(v, args) -> int:  # noqa: ANN001
     trials = read_trials(args.trials)
     if args.cohort_scp:
         v.backend.cohort = Embeddings.from_scp(args.cohort_scp).matrix
-    scores = score_trials(v.backend, Embeddings.from_scp(args.scp), trials, [v.method], v.manifest["asnorm_top_n"],
-                          args.trials)[v.method]
+    emb = Embeddings.from_scp(args.scp)
+    enroll = enrolment_side(emb, args.enroll_scp, args.enroll_map, args.num_utts)
+    scores = score_trials(v.backend, emb, trials, [v.method], v.manifest["asnorm_top_n"], args.trials, enroll)[v.method]
     cal = v.calibrations[v.method]
     llr = None
     if not cal.quality:
@@ -234,11 +240,9 @@ def _score(v, args) -> int:  # noqa: ANN001
         except ValueError:
             raise DataError(located(args.utt2dur, None, "durations must be numbers of seconds",
                                     "make it with Kaldi's utils/data/get_utt2dur.sh")) from None
-        unknown = sorted({u for t in trials for u in (t.enroll, t.test)} - set(durations))
-        if unknown:
-            raise DataError(located(args.utt2dur, None, f"no duration for {len(unknown)} utterance(s) of the trials: "
-                                    f"{', '.join(unknown[:3])}", "give the utt2dur of the scored data dir"))
-        llr = cal.llr(scores, quality_measures(trials, durations))
+        quality = trial_quality(cal.form, trials, model_durations(durations, args.enroll_map), v.backend, emb,
+                                v.manifest["asnorm_top_n"], args.utt2dur, enroll)
+        llr = cal.llr(scores, quality)
     write_scores(args.out or None, trials, scores, llr)
     labels = np.array([t.target for t in trials])
     summary: dict = {"trials": len(trials), "method": v.method, "scores": args.out, "llr": llr is not None}

@@ -17,6 +17,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from voxadapt.backend.calibration import bayes_threshold, load_calibrations
+from voxadapt.backend.quality import trial_quality
 from voxadapt.backend.scoring import Backend, Embeddings, score_trials
 from voxadapt.data.audio import is_pipe, read_audio
 from voxadapt.data.trials import Trial
@@ -144,11 +145,11 @@ class SpeakerVerifier:
         threshold = bayes_threshold(p_target)  # checks p_target before any work
         wavs = [self._waveform(x, channel, allow_upsample) for x in (a, b)]
         emb = Embeddings(["a", "b"], embed_waveforms(self.model, wavs, self.sample_rate, self.cfg.extract, self.device))
-        score = float(score_trials(self.backend, emb, [Trial("a", "b", False)], [self.method],
-                                   self.manifest["asnorm_top_n"])[self.method][0])
+        trials = [Trial("a", "b", False)]
+        score = float(score_trials(self.backend, emb, trials, [self.method], self.manifest["asnorm_top_n"])[self.method][0])
         cal = self.calibrations[self.method]
-        durations = sorted(len(w) / self.sample_rate for w in wavs)  # [shorter, longer]
-        quality = np.array([durations]) if cal.quality else None
+        durations = {name: len(w) / self.sample_rate for name, w in zip(emb.ids, wavs)}
+        quality = trial_quality(cal.form, trials, durations, self.backend, emb, self.manifest["asnorm_top_n"], "verify")
         llr = float(cal.llr(np.array([score]), quality)[0])
         return Verification(score, llr, llr >= threshold, threshold, self.method, p_target)
 

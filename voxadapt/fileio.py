@@ -161,7 +161,9 @@ class StageMarker:
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
 
     def is_done(self, outputs_hint: str | Path | None = None) -> bool:
-        if not self.path.is_file():
+        """`outputs_hint`: what the marker vouches for; once deleted (as the error below asks), the
+        marker is stale and the work is redone."""
+        if not self.path.is_file() or (outputs_hint is not None and not Path(outputs_hint).exists()):
             return False
         try:
             recorded = json.loads(self.path.read_text())

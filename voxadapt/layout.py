@@ -58,6 +58,12 @@ def trial_lists(set_dir: Path) -> dict[str, Path]:
             if f.is_file() and (f.name == "trials" or f.name.startswith("trials_"))}
 
 
+def enroll_map(set_dir: Path) -> Path:
+    """<set>/enroll.map ('model utt1 utt2 ...', spk2utt format): models, each enrolled with all its
+    utterances, that the first column of the set's trial lists may name (besides utterances)."""
+    return set_dir / "enroll.map"
+
+
 @dataclass(frozen=True)
 class DataLayout:
     root: Path

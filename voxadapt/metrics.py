@@ -66,3 +66,12 @@ def actual_dcf(llrs: np.ndarray, labels: np.ndarray, p_target: float, c_miss: fl
     p_miss = np.mean(llrs[labels] < threshold)
     p_fa = np.mean(llrs[~labels] >= threshold)
     return float((c_miss * p_target * p_miss + c_fa * (1 - p_target) * p_fa) / min(c_miss * p_target, c_fa * (1 - p_target)))
+
+
+def cllr(llrs: np.ndarray, labels: np.ndarray) -> float:
+    """Log-likelihood-ratio cost in bits (Brümmer): 0 for perfect LLRs, 1 for LLRs that say nothing
+    (all 0); above 1, the LLRs mislead. Penalises miscalibration at every prior, not one threshold."""
+    llrs, labels = np.asarray(llrs, dtype=np.float64), np.asarray(labels, dtype=bool)
+    miss = np.logaddexp(0.0, -llrs[labels]).mean()
+    false_alarm = np.logaddexp(0.0, llrs[~labels]).mean()
+    return float((miss + false_alarm) / (2 * np.log(2)))

@@ -6,12 +6,17 @@ the first number (so "[ 2 0.5 ]" fails and doubles lose precision), so text is p
 float64. Nor is its general loader, which follows pipes in file names and unpickles "PKL"
 objects. The PLDA object (ivector-compute-plda) is "<Plda> " mean transform psi "</Plda> ",
 whose parts carry no binary marker of their own: that container is read and written here.
+
+Single objects are read from Kaldi rxfilenames: a file, '-' (stdin) or 'command |' (its output,
+e.g. "ivector-copy-plda --smoothing=0.1 plda - |").
 """
 
 from __future__ import annotations
 
 import io
 import mmap
+import subprocess
+import sys
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,21 +35,37 @@ VECTOR_HEADER = 10
 GATHER_ROWS = 1_024  # vectors copied out of an archive per step
 
 
-def _fail(path: Path, what: str) -> VoxadaptError:
+def _fail(path: str | Path, what: str) -> VoxadaptError:
     return VoxadaptError(located(path, None, f"not a valid Kaldi {what}", "give a file written by Kaldi or voxadapt"))
 
 
-def _open(path: Path) -> tuple[BinaryIO, bool]:
-    """The file, positioned after the binary marker if there is one, and whether it is binary."""
+def read_rxfilename(rxfilename: str | Path) -> bytes:
+    """The bytes of a Kaldi rxfilename: a file, '-' for stdin, or 'command |'."""
+    text = str(rxfilename)
+    if text == "-":
+        return sys.stdin.buffer.read()
+    if text.rstrip().endswith("|"):
+        proc = subprocess.run(text.rstrip()[:-1], shell=True, capture_output=True)
+        if proc.returncode != 0:
+            said = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise VoxadaptError(located(text, None, f"the command failed (exit {proc.returncode})"
+                                        + (f": {said[-1]}" if said else ""), "run it by hand to see why"))
+        return proc.stdout
+    path = Path(text)
     if not path.is_file():
         raise VoxadaptError(located(path, None, "file not found", "check the path"))
-    fd = io.BytesIO(path.read_bytes())
+    return path.read_bytes()
+
+
+def _open(path: str | Path) -> tuple[BinaryIO, bool]:
+    """The object's bytes, positioned after the binary marker if there is one, and whether it is binary."""
+    fd = io.BytesIO(read_rxfilename(path))
     binary = fd.read(2) == BINARY
     fd.seek(2 if binary else 0)
     return fd, binary
 
 
-def _read_array(fd: BinaryIO, binary: bool, ndim: int, path: Path, what: str) -> np.ndarray:
+def _read_array(fd: BinaryIO, binary: bool, ndim: int, path: str | Path, what: str) -> np.ndarray:
     try:
         if binary:  # kaldiio expects each object to carry the marker: give it one
             start = fd.tell()
@@ -89,13 +110,13 @@ def _read_token(fd: BinaryIO) -> str:
 
 
 def read_vector(path: str | Path) -> np.ndarray:
-    fd, binary = _open(Path(path))
-    return _read_array(fd, binary, 1, Path(path), "vector")
+    fd, binary = _open(path)
+    return _read_array(fd, binary, 1, path, "vector")
 
 
 def read_matrix(path: str | Path) -> np.ndarray:
-    fd, binary = _open(Path(path))
-    return _read_array(fd, binary, 2, Path(path), "matrix")
+    fd, binary = _open(path)
+    return _read_array(fd, binary, 2, path, "matrix")
 
 
 def _write_array(fd: BinaryIO, array: np.ndarray, binary: bool) -> None:
@@ -134,7 +155,6 @@ def write_plda(path: str | Path, mean: np.ndarray, transform: np.ndarray, psi: n
 
 
 def read_plda(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    path = Path(path)
     fd, binary = _open(path)
     if _read_token(fd) != "<Plda>":
         raise _fail(path, "PLDA")

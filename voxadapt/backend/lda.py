@@ -8,13 +8,15 @@ PLDA expect, so the transform is computed here from the scatter matrices directl
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import eigh
 from scipy.sparse import csr_matrix
 
 from voxadapt.errors import VoxadaptError
+
+log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 65_536  # rows per pass step: float64 accumulators, float32 data never copied whole
 
@@ -53,17 +55,30 @@ def compute_lda(x: np.ndarray, labels: np.ndarray, dim: int) -> np.ndarray:
 
 
 def lda_from_stats(stats: ClassStats, dim: int) -> np.ndarray:
+    """Kaldi's ComputeLdaTransform (--total-covariance-factor=0): whiten the within-class
+    covariance through its eigendecomposition (eigenvalues floored at 1e-6 of the largest, so the
+    whitening is exact where the data has variance), then keep the `dim` directions of largest
+    between-class variance; the offset maps the utterance-weighted mean to 0."""
     counts, means, d = stats.counts, stats.means, stats.means.shape[1]
     if len(counts) < 2:
         raise VoxadaptError("LDA needs at least two speakers")
-    dim = min(dim, d, len(counts) - 1)
+    usable = min(d, len(counts) - 1)
+    if dim > usable:  # Kaldi would keep directions without between-speaker variance: noise
+        log.warning("LDA: %d dimensions asked, %d kept (%s); set scoring.lda_dim: %d", dim, usable,
+                    f"the x-vectors are {d}-dimensional" if usable == d else f"{len(counts)} speakers give at most "
+                    f"{usable} directions of between-speaker variance", usable)
+        dim = usable
     mean = stats.mean
     centred = means - mean
     between = (centred * counts[:, None]).T @ centred / counts.sum()
-    within = stats.scatter / counts.sum() + 1e-6 * np.eye(d) * np.trace(stats.scatter) / counts.sum() / d
-    values, vectors = eigh(between, within)  # vectors.T @ within @ vectors = I
+    within = stats.scatter / counts.sum()
+    values, vectors = np.linalg.eigh(within)
+    values = np.maximum(values, 1e-6 * values.max())
+    whiten = vectors.T / np.sqrt(values)[:, None]  # whiten @ within @ whiten.T = I
+    projected = whiten @ between @ whiten.T
+    values, vectors = np.linalg.eigh((projected + projected.T) / 2)
     order = np.argsort(values)[::-1][:dim]
-    linear = vectors[:, order].T
+    linear = vectors[:, order].T @ whiten
     return np.hstack([linear, -(linear @ mean)[:, None]])
 
 

@@ -1,9 +1,11 @@
-"""Two-covariance PLDA trained by EM; scoring exactly as Kaldi's ivector-plda-scoring.
+"""Two-covariance PLDA as Kaldi's ivector-compute-plda trains it, scored as ivector-plda-scoring.
 
 Model: class centre y ~ N(0, B), example x = y + e, e ~ N(0, W) (after the mean is removed).
-Each EM iteration works in the basis that whitens W and diagonalises B, where every class
-posterior is diagonal: cost O(C d + d^3), so VoxCeleb2's million vectors reduce to class
-statistics once. The stored model is Kaldi's: mean, transform (W -> I, B -> diag(psi)), psi.
+Kaldi's choices, kept: the mean is the mean of the speaker means (each speaker weighs the same,
+however many utterances it has), EM starts from W = B = I, and the model stored is mean,
+transform (W -> I, B -> diag(psi)) and psi. Each EM iteration works in the basis that whitens W
+and diagonalises B, where every class posterior is diagonal: cost O(C d + d^3), so VoxCeleb2's
+million vectors reduce to class statistics once; the update is Kaldi's (PldaEstimator).
 """
 
 from __future__ import annotations
@@ -51,16 +53,15 @@ class Plda:
 
     @classmethod
     def train(cls, x: np.ndarray, labels: np.ndarray, iters: int = 10) -> tuple[Plda, list[float]]:
-        """EM from Kaldi's starting point (within- and between-class covariances); returns the
-        model and the log-likelihood per example before each iteration and after the last."""
+        """EM from Kaldi's starting point (W = B = I); returns the model and the log-likelihood
+        per example before each iteration and after the last."""
         stats = class_stats(x, labels)
         if len(stats.counts) < 2:
             raise VoxadaptError("PLDA needs at least two speakers")
-        mean = stats.mean
+        mean = stats.means.mean(0)  # Kaldi: sum of class means / number of classes
         counts, means, scatter = stats.counts, stats.means - mean, stats.scatter  # of the centred data
         N, C, d = counts.sum(), len(counts), x.shape[1]
-        within = scatter / N + 1e-6 * np.eye(d)
-        between = means.T @ means / C
+        within, between = np.eye(d), np.eye(d)
         history = [log_likelihood(counts, means, scatter, within, between)]
         for _ in range(iters):
             psi, V = _diagonalise(within, between)
@@ -79,9 +80,18 @@ class Plda:
         psi, V = _diagonalise(within, between)
         return cls(mean, V.T, psi), history
 
+    def smoothed(self, factor: float) -> Plda:
+        """Kaldi's ivector-copy-plda --smoothing: add factor * B to W (in the model's basis, where
+        W = I and B = diag(psi)) and re-whiten."""
+        if not 0.0 <= factor <= 1.0:
+            raise VoxadaptError(f"PLDA smoothing {factor} is outside [0, 1]; Kaldi's recipes use 0.0 or 0.1")
+        within = 1.0 + factor * self.psi
+        return Plda(self.mean, self.transform / np.sqrt(within)[:, None], self.psi / within)
+
     def transform_vectors(self, x: np.ndarray, num_examples: np.ndarray | float = 1.0,
                           normalize_length: bool = True) -> np.ndarray:
-        """Kaldi's Plda::TransformIvector (normalize_length=true, simple_length_norm=false)."""
+        """Kaldi's Plda::TransformIvector (normalize_length=true, simple_length_norm=false);
+        `num_examples`: per row (or for all), how many utterances were averaged into it."""
         if x.shape[1] != self.dim:
             raise VoxadaptError(f"PLDA is {self.dim}-dimensional but the vectors are {x.shape[1]}-dimensional; "
                                 "apply the same mean/LDA as in training")
@@ -91,12 +101,15 @@ class Plda:
             y = y * np.sqrt(self.dim / ((y**2) / (self.psi + 1.0 / n)).sum(1, keepdims=True))
         return y
 
-    def llr(self, enroll: np.ndarray, test: np.ndarray, n_enroll: float = 1.0) -> np.ndarray:
-        """Kaldi's Plda::LogLikelihoodRatio for row-aligned transformed enroll/test vectors."""
+    def llr(self, enroll: np.ndarray, test: np.ndarray, n_enroll: np.ndarray | float = 1.0) -> np.ndarray:
+        """Kaldi's Plda::LogLikelihoodRatio for row-aligned transformed enroll/test vectors; an
+        enrolment row that averages n utterances is scored with the n-utterance posterior."""
         psi = self.psi
-        k = n_enroll * psi / (n_enroll * psi + 1.0)
-        var_given = 1.0 + psi / (n_enroll * psi + 1.0)
+        n = np.asarray(n_enroll, dtype=np.float64)
+        n = n[:, None] if n.ndim else n
+        k = n * psi / (n * psi + 1.0)
+        var_given = 1.0 + psi / (n * psi + 1.0)
         var_without = 1.0 + psi
-        given = -0.5 * (np.log(var_given).sum() + ((test - k * enroll) ** 2 / var_given).sum(1))
+        given = -0.5 * (np.log(var_given).sum(-1) + ((test - k * enroll) ** 2 / var_given).sum(1))
         without = -0.5 * (np.log(var_without).sum() + (test**2 / var_without).sum(1))
         return given - without

@@ -1,4 +1,4 @@
-"""Scoring trials with a back-end: cosine, AS-norm and PLDA, vectorised and chunked.
+"""Scoring trials with a back-end: cosine, AS-norm, S-norm and PLDA, vectorised and chunked.
 
 Every per-utterance quantity (normalised vectors, PLDA transforms, AS-norm cohort statistics)
 is computed once for the utterances a trial list uses, then gathered per trial.
@@ -30,12 +30,14 @@ from voxadapt.fileio import atomic_path
 CHUNK = 200_000  # trials (or utterances) per vectorised block
 ROWDOT_CHUNK = 8_192  # trials per gathered block of the cosine
 ASNORM_BLOCK = 512  # rows of the cohort score matrix per thread step: 12 MB at 5,994 cohort vectors
+LDA_NAMES = ("lda.mat", "transform.mat")  # ours, Kaldi's recipes'
 
 
 @dataclass
 class Embeddings:
     ids: list[str]
     matrix: np.ndarray  # (n, d) float32
+    counts: np.ndarray | None = None  # utterances averaged into each row (speaker models); None: one each
 
     def __post_init__(self) -> None:
         self.index = dict(zip(self.ids, range(len(self.ids))))
@@ -45,7 +47,8 @@ class Embeddings:
         return cls(*kf.read_vector_scp(Path(scp)))
 
     def subset(self, ids: list[str]) -> Embeddings:
-        return Embeddings(ids, self.matrix[np.fromiter(map(self.index.__getitem__, ids), np.intp, len(ids))])
+        rows = np.fromiter(map(self.index.__getitem__, ids), np.intp, len(ids))
+        return Embeddings(ids, self.matrix[rows], None if self.counts is None else self.counts[rows])
 
     def positions(self, ids: Iterable[str], count: int) -> np.ndarray:
         """Row of each id, -1 where there is none."""
@@ -55,20 +58,23 @@ class Embeddings:
 @dataclass
 class Backend:
     """Everything stage 6 trains. Files (Kaldi formats): mean.vec, lda.mat, plda, cohort.ark (an
-    archive without an scp: nothing inside names a path, so the directory can move)."""
+    archive without an scp: nothing inside names a path, so the directory can move). A Kaldi
+    x-vector dir (mean.vec, transform.mat, plda) loads as well."""
 
     mean: np.ndarray
     lda: np.ndarray | None = None
     plda: Plda | None = None
     cohort: np.ndarray | None = None  # (K, d) training speaker means
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, binary: bool = True) -> None:
+        """Kaldi's binary forms, or with `binary` False its text forms (cohort.ark, our scorer's
+        own input, stays binary)."""
         directory.mkdir(parents=True, exist_ok=True)
-        kf.write_vector(directory / "mean.vec", self.mean)
+        kf.write_vector(directory / "mean.vec", self.mean, binary)
         if self.lda is not None:
-            kf.write_matrix(directory / "lda.mat", self.lda)
+            kf.write_matrix(directory / "lda.mat", self.lda, binary)
         if self.plda is not None:
-            kf.write_plda(directory / "plda", self.plda.mean, self.plda.transform, self.plda.psi)
+            kf.write_plda(directory / "plda", self.plda.mean, self.plda.transform, self.plda.psi, binary)
         if self.cohort is not None:
             with kaldiio.WriteHelper(f"ark:{directory / 'cohort.ark'}") as w:
                 for i, vec in enumerate(self.cohort):
@@ -84,7 +90,11 @@ class Backend:
         cohort = None
         if (directory / "cohort.ark").is_file():
             cohort = np.stack([np.asarray(v, dtype=np.float32) for _, v in kaldiio.load_ark(str(directory / "cohort.ark"))])
-        lda = kf.read_matrix(directory / "lda.mat") if (directory / "lda.mat").is_file() else None
+        lda_file = next((directory / n for n in LDA_NAMES if (directory / n).is_file()), None)
+        if plda is not None and lda_file is None:
+            raise VoxadaptError(located(directory / LDA_NAMES[0], None, "missing, but the PLDA next to it was trained "
+                                        "after an LDA", f"copy the LDA there (as {' or '.join(LDA_NAMES)})"))
+        lda = kf.read_matrix(lda_file) if lda_file else None
         backend = cls(kf.read_vector(directory / "mean.vec"), lda, plda, cohort)
         backend.check(directory)
         return backend
@@ -112,7 +122,7 @@ class Backend:
         centred /= np.sqrt(np.einsum("ij,ij->i", centred, centred))[:, None] + 1e-12
         return centred
 
-    def plda_space(self, x: np.ndarray, num_examples: float = 1.0) -> np.ndarray:
+    def plda_space(self, x: np.ndarray, num_examples: np.ndarray | float = 1.0) -> np.ndarray:
         if self.plda is None or self.lda is None:
             raise VoxadaptError("PLDA scoring needs lda.mat and plda from stage 6")
         y = length_norm(apply_affine(self.lda, x - self.mean))  # Kaldi: subtract mean, LDA, normalise to sqrt(d)
@@ -126,14 +136,15 @@ def _rowdot(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.
     return out
 
 
-def asnorm_stats(x: np.ndarray, cohort: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of each row's top-N cosine scores against the cohort (both already normalised).
+def asnorm_stats(x: np.ndarray, cohort: np.ndarray, top_n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of each row's top-N cosine scores against the cohort (both already normalised);
+    top_n None: of all of them (S-norm).
 
     The score matrix (rows x cohort) is made and reduced a block of rows at a time, each block by
     one thread from its one-thread BLAS product to its top-N statistics while it is in cache: the
     product and np.partition release the GIL, so the threads use every core the process may use.
     """
-    top_n = min(top_n, len(cohort))
+    top_n = len(cohort) if top_n is None else min(top_n, len(cohort))
     kth = len(cohort) - top_n
     x = np.ascontiguousarray(x, dtype=np.float32)
     cohort_t = np.ascontiguousarray(cohort.T, dtype=np.float32)
@@ -141,7 +152,8 @@ def asnorm_stats(x: np.ndarray, cohort: np.ndarray, top_n: int) -> tuple[np.ndar
 
     def reduce_block(start: int) -> None:
         scores = x[start:start + ASNORM_BLOCK] @ cohort_t
-        scores.partition(kth, axis=1)
+        if kth:
+            scores.partition(kth, axis=1)
         top = scores[:, kth:].astype(np.float64)
         mu[start:start + ASNORM_BLOCK], sd[start:start + ASNORM_BLOCK] = top.mean(1), top.std(1) + 1e-8
 
@@ -152,7 +164,8 @@ def asnorm_stats(x: np.ndarray, cohort: np.ndarray, top_n: int) -> tuple[np.ndar
 
 def score_trials(backend: Backend, emb: Embeddings, trials: list[Trial], methods: list[str], top_n: int = 300,
                  source: str | Path = "trials", enroll: Embeddings | None = None) -> dict[str, np.ndarray]:
-    """Scores per method, in trial order. `enroll` (default: `emb`) holds the enrolment side.
+    """Scores per method, in trial order. `enroll` (default: `emb`) holds the enrolment side; its
+    `counts` (speaker models) give PLDA the n-utterance posterior, as Kaldi's --num-utts does.
 
     Every per-utterance quantity is computed once per utterance: with one x-vector set for both
     sides (VoxCeleb's lists pair the same utterances either way round), once for the union.
@@ -167,31 +180,38 @@ def score_trials(backend: Backend, emb: Embeddings, trials: list[Trial], methods
         raise VoxadaptError(located(source, None, f"no x-vector for {len(missing)} utterance(s) of the trials: {shown}",
                                     "extract x-vectors for the data dir the trial list belongs to"))
     if one_side:
-        E, (ie, it) = _used_rows(enroll.matrix, ie, it)
-        T = E
+        rows, (ie, it) = _used_rows(len(enroll.ids), ie, it)
+        rows_t = rows
     else:
-        (E, (ie,)), (T, (it,)) = _used_rows(enroll.matrix, ie), _used_rows(emb.matrix, it)
+        (rows, (ie,)), (rows_t, (it,)) = _used_rows(len(enroll.ids), ie), _used_rows(len(emb.ids), it)
+    E = _take(enroll.matrix, rows)
+    T = E if one_side else _take(emb.matrix, rows_t)
+    n_e = 1.0 if enroll.counts is None else _take(enroll.counts, rows)
 
     def per_side(represent: Callable[[np.ndarray], Any]) -> tuple[Any, Any]:
         on_e = represent(E)
         return on_e, on_e if one_side else represent(T)
 
     out: dict[str, np.ndarray] = {}
-    if "cosine" in methods or "asnorm" in methods:
+    if {"cosine", "asnorm", "snorm"} & set(methods):
         En, Tn = per_side(backend.cosine_space)
         cos = _rowdot(En, Tn, ie, it)
         if "cosine" in methods:
             out["cosine"] = cos
-        if "asnorm" in methods:
+        for method, n in (("asnorm", top_n), ("snorm", None)):  # S-norm: statistics of the whole cohort
+            if method not in methods:
+                continue
             if backend.cohort is None:
-                raise VoxadaptError("AS-norm needs a cohort (cohort.ark from stage 6, or --cohort-scp)")
+                raise VoxadaptError(f"{method} needs a cohort (cohort.ark from stage 6, or --cohort-scp)")
             cohort = backend.cosine_space(backend.cohort)
-            mu_e, sd_e = asnorm_stats(En, cohort, top_n)
-            mu_t, sd_t = (mu_e, sd_e) if one_side else asnorm_stats(Tn, cohort, top_n)
-            out["asnorm"] = 0.5 * ((cos - mu_e[ie]) / sd_e[ie] + (cos - mu_t[it]) / sd_t[it])
+            mu_e, sd_e = asnorm_stats(En, cohort, n)
+            mu_t, sd_t = (mu_e, sd_e) if one_side else asnorm_stats(Tn, cohort, n)
+            out[method] = 0.5 * ((cos - mu_e[ie]) / sd_e[ie] + (cos - mu_t[it]) / sd_t[it])
     if "plda" in methods:
-        Pe, Pt = per_side(backend.plda_space)
-        out["plda"] = np.concatenate([backend.plda.llr(Pe[ie[s:s + CHUNK]], Pt[it[s:s + CHUNK]])
+        Pe = backend.plda_space(E, n_e)
+        Pt = Pe if one_side and enroll.counts is None else backend.plda_space(T)  # a test side is one utterance
+        n_trial = np.broadcast_to(n_e if np.ndim(n_e) == 0 else n_e[ie], ie.shape)
+        out["plda"] = np.concatenate([backend.plda.llr(Pe[ie[s:s + CHUNK]], Pt[it[s:s + CHUNK]], n_trial[s:s + CHUNK])
                                       for s in range(0, len(ie), CHUNK)])
     for m in methods:
         bad = int((~np.isfinite(out[m])).sum())
@@ -201,13 +221,18 @@ def score_trials(backend: Backend, emb: Embeddings, trials: list[Trial], methods
     return {m: out[m] for m in methods}
 
 
-def _used_rows(matrix: np.ndarray, *positions: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-    """The rows the positions use and the positions into them; the matrix itself when they use
-    most of its rows (VoxCeleb's lists: all but a few), where a copy would cost more than the rest."""
+def _used_rows(n: int, *positions: np.ndarray) -> tuple[np.ndarray | None, tuple[np.ndarray, ...]]:
+    """The rows (of n) the positions use and the positions into them; None (all rows, positions
+    unchanged) when they use most of them (VoxCeleb's lists: all but a few), where a copy would
+    cost more than the rest."""
     rows = np.unique(np.concatenate(positions))
-    if len(rows) >= 0.9 * len(matrix):
-        return matrix, positions
-    return matrix[rows], tuple(np.searchsorted(rows, p) for p in positions)
+    if len(rows) >= 0.9 * n:
+        return None, positions
+    return rows, tuple(np.searchsorted(rows, p) for p in positions)
+
+
+def _take(array: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    return array if rows is None else array[rows]
 
 
 def write_scores(path: str | Path | None, trials: list[Trial], scores: np.ndarray, llr: np.ndarray | None = None) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
-from voxadapt.config.schema import RENAMED, SCHEMA_VERSION, Config
+from voxadapt.config.schema import ADDED, RENAMED, SCHEMA_VERSION, Config
 from voxadapt.errors import ConfigError
 
 T = TypeVar("T")
@@ -244,6 +244,10 @@ def upgrade_fingerprint(fingerprint: Any) -> Any:
             section = old.split(".", 1)[0]
             if isinstance(out.get(section), dict) and new.split(".", 1)[0] == section:
                 _rename(out, old, new)
+    for added, default in ADDED.items():
+        section, key = added.split(".", 1)
+        if isinstance(out.get(section), dict) and "." not in key:
+            out[section].setdefault(key, default)
     return out
 
 

@@ -86,7 +86,9 @@ class ModelConfig:
     backend: BackendConfig = field(default_factory=BackendConfig)
     adapters: AdapterConfig = field(default_factory=AdapterConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    subcenters: int = 1  # AAM head: centres per speaker, the closest one scores (sub-centre AAM: 3)
 
     def __post_init__(self) -> None:
+        require(self.subcenters >= 1, "subcenters must be >= 1")
         require(not self.distill.teacher or (self.backend.type == "clstoken" and self.backend.distill_token),
                  "distill.teacher needs backend.type clstoken with distill_token: true")

@@ -9,6 +9,7 @@ removed key); `RENAMED` says what each version renamed, so configs saved by an o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from voxadapt.config.checks import require
 from voxadapt.config.data import AugmentConfig, DataConfig, LoaderConfig
@@ -19,6 +20,11 @@ from voxadapt.config.training import AdaptConfig, PretrainConfig, TrainConfig
 SCHEMA_VERSION = 2
 # version -> {old dotted key: new dotted key} for the keys that version renamed
 RENAMED: dict[int, dict[str, str]] = {2: {"augment.aug_prob": "augment.probability"}}
+# Keys added after experiments were made, with the default that reproduces what those experiments
+# did, under the names fingerprints keep them ("phase": a training phase, "scoring": the scoring
+# section): a marker or checkpoint without the key was made at that default.
+ADDED: dict[str, Any] = {"model.subcenters": 1, "phase.inter_topk": 0, "phase.inter_margin": 0.0,
+                         "scoring.calibration_qmf": False}
 
 
 # ----------------------------------------------------------------------------------------- top

@@ -44,8 +44,9 @@ class ExtractConfig:
 class ScoringConfig:
     """Stages 6-7: back-ends, calibration and metrics."""
 
-    methods: list[Literal["cosine", "asnorm", "plda"]] = field(default_factory=lambda: ["cosine", "asnorm", "plda"])
-    lda_dim: int = 200  # capped at the embedding dim and speakers - 1
+    # snorm: AS-norm's formula with the statistics of the whole cohort (no top-N selection)
+    methods: list[Literal["cosine", "asnorm", "snorm", "plda"]] = field(default_factory=lambda: ["cosine", "asnorm", "plda"])
+    lda_dim: int = 200  # above the embedding dim or speakers - 1: that many kept, with a warning
     plda_iters: int = 10
     asnorm_top_n: int = 300
     # Calibration trials: a set with held-out speakers and a trial list (e.g. dev); empty: trials
@@ -54,9 +55,16 @@ class ScoringConfig:
     calibration_fraction: float = 0.1
     calibration_trials: int = 20000
     calibration_quality: bool = True  # log durations of both sides as quality measures
+    # Quality measure functions: log durations, x-vector magnitudes and AS-norm cohort means of both
+    # sides, each with its own weight (replaces the duration-aware form; needs the cohort).
+    calibration_qmf: bool = False
     asnorm_cohort: str = ""  # x-vector .scp of the AS-norm cohort; empty: stage 6's training-speaker means
     p_targets: list[float] = field(default_factory=lambda: [0.01, 0.05])
     seed: int = 0
+
+    @property
+    def calibration_form(self) -> str:
+        return "qmf" if self.calibration_qmf else "duration" if self.calibration_quality else "linear"
 
     def __post_init__(self) -> None:
         require(len(self.methods) >= 1 and len(set(self.methods)) == len(self.methods), "methods: one or more, no repeats")

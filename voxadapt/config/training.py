@@ -61,6 +61,10 @@ class PhaseConfig:
     margin: float = 0.2
     margin_ramp: list[float] = field(default_factory=lambda: [0.0, 0.0])  # [start, end] epochs of the 0 -> margin ramp
     scale: float = 30.0
+    # Inter-top-k: the k hardest non-target classes of each example get an extra margin m'
+    # (logit s cos(theta - m')); m' grows with the margin ramp. 0: plain AAM.
+    inter_topk: int = 0
+    inter_margin: float = 0.0
     crop_seconds: float = 0.0  # 0: loader.crop_seconds
     batch_size: int = 0  # 0: loader.batch_size
     l2sp: Literal["none", "normalized", "plain"] = "none"
@@ -82,6 +86,9 @@ class PhaseConfig:
         require(self.lr > 0 and self.backbone_lr >= 0 and 0 < self.layer_decay <= 1, "need lr > 0, backbone_lr >= 0, "
                  "0 < layer_decay <= 1")
         require(0 <= self.margin < 1.5 and self.scale > 0, "need 0 <= margin < 1.5 and scale > 0")
+        require(self.inter_topk >= 0 and 0 <= self.inter_margin < 0.5, "need inter_topk >= 0 and 0 <= inter_margin < 0.5")
+        require(not (self.inter_topk and self.inter_margin and not self.margin),
+                 "inter_margin follows the margin (m' scaled by the current margin / margin): set margin > 0")
         require(len(self.margin_ramp) == 2 and 0 <= self.margin_ramp[0] <= self.margin_ramp[1],
                  "margin_ramp must be [start_epoch, end_epoch]")
         require(0 < self.final_lr_ratio <= 1 and 0 < self.step_gamma <= 1, "final_lr_ratio and step_gamma in (0, 1]")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from voxadapt.data.kaldi_dir import clean_columns, read_lines
+from voxadapt.data.kaldi_dir import clean_columns, iter_table, read_lines
 from voxadapt.errors import DataError, located
 from voxadapt.fileio import atomic_path, gc_paused
 
@@ -27,6 +27,23 @@ def voxceleb_path_to_utt(path: str) -> str:
     """'id10270/x6uYqmx31kE/00001.wav' -> 'id10270-x6uYqmx31kE-00001' (our VoxCeleb utt ids)."""
     stem = path.rsplit(".", 1)[0] if path.endswith((".wav", ".m4a", ".flac")) else path
     return stem.replace("/", "-")
+
+
+def read_enroll_map(path: str | Path, known: Container[str] | None = None) -> dict[str, list[str]]:
+    """An enrolment map (spk2utt format, WeSpeaker's enroll.map: 'model utt1 utt2 ...'): model ->
+    its utterances, keys unique, any order; with `known`, every utterance must be one of them."""
+    path = Path(path)
+    out: dict[str, list[str]] = {}
+    for line in iter_table(path):
+        if line.key in out:
+            raise DataError(located(path, line.lineno, f"model '{line.key}' listed twice",
+                                    "list each model's utterances on one line"))
+        out[line.key] = line.value.split()
+        unknown = [u for u in out[line.key] if known is not None and u not in known]
+        if unknown:
+            raise DataError(located(path, line.lineno, f"utterance '{unknown[0]}' of model '{line.key}' is not in "
+                                    "the data dir", "enrol utterances of this data dir only"))
+    return out
 
 
 def read_trials(path: str | Path, known: Iterable[str] | None = None) -> list[Trial]:

@@ -63,7 +63,7 @@ def _load_model_dir(path: Path) -> LoadedModel:
     cfg = load_config(path / "config.yaml")
     classes = (path / "classes.txt").read_text().split()
     model = speaker_model_around(hf_model_from_json(path / "backbone.json", "re-run the stage that wrote the model"), cfg)
-    head = AAMSoftmax(model.backend.embed_dim, len(classes))
+    head = AAMSoftmax(model.backend.embed_dim, len(classes), subcenters=cfg.model.subcenters)
     load_weights(path / "model.safetensors", model, head)
     return LoadedModel(model, cfg, head, classes)
 

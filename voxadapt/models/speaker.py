@@ -71,7 +71,7 @@ def build_model(cfg: Config, num_classes: int) -> tuple[SpeakerModel, AAMSoftmax
         torch.manual_seed(cfg.seed)
         backbone = SSLBackbone(hf, normalize_waveform(cfg.model), cfg.model.adapters)
         backend = make_backend(cfg.model, backbone.num_layers + 1, backbone.hidden_size)
-        head = AAMSoftmax(backend.embed_dim, num_classes)
+        head = AAMSoftmax(backend.embed_dim, num_classes, subcenters=cfg.model.subcenters)
     return SpeakerModel(backbone, backend), head
 
 

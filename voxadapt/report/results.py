@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from voxadapt.fileio import atomic_path
-from voxadapt.metrics import actual_dcf, eer, min_dcf
+from voxadapt.metrics import actual_dcf, cllr, eer, min_dcf
 
 
 def evaluate(scores: np.ndarray, labels: np.ndarray, p_targets: list[float], llrs: np.ndarray | None) -> dict:
@@ -16,6 +16,7 @@ def evaluate(scores: np.ndarray, labels: np.ndarray, p_targets: list[float], llr
            "trials": int(len(labels)), "targets": int(labels.sum())}
     if llrs is not None:
         out["act_dcf"] = {str(p): actual_dcf(llrs, labels, p) for p in p_targets}
+        out["cllr"] = cllr(llrs, labels)
         # What the Bayes decisions do: shares of target and non-target trials accepted, at each
         # prior and at even odds (voxadapt verify's default).
         out["accepted"] = {}
@@ -29,7 +30,7 @@ def evaluate(scores: np.ndarray, labels: np.ndarray, p_targets: list[float], llr
 def results_table(results: dict[str, dict[str, dict]], p_targets: list[float]) -> str:
     ps = [str(p) for p in p_targets]
     head = (["trial list", "method", "EER (%)"] + [f"minDCF {p}" for p in ps] + [f"actDCF {p}" for p in ps]
-            + ["accepted at p 0.5: targets / non-targets", "trials"])
+            + ["Cllr", "accepted at p 0.5: targets / non-targets", "trials"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for trials, methods in results.items():
         for method, r in methods.items():
@@ -37,7 +38,7 @@ def results_table(results: dict[str, dict[str, dict]], p_targets: list[float]) -
             even = r.get("accepted", {}).get("0.5")
             accepted = f"{100 * even['targets']:.1f} % / {100 * even['nontargets']:.1f} %" if even else "-"
             cells = [trials, method, f"{100 * r['eer']:.2f}", *[f"{r['min_dcf'][p]:.3f}" for p in ps], *act,
-                     accepted, f"{r['trials']:,}"]
+                     f"{r['cllr']:.3f}" if "cllr" in r else "-", accepted, f"{r['trials']:,}"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -48,5 +49,5 @@ def write_results(results_json: Path, results_md: Path, name: str, results: dict
         tmp.write_text(json.dumps(results, indent=1) + "\n")
     with atomic_path(results_md) as tmp:
         tmp.write_text(f"# {name}\n\nEER and DCFs (C_miss = C_fa = 1) per trial list; actDCF uses the calibrated "
-                       f"log-likelihood ratios at the Bayes threshold.\n\n{table}")
+                       f"log-likelihood ratios at the Bayes threshold; Cllr (bits) measures those LLRs at every prior.\n\n{table}")
     return table

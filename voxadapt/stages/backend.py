@@ -9,7 +9,8 @@ import logging
 
 import numpy as np
 
-from voxadapt.backend.calibration import Calibration, quality_measures, save_calibrations
+from voxadapt.backend.calibration import Calibration, save_calibrations
+from voxadapt.backend.quality import trial_quality
 from voxadapt.backend.scoring import Embeddings, score_trials
 from voxadapt.backend.training import calibration_trials, split_calibration_speakers, train_backend
 from voxadapt.config import Config
@@ -24,7 +25,8 @@ from voxadapt.stages.score import scoring_settings
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, data: DataLayout, exp: ExpLayout) -> None:
+def run(cfg: Config, data: DataLayout, exp: ExpLayout, binary: bool = True) -> None:
+    """`binary` False: mean.vec, lda.mat and plda in Kaldi's text forms (as Kaldi tools' --binary=false)."""
     sc = cfg.scoring
     train = cfg.data.sets.train
     scp = exp.xvector_scp(train)
@@ -35,7 +37,8 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout) -> None:
             raise VoxadaptError(f"{needed}: missing; run stage 5 (extract) first")
     marker = StageMarker(exp.marker(6, "backend"),
                          {"scoring": scoring_settings(sc, stage=6), "xvectors": file_digest(scp),
-                          "calibration_xvectors": file_digest(cal_scp) if cal_scp else ""})
+                          "calibration_xvectors": file_digest(cal_scp) if cal_scp else "",
+                          **({} if binary else {"binary": False})})  # old markers (binary) stay valid
     if marker.is_done(outputs_hint=out):
         log.info("stage 6: back-end already trained (%s); nothing to do", out)
         return
@@ -56,10 +59,12 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout) -> None:
     backend, history = train_backend(emb.subset(fit_ids), d.utt2spk, sc)
     labels = np.array([t.target for t in cal_trials])
     scores = score_trials(backend, cal_emb, cal_trials, sc.methods, sc.asnorm_top_n, "calibration trials")
-    quality = quality_measures(cal_trials, utterance_durations(cal_dir)) if sc.calibration_quality else None
-    calibrations = {m: Calibration.fit(scores[m], labels, quality) for m in sc.methods}
+    form = sc.calibration_form
+    quality = trial_quality(form, cal_trials, utterance_durations(cal_dir) if form != "linear" else {}, backend, cal_emb,
+                            sc.asnorm_top_n, "calibration trials")
+    calibrations = {m: Calibration.fit(scores[m], labels, quality, form) for m in sc.methods}
     with atomic_dir(out) as tmp:
-        backend.save(tmp)
+        backend.save(tmp, binary)
         write_trials(tmp / "calibration_trials", cal_trials)
         save_calibrations(tmp / exp.calibration.name, calibrations, sc.p_targets)
         (tmp / "plda_em.json").write_text(json.dumps({"loglik_per_example": history}, indent=1) + "\n")

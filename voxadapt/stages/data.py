@@ -8,10 +8,10 @@ import logging
 
 from voxadapt.config import Config
 from voxadapt.data.kaldi_dir import write_table
-from voxadapt.data.trials import read_trials
+from voxadapt.data.trials import read_enroll_map, read_trials
 from voxadapt.data.validate import validate_data_dir
 from voxadapt.fileio import StageMarker
-from voxadapt.layout import DataLayout, ExpLayout, trial_lists
+from voxadapt.layout import DataLayout, ExpLayout, enroll_map, trial_lists
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,10 @@ def finalize(cfg: Config, data: DataLayout, nj: int, check_audio: bool) -> None:
         assert d.reco2dur is not None
         write_table(d.path / "reco2dur", ((r, f"{v:.4f}") for r, v in d.reco2dur.items()))
         lists = trial_lists(d.path)
+        known: set[str] = set(d.utt2spk)
+        if enroll_map(d.path).is_file():  # enrolment models the lists may name
+            known |= set(read_enroll_map(enroll_map(d.path), known=d.utt2spk))
         for path in lists.values():
-            read_trials(path, known=d.utt2spk)
+            read_trials(path, known=known)
         log.info("%s: %d utterances, %d speakers, %.1f h, trial lists: %s", d.path, len(d.utt2spk), len(d.spk2utt),
                  sum(d.reco2dur.values()) / 3600, ", ".join(p.name for p in lists.values()) or "none")

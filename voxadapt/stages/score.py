@@ -1,6 +1,7 @@
 """Stage 7: every trial list of the test sets (<data>/<test>/trials*) scored with cosine / AS-norm
-/ PLDA from <exp>/embeddings/<test>/ and <exp>/backend/: calibrated LLRs, DET curves and
-histograms in <exp>/scores/<list>/, EER and DCFs in <exp>/results.json and RESULTS.md."""
+/ S-norm / PLDA from <exp>/embeddings/<test>/ and <exp>/backend/: calibrated LLRs, DET curves and
+histograms in <exp>/scores/<list>/, EER, DCFs and Cllr in <exp>/results.json and RESULTS.md. A test
+set's enroll.map adds models, each enrolled with all its utterances, that its lists may name."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from voxadapt.backend.calibration import Calibration, load_calibrations, quality_measures
+from voxadapt.backend.calibration import Calibration, load_calibrations
+from voxadapt.backend.enrollment import model_durations, speaker_models, utterances_and_models
+from voxadapt.backend.quality import trial_quality
 from voxadapt.backend.scoring import Backend, Embeddings, score_trials, write_scores
 from voxadapt.config import Config, ScoringConfig
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.split import utterance_durations
-from voxadapt.data.trials import read_trials
+from voxadapt.data.trials import read_enroll_map, read_trials
 from voxadapt.errors import VoxadaptError
 from voxadapt.fileio import StageMarker, atomic_dir, file_digest
-from voxadapt.layout import DataLayout, ExpLayout, trial_lists
+from voxadapt.layout import DataLayout, ExpLayout, enroll_map, trial_lists
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +36,25 @@ def scoring_settings(sc: ScoringConfig, stage: int) -> dict:
 
 
 def score_list(out_dir: Path, title: str, trials_path: Path, emb: Embeddings, durations: dict[str, float],
-               backend: Backend, calibrations: dict[str, Calibration], sc: ScoringConfig) -> dict[str, dict]:
+               backend: Backend, calibrations: dict[str, Calibration], sc: ScoringConfig,
+               enroll: Embeddings | None = None) -> dict[str, dict]:
     """Score one trial list with every configured method into `out_dir` (scores, calibrated LLRs, DET
-    and histogram plots), written as a whole directory; returns EER and DCFs per method."""
+    and histogram plots), written as a whole directory; returns EER, DCFs and Cllr per method.
+    `enroll`: speaker models for the first column (default: the utterances of `emb`)."""
     from voxadapt.metrics import roc
     from voxadapt.report.plots import det_figure, histogram_figure, save_figure
     from voxadapt.report.results import evaluate
 
     trials = read_trials(trials_path)
     labels = np.array([t.target for t in trials])
-    scores = score_trials(backend, emb, trials, sc.methods, sc.asnorm_top_n, trials_path)
-    quality = quality_measures(trials, durations) if sc.calibration_quality else None
+    scores = score_trials(backend, emb, trials, sc.methods, sc.asnorm_top_n, trials_path, enroll)
+    quality = {form: trial_quality(form, trials, durations, backend, emb, sc.asnorm_top_n, trials_path, enroll)
+               for form in {calibrations[m].form for m in sc.methods}}
     results: dict[str, dict] = {}
     # The list's directory appears whole or not at all: a kill leaves no half-scored list.
     with atomic_dir(out_dir) as out:
         for m in sc.methods:
-            llr = calibrations[m].llr(scores[m], quality)
+            llr = calibrations[m].llr(scores[m], quality[calibrations[m].form])
             write_scores(out / f"{m}.score", trials, scores[m])
             write_scores(out / f"{m}.llr", trials, llr)
             results[m] = evaluate(scores[m], labels, sc.p_targets, llr)
@@ -81,8 +87,10 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout) -> None:
     inputs = {"backend": file_digest(calibration) if calibration.is_file() else "", "scoring": scoring_settings(sc, stage=7),
               "cohort": file_digest(sc.asnorm_cohort) if sc.asnorm_cohort and Path(sc.asnorm_cohort).is_file() else ""}
     for name, (s, f) in lists.items():
-        xv = exp.xvector_scp(s)
+        xv, models = exp.xvector_scp(s), enroll_map(data.set_dir(s))
         inputs[name] = [file_digest(f), file_digest(xv) if xv.is_file() else ""]
+        if models.is_file():  # only then: markers of sets without a map stay valid
+            inputs[name].append(file_digest(models))
     marker = StageMarker(exp.marker(7, "score"), inputs)
     if marker.is_done(outputs_hint=exp.scores_dir) and exp.results_md.is_file():
         log.info("stage 7: already scored; nothing to do")
@@ -94,8 +102,12 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout) -> None:
     for name, (s, f) in lists.items():
         emb = Embeddings.from_scp(exp.xvector_scp(s))
         durations = utterance_durations(DataDir.load(data.set_dir(s)))
+        enroll, models = None, enroll_map(data.set_dir(s))
+        if models.is_file():
+            enroll = utterances_and_models(emb, speaker_models(emb, read_enroll_map(models), models), models)
+            durations = model_durations(durations, str(models))
         results[name] = score_list(exp.scores(name), f"{cfg.name}: {name}", f, emb, durations, backend,
-                                   calibrations, sc)
+                                   calibrations, sc, enroll)
     table = write_results(exp.results_json, exp.results_md, cfg.name, results, sc.p_targets)
     marker.mark_done()
     print(f"\nResults of {cfg.name} ({exp.results_md}):\n\n{table}")

@@ -97,6 +97,8 @@ class PhaseTrainer:
         except ValueError as err:
             raise VoxadaptError(f"phase '{phase.name}': {err}") from None
         head.scale = phase.scale
+        head.inter_topk = phase.inter_topk
+        head.inter_margin_ratio = phase.inter_margin / phase.margin if phase.margin else 0.0
         self.model, self.head = model.to(dev), head.to(dev)
         self.distiller = None
         if cfg.model.distill.teacher:
