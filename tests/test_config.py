@@ -78,3 +78,23 @@ def test_every_shipped_config_loads():
 
     for path in sorted(Path("conf").glob("*.yaml")):
         assert load_config(path).name, path
+
+
+def test_markers_made_before_a_key_was_added_still_match():
+    """A fingerprint written before a key existed is the fingerprint of that key's default (e.g. a
+    model trained before sub-centres, or scored before QMF), and only of the default."""
+    import dataclasses
+
+    from voxadapt.config.loader import upgrade_fingerprint
+    from voxadapt.config.schema import ADDED
+
+    cfg = load_config(None)
+    now = {"model": dataclasses.asdict(cfg.model), "phase": dataclasses.asdict(cfg.train.phases[0]),
+           "scoring": dataclasses.asdict(cfg.scoring)}
+    old = {section: dict(values) for section, values in now.items()}
+    for added in ADDED:
+        section, key = added.split(".")
+        del old[section][key]
+    assert old != now and upgrade_fingerprint(old) == now
+    changed = load_config(None, ["model.subcenters=3"])
+    assert upgrade_fingerprint(old)["model"] != dataclasses.asdict(changed.model)

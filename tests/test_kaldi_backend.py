@@ -401,7 +401,7 @@ def test_subcenter_intertopk_margins_by_hand():
     theta = [0.5, 0.3, 2.5]  # class 1 (theta 0.3) is the hardest impostor
     want = torch.tensor([[s * math.cos(theta[0] + m), s * math.cos(theta[1] - m2), s * math.cos(theta[2])]])
     assert torch.allclose(logits, want, atol=1e-5)
-    assert float(loss) == pytest.approx(float(torch.nn.functional.cross_entropy(want, torch.tensor([0]))), abs=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(torch.nn.functional.cross_entropy(want, torch.tensor([0]))), abs=1e-5)
     # Half-way up the margin ramp, m' is halved with m; plain AAM (k = 0) leaves impostors alone.
     _, logits, _ = head(emb, torch.tensor([0]), m / 2)
     assert float(logits[0, 1]) == pytest.approx(s * math.cos(theta[1] - m2 / 2), abs=1e-4)

@@ -29,7 +29,9 @@ def embed_waveforms(model: Callable[..., torch.Tensor], wavs: Sequence[np.ndarra
     wavs = [condition(np.asarray(w, dtype=np.float32), sr, opts) for w in wavs]
     pieces = [(u, s, e) for u, w in enumerate(wavs) for s, e in chunk_bounds(len(w), sr, opts)]
     order = sorted(range(len(pieces)), key=lambda i: pieces[i][2] - pieces[i][1])
+    on_gpu = torch.device(device).type == "cuda"
     seconds = opts.batch_seconds or (200.0 if torch.device(device).type != "cpu" else 0.0)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and opts.precision == "bf16")
     budget = int(seconds * sr)
     size = [pieces[i][2] - pieces[i][1] for i in order]  # ascending
     sums: np.ndarray | None = None
@@ -46,7 +48,9 @@ def embed_waveforms(model: Callable[..., torch.Tensor], wavs: Sequence[np.ndarra
         x = torch.zeros(len(batch), int(lengths.max()))
         for row, (u, s, e) in enumerate(batch):
             x[row, : e - s] = torch.from_numpy(np.ascontiguousarray(wavs[u][s:e], dtype=np.float32))
-        emb = model(x.to(device), lengths.to(device) if len(batch) > 1 else None).float().cpu().numpy()
+        with autocast:
+            emb = model(x.to(device, non_blocking=True), lengths.to(device) if len(batch) > 1 else None)
+        emb = emb.float().cpu().numpy()
         if sums is None:
             sums = np.zeros((len(wavs), emb.shape[1]))
         for row, (u, _, _) in enumerate(batch):

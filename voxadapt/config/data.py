@@ -130,7 +130,7 @@ class LoaderConfig:
     crop_seconds: float = 3.0  # random crops; shorter utterances are repeated to this length
     batch_size: int = 64  # global batch: divided over torchrun processes
     sampler: Literal["utterance", "distinct_speakers"] = "utterance"
-    num_workers: int = 2
+    num_workers: int = 2  # -1: the cores each training process may use, less one, at most 8
     batches_per_epoch: int = 0  # 0: one pass over the training examples
     # Read training audio from lhotse Shar shards written by stage 2 (data/shards.py) instead of
     # one file per utterance: FLAC decoded once, read a few shards at a time.
@@ -152,5 +152,5 @@ class LoaderConfig:
         require(self.shard_size >= 1 and self.shard_window >= 1, "shard_size and shard_window must be >= 1")
         require(not self.shards or self.sampler == "utterance",
                 "loader.shards needs sampler: utterance (distinct_speakers reads every shard at random)")
-        require(self.batch_size >= 1 and self.num_workers >= 0 and self.batches_per_epoch >= 0,
-                 "batch_size must be >= 1, num_workers and batches_per_epoch >= 0")
+        require(self.batch_size >= 1 and self.num_workers >= -1 and self.batches_per_epoch >= 0,
+                 "batch_size must be >= 1, num_workers >= -1 (auto) and batches_per_epoch >= 0")

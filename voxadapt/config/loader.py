@@ -231,9 +231,10 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
 
 
 def upgrade_fingerprint(fingerprint: Any) -> Any:
-    """A stage marker's or checkpoint's fingerprint with config keys renamed since it was written:
-    fingerprints hold config sections under their section names (e.g. {"augment": {...}}), so an
-    experiment trained before a rename is still recognised as the same one."""
+    """A stage marker's or checkpoint's fingerprint with config keys renamed since it was written,
+    and keys added since at the defaults that reproduce what it did: fingerprints hold config
+    sections under their section names (e.g. {"augment": {...}}), so an experiment made before a
+    rename or an addition is still recognised as the same one."""
     if isinstance(fingerprint, list):
         return [upgrade_fingerprint(v) for v in fingerprint]
     if not isinstance(fingerprint, dict):

@@ -23,6 +23,8 @@ class ExtractConfig:
     # PyTorch, embeddings equal to cosine >= 0.9999); 'torch' keeps PyTorch. GPUs always use PyTorch.
     engine: Literal["auto", "torch", "onnx"] = "auto"
     num_threads: int = 0  # torch (or onnxruntime) threads per extraction job; 0: torch's default
+    # On a GPU, bf16 autocast (embeddings within cosine 0.9999 of fp32's); CPUs always embed in fp32.
+    precision: Literal["fp32", "bf16"] = "fp32"
     # Every input is scaled to this RMS level (dB re full scale) so embeddings do not depend on
     # recording level; the embedded corpus's median is -25 dBFS. null: embed as recorded.
     level_dbfs: float | None = -26.0

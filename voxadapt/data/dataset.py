@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from voxadapt.cpu import usable_cores
 from voxadapt.data.examples import ExampleTable
 from voxadapt.data.sampler import BatchSpec, SpeakerBatchSampler
 
@@ -45,12 +47,22 @@ def _identity(batch: dict) -> dict:
     return batch
 
 
+def loader_workers(requested: int) -> int:
+    """`loader.num_workers`, with -1 resolved: this process's share of the node's usable cores
+    (torchrun's LOCAL_WORLD_SIZE processes share them), less one for the process, at most 8."""
+    if requested >= 0:
+        return requested
+    share = usable_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(8, share - 1))
+
+
 def make_loader(dataset: Dataset, sampler: SpeakerBatchSampler, num_workers: int,
-                worker_init_fn: Callable[[int], None] | None = None) -> DataLoader:
-    """Batches made whole by `dataset` from the sampler's BatchSpecs (training and pre-training)."""
+                worker_init_fn: Callable[[int], None] | None = None, pin_memory: bool = False) -> DataLoader:
+    """Batches made whole by `dataset` from the sampler's BatchSpecs (training and pre-training);
+    `pin_memory` (for a GPU) lets the copies to the device overlap the step."""
     # A private generator: creating an iterator must not draw from the global torch RNG, or a
     # resumed run (which creates one mid-epoch) would drift from an uninterrupted one.
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers, collate_fn=_identity,
-                      prefetch_factor=2 if num_workers else None, worker_init_fn=worker_init_fn,
+                      prefetch_factor=2 if num_workers else None, worker_init_fn=worker_init_fn, pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(0),
                       multiprocessing_context="fork" if num_workers else None)

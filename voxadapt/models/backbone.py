@@ -9,6 +9,7 @@ embedding equals the unbatched one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -106,6 +107,13 @@ class SSLBackbone(nn.Module):
         self.inter_layers = chosen_layers(a, self.num_layers) if a.inter else []
         self.inter_adapters = nn.ModuleList(Bottleneck(self.hidden_size, a.bottleneck, a.activation)
                                             for _ in self.inter_layers)
+
+    def enable_activation_checkpointing(self) -> None:
+        """transformers then recomputes each layer in the backward pass instead of keeping its
+        activations. The recomputation must run under the same ContiguousLinearInputs mode as the
+        forward pass (which enters it around the encoder), or it runs other operations."""
+        self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={
+            "use_reentrant": False, "context_fn": lambda: (contextlib.nullcontext(), ContiguousLinearInputs())})
 
     def _zero_padding(self, _module, _inputs, output):  # noqa: ANN001, ANN202 - output is (B, C, T)
         return output if self._mask is None else output * self._mask[:, None, :].to(output.dtype)

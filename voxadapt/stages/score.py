@@ -40,7 +40,7 @@ def score_list(out_dir: Path, title: str, trials_path: Path, emb: Embeddings, du
                enroll: Embeddings | None = None) -> dict[str, dict]:
     """Score one trial list with every configured method into `out_dir` (scores, calibrated LLRs, DET
     and histogram plots), written as a whole directory; returns EER, DCFs and Cllr per method.
-    `enroll`: speaker models for the first column (default: the utterances of `emb`)."""
+    `enroll`: the first column's side, utterances and speaker models (default: the utterances of `emb`)."""
     from voxadapt.metrics import roc
     from voxadapt.report.plots import det_figure, histogram_figure, save_figure
     from voxadapt.report.results import evaluate

@@ -21,7 +21,7 @@ from torch import nn
 
 from voxadapt.augment.online import Augmenter
 from voxadapt.config import Config, PhaseConfig
-from voxadapt.data.dataset import CropBatchDataset, make_loader
+from voxadapt.data.dataset import CropBatchDataset, loader_workers, make_loader
 from voxadapt.data.examples import ExampleTable
 from voxadapt.data.sampler import SpeakerBatchSampler
 from voxadapt.errors import VoxadaptError
@@ -99,7 +99,14 @@ class PhaseTrainer:
         head.scale = phase.scale
         head.inter_topk = phase.inter_topk
         head.inter_margin_ratio = phase.inter_margin / phase.margin if phase.margin else 0.0
+        if phase.activation_checkpointing:  # transformers recomputes each layer in the backward pass
+            model.backbone.enable_activation_checkpointing()
+        if dev.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.tf32
         self.model, self.head = model.to(dev), head.to(dev)
+        if phase.compile:  # in place: parameter names (checkpoints) stay as they are
+            model.backbone.model.encoder.compile()
+            model.backend.compile()
         self.distiller = None
         if cfg.model.distill.teacher:
             self.distiller = Distiller(cfg.model.distill, self.table.classes, model.backend.embed_dim, dev).to(dev)
@@ -110,7 +117,7 @@ class PhaseTrainer:
         self.groups = param_groups(model, head, phase)
         if self.distiller is not None:
             self.groups.append(ParamGroup("distill", list(self.distiller.head.parameters()), phase.lr))
-        self.optimizer = make_optimizer(self.groups, phase)
+        self.optimizer = make_optimizer(self.groups, phase, fused=phase.fused_optimizer and dev.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=phase.precision == "fp16" and dev.type == "cuda")
         if phase.precision == "fp16" and dev.type != "cuda":
             raise VoxadaptError(f"phase '{phase.name}': precision fp16 needs a GPU; use bf16 or fp32 on CPU")
@@ -295,8 +302,8 @@ class PhaseTrainer:
             epoch = step // batches_per_epoch
             self.sampler.set_epoch(epoch)
             self._apply_drops(step)
-            loader = make_loader(self.dataset, self.sampler, self.cfg.loader.num_workers,
-                                 worker_init_fn=ignore_sigint_in_workers)
+            loader = make_loader(self.dataset, self.sampler, loader_workers(self.cfg.loader.num_workers),
+                                 worker_init_fn=ignore_sigint_in_workers, pin_memory=self.info.device.type == "cuda")
             t0, losses, accs = time.time(), [], []
             consumed, restart = None, False
             for batch in loader:
