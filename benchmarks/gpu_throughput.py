@@ -16,7 +16,7 @@ epoch are what our sampler draws: one per training example, i.e. per VoxCeleb2 u
 speed (speed perturbation makes 3 examples of each); "one crop per utterance" is the epoch of
 WeSpeaker and of the MHFA authors' logs.
 
-    python benchmarks/gpu_throughput.py --device cuda [--steps 20] [--warmup 5]
+    python benchmarks/gpu_throughput.py --device cuda [--steps 20] [--warmup 5] [--variants compile,activation_checkpointing]
     python benchmarks/gpu_throughput.py --device cpu --small   # the same table, a small model (a dry run)
 """
 
@@ -160,6 +160,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--utterances", type=int, default=400, help="utterances embedded per extraction row")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS))
+    parser.add_argument("--variants", default="", help="comma-separated phase options also measured, each on its "
+                        "own row (not in the projection): compile, activation_checkpointing, no_fused_optimizer")
     args = parser.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
@@ -184,6 +186,15 @@ def main() -> None:
                         f"{r['batch']} x {r['seconds']:g} s | {r['steps_s']:.2f} | {r['crops_s']:.0f} | "
                         f"{r['memory_gb']:.1f} | {r['utilisation']} | {phase.epochs} x {per_epoch:,} crops: "
                         f"{hours(phase_time)} |")
+            for variant in filter(None, args.variants.split(",")):
+                changed = dataclasses.replace(phase, **({"fused_optimizer": False} if variant == "no_fused_optimizer"
+                                                        else {variant: True}))
+                v = measure_phase(cfg, changed, classes, device, args.steps, args.warmup, args.small)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                rows.append(f"| {label} | {phase.name} + {variant} | {v['batch']} x {v['seconds']:g} s | "
+                            f"{v['steps_s']:.2f} | {v['crops_s']:.0f} | {v['memory_gb']:.1f} | {v['utilisation']} | "
+                            f"{v['crops_s'] / r['crops_s']:.2f}x the row above |")
         projection.append(f"| {label} | {classes:,} classes, {examples:,} examples | {hours(total)} | {hours(total_per_utt)} |")
         r = measure_extraction(cfg, device, args.utterances, args.small)
         extraction.append(f"| {label} | {r['fp32_rate']:.0f} | {r['bf16_rate']:.0f} | {r['cosine_min']:.5f} | "

@@ -59,11 +59,13 @@ def test_loader_workers_auto_share_the_cores(monkeypatch):
 
 def test_throughput_benchmark_dry_run_prints_the_tables():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_throughput.py"), "--device", "cpu", "--small",
-                           "--steps", "1", "--warmup", "1", "--utterances", "4", "--configs", "WavLM Base+"],
+                           "--steps", "1", "--warmup", "1", "--utterances", "4", "--configs", "WavLM Base+",
+                           "--variants", "activation_checkpointing"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for row in ("| WavLM Base+ | frozen (bf16, trainable 0) |", "| WavLM Base+ | joint (bf16, trainable -1) |",
-                "| WavLM Base+ | large_margin", "10 x 3,276,027 crops", "whole schedule", "VoxCeleb1 (153,516 utterances"):
+                "| WavLM Base+ | large_margin", "| WavLM Base+ | joint + activation_checkpointing |",
+                "10 x 3,276,027 crops", "whole schedule", "VoxCeleb1 (153,516 utterances"):
         assert row in proc.stdout, proc.stdout
 
 
