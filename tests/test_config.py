@@ -89,7 +89,7 @@ def test_markers_made_before_a_key_was_added_still_match():
     from voxadapt.config.schema import ADDED
 
     cfg = load_config(None)
-    now = {"model": dataclasses.asdict(cfg.model), "phase": dataclasses.asdict(cfg.train.phases[0]),
+    now = {"model": dataclasses.asdict(cfg.model), "phase": cfg.train.phases[0].fingerprint(),
            "scoring": dataclasses.asdict(cfg.scoring)}
     old = {section: dict(values) for section, values in now.items()}
     for added in ADDED:
@@ -98,3 +98,6 @@ def test_markers_made_before_a_key_was_added_still_match():
     assert old != now and upgrade_fingerprint(old) == now
     changed = load_config(None, ["model.subcenters=3"])
     assert upgrade_fingerprint(old)["model"] != dataclasses.asdict(changed.model)
+    # Speed options are no part of a phase's fingerprint: a run resumes with them changed.
+    fast = load_config(None, ["train.phases.0.compile=true", "train.phases.0.activation_checkpointing=true"])
+    assert fast.train.phases[0].fingerprint() == cfg.train.phases[0].fingerprint()

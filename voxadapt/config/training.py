@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from voxadapt.config.checks import require
@@ -72,9 +72,10 @@ class PhaseConfig:
     grad_clip: float = 0.0  # max gradient norm; 0: off
     accum_steps: int = 1
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    # GPU speed options (the maths is unchanged): fused AdamW kernels on CUDA; torch.compile of the
-    # encoder and back-end; activation checkpointing of the transformer layers (recomputed in the
-    # backward pass: less memory for about a third more compute).
+    # GPU speed options (the maths is unchanged, so they are not part of the phase's fingerprint: a
+    # run may resume with them changed): fused AdamW kernels on CUDA; torch.compile of the encoder
+    # and back-end; activation checkpointing of the transformer layers (recomputed in the backward
+    # pass: less memory for about a third more compute).
     fused_optimizer: bool = True
     compile: bool = False
     activation_checkpointing: bool = False
@@ -82,6 +83,13 @@ class PhaseConfig:
     average_last: int = 1  # the phase's model = average of its last K epoch checkpoints
     dropclass: DropClassConfig = field(default_factory=DropClassConfig)
     dropadapt: DropAdaptConfig = field(default_factory=DropAdaptConfig)
+
+    def fingerprint(self) -> dict:
+        """What the phase's results depend on: everything but the speed options."""
+        d = asdict(self)
+        for key in ("fused_optimizer", "compile", "activation_checkpointing"):
+            del d[key]
+        return d
 
     def __post_init__(self) -> None:
         require(not (self.dropclass.drop and self.dropadapt.drop), "use dropclass or dropadapt in a phase, not both")

@@ -78,7 +78,7 @@ class PhaseTrainer:
             self.table = ExampleTable.from_manifest(data.cuts(train), sr, speeds, init_classes)
         digest = text_digest("\n".join(self.table.classes))
         self.fingerprint = {
-            "model": dataclasses.asdict(cfg.model), "phase": dataclasses.asdict(phase),
+            "model": dataclasses.asdict(cfg.model), "phase": phase.fingerprint(),
             "loader": cfg.loader.fingerprint(), "augment": dataclasses.asdict(cfg.augment),
             "seed": cfg.seed, "classes": digest,
             "init": file_digest(init_dir / "model.safetensors") if init_dir else "pretrained",
