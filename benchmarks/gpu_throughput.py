@@ -42,6 +42,7 @@ from voxadapt.embed import embed_waveforms  # noqa: E402
 from voxadapt.models.speaker import build_model  # noqa: E402
 from voxadapt.train.optim import make_optimizer, param_groups, set_trainable  # noqa: E402
 from voxadapt.train.regularize import L2SP  # noqa: E402
+from voxadapt.train.trainer import prepare_for_phase  # noqa: E402
 
 CONFIGS = {"WavLM Base+": "conf/mhfa_wavlm_base_plus.yaml", "WavLM Large": "conf/mhfa_wavlm_large.yaml"}
 # transformers' WavLMConfig defaults are the Base / Base+ shape; Large:
@@ -82,16 +83,7 @@ def measure_phase(cfg, phase, classes: int, device: torch.device, steps: int, wa
         batch, seconds = 4, 1.0
     model, head = build_model(cfg, classes)
     set_trainable(model, head, phase.trainable_layers)
-    if phase.activation_checkpointing:
-        model.backbone.enable_activation_checkpointing()
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.tf32
-    model, head = model.to(device), head.to(device)
-    if phase.compile:
-        model.backbone.model.encoder.compile()
-        model.backend.compile()
-    head.scale, head.inter_topk = phase.scale, phase.inter_topk
-    head.inter_margin_ratio = phase.inter_margin / phase.margin if phase.margin else 0.0
+    model, head = prepare_for_phase(model, head, phase, cfg.train.tf32, device)
     groups = param_groups(model, head, phase)
     optimizer = make_optimizer(groups, phase, fused=phase.fused_optimizer and device.type == "cuda")
     l2sp = None

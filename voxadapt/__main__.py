@@ -217,7 +217,7 @@ def _score(v, args) -> int:  # noqa: ANN001
     from voxadapt.backend.quality import trial_quality
     from voxadapt.backend.scoring import Embeddings, score_trials, write_scores
     from voxadapt.data.kaldi_dir import read_table
-    from voxadapt.data.trials import read_trials
+    from voxadapt.data.trials import read_enroll_map, read_trials
     from voxadapt.errors import DataError, VoxadaptError, located
     from voxadapt.report.results import evaluate
 
@@ -240,8 +240,10 @@ def _score(v, args) -> int:  # noqa: ANN001
         except ValueError:
             raise DataError(located(args.utt2dur, None, "durations must be numbers of seconds",
                                     "make it with Kaldi's utils/data/get_utt2dur.sh")) from None
-        quality = trial_quality(cal.form, trials, model_durations(durations, args.enroll_map), v.backend, emb,
-                                v.manifest["asnorm_top_n"], args.utt2dur, enroll)
+        if args.enroll_map:
+            durations = model_durations(durations, read_enroll_map(args.enroll_map))
+        quality = trial_quality(cal.form, trials, durations, v.backend, emb, v.manifest["asnorm_top_n"], args.utt2dur,
+                                enroll)
         llr = cal.llr(scores, quality)
     write_scores(args.out or None, trials, scores, llr)
     labels = np.array([t.target for t in trials])

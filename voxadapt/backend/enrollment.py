@@ -84,9 +84,8 @@ def enrolment_side(test: Embeddings, enroll_scp: str | None, enroll_map: str | N
     return utterances if enroll_scp else None
 
 
-def model_durations(durations: dict[str, float], enroll_map: str | None) -> dict[str, float]:
-    """`durations` plus each model's: the sum of its utterances' (unknown utterances are left out)."""
-    if not enroll_map:
-        return durations
-    models = {m: utts for m, utts in read_enroll_map(enroll_map).items() if all(u in durations for u in utts)}
+def model_durations(durations: dict[str, float], enroll_map: dict[str, list[str]]) -> dict[str, float]:
+    """`durations` plus each model's: the sum of its utterances' (models with an utterance of
+    unknown duration are left out)."""
+    models = {m: utts for m, utts in enroll_map.items() if all(u in durations for u in utts)}
     return durations | {m: sum(durations[u] for u in utts) for m, utts in models.items()}

@@ -1,6 +1,6 @@
 """Quality measures of each trial, the inputs of the duration-aware and QMF calibrations.
 
-'duration': the shorter and the longer side's duration (seconds). 'qmf': QMF_MEASURES, each pair
+'duration': the shorter and the longer side's duration (seconds). 'qmf': three pairs, each
 ordered (lower, higher) so a trial scores the same either way round: log durations, x-vector
 magnitudes (norms before any normalisation: short or noisy inputs give smaller ones) and AS-norm
 cohort means (how close each side sits to the cohort: a side close to everyone scores high
@@ -18,9 +18,6 @@ from voxadapt.backend.scoring import Backend, Embeddings, asnorm_stats
 from voxadapt.data.trials import Trial
 from voxadapt.errors import DataError, VoxadaptError, located
 
-QMF_MEASURES = ("log duration, shorter side", "log duration, longer side", "magnitude, smaller", "magnitude, larger",
-                "cohort mean, lower", "cohort mean, higher")
-
 
 def _ordered_pairs(enroll_side: np.ndarray, test_side: np.ndarray) -> np.ndarray:
     pair = np.stack([enroll_side, test_side], axis=1)
@@ -34,7 +31,7 @@ def trial_durations(trials: Sequence[Trial], durations: dict[str, float], source
     except KeyError as err:
         raise DataError(located(source, None, f"no duration for '{err.args[0]}', a side of the trials",
                                 "give the utt2dur (or data dir) of the scored utterances")) from None
-    return np.sort(d, axis=1)
+    return _ordered_pairs(d[:, 0], d[:, 1])
 
 
 def trial_quality(form: str, trials: Sequence[Trial], durations: dict[str, float], backend: Backend, emb: Embeddings,

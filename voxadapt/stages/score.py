@@ -104,8 +104,9 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout) -> None:
         durations = utterance_durations(DataDir.load(data.set_dir(s)))
         enroll, models = None, enroll_map(data.set_dir(s))
         if models.is_file():
-            enroll = utterances_and_models(emb, speaker_models(emb, read_enroll_map(models), models), models)
-            durations = model_durations(durations, str(models))
+            model_utts = read_enroll_map(models)
+            enroll = utterances_and_models(emb, speaker_models(emb, model_utts, models), models)
+            durations = model_durations(durations, model_utts)
         results[name] = score_list(exp.scores(name), f"{cfg.name}: {name}", f, emb, durations, backend,
                                    calibrations, sc, enroll)
     table = write_results(exp.results_json, exp.results_md, cfg.name, results, sc.p_targets)

@@ -43,6 +43,24 @@ from voxadapt.train.regularize import L2SP
 log = logging.getLogger(__name__)
 
 
+def prepare_for_phase(model: SpeakerModel, head: AAMSoftmax, phase: PhaseConfig, tf32: bool,
+                      dev: torch.device) -> tuple[SpeakerModel, AAMSoftmax]:
+    """The phase's loss settings and speed options applied, the model on `dev` (also used by
+    benchmarks/gpu_throughput.py, so it measures what training runs)."""
+    head.scale = phase.scale
+    head.inter_topk = phase.inter_topk
+    head.inter_margin_ratio = phase.inter_margin / phase.margin if phase.margin else 0.0
+    if phase.activation_checkpointing:  # transformers recomputes each layer in the backward pass
+        model.backbone.enable_activation_checkpointing()
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    model, head = model.to(dev), head.to(dev)
+    if phase.compile:  # in place: parameter names (checkpoints) stay as they are
+        model.backbone.model.encoder.compile()
+        model.backend.compile()
+    return model, head
+
+
 class TrainModule(nn.Module):
     """Model, head (and distiller) in one module, so DDP synchronises them all."""
 
@@ -96,17 +114,7 @@ class PhaseTrainer:
             set_trainable(model, head, phase.trainable_layers)
         except ValueError as err:
             raise VoxadaptError(f"phase '{phase.name}': {err}") from None
-        head.scale = phase.scale
-        head.inter_topk = phase.inter_topk
-        head.inter_margin_ratio = phase.inter_margin / phase.margin if phase.margin else 0.0
-        if phase.activation_checkpointing:  # transformers recomputes each layer in the backward pass
-            model.backbone.enable_activation_checkpointing()
-        if dev.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.tf32
-        self.model, self.head = model.to(dev), head.to(dev)
-        if phase.compile:  # in place: parameter names (checkpoints) stay as they are
-            model.backbone.model.encoder.compile()
-            model.backend.compile()
+        self.model, self.head = prepare_for_phase(model, head, phase, cfg.train.tf32, dev)
         self.distiller = None
         if cfg.model.distill.teacher:
             self.distiller = Distiller(cfg.model.distill, self.table.classes, model.backend.embed_dim, dev).to(dev)
