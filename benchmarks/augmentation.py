@@ -36,7 +36,7 @@ def main() -> None:
     layout = DataLayout(Path(data))
     table = ExampleTable.from_manifest(layout.cuts(cfg.data.sets.train), cfg.data.sample_rate,
                                        cfg.augment.speeds if cfg.augment.speed_perturb else [])
-    aug = Augmenter(cfg.augment, {k: layout.augment_manifest(k) for k in AUGMENT_KINDS})
+    aug = Augmenter(cfg.augment, {k: layout.augment_manifest(k) for k in AUGMENT_KINDS}, cfg.data.sample_rate)
     n = int(cfg.loader.crop_seconds * cfg.data.sample_rate)
     rng = np.random.default_rng(0)
     idx = rng.integers(0, len(table), args.n)

@@ -1,37 +1,54 @@
 #!/usr/bin/env bash
 # Re-run the comparisons of RESULTS.md on the embedded corpus: every (config, seed) trains from
-# scratch under exp/compare/ (stages 3-7; finished runs are skipped) and each table is printed and
-# written to exp/compare/table_*.md. Run ./run.sh first: its data/ is shared and its model
-# (exp/mhfa_tiny/model) is the teacher of the distillation run.
+# scratch under the comparison's exp dir (stages 3-7; finished runs are skipped) and each table
+# (EER with 95 % speaker-bootstrap intervals on the clean and degraded lists, paired differences
+# from the table's reference) is printed and written to <exp>/table_*.md.
+#   --scale tiny: ./run.sh's data/ (run ./run.sh first: its model is the distillation teacher)
+#   --scale eval: conf/eval_synthetic.yaml (1,000 training and 1,000 test speakers) in data_eval/,
+#                 exp/compare_eval/; data and the teacher (exp/eval_synthetic) are made if missing
 set -euo pipefail
 seeds="1 2 3"
 only=""
-help_message="Usage: $0 [--seeds \"1 2 3\"] [--only pretraining|dropclass|dropadapt|systems]
-  --seeds LIST   seeds of the multi-seed tables (default: $seeds)
-  --only NAME    one table: pretraining (shipped vs random backbone), dropclass, dropadapt,
-                 systems (frozen / full FT / adapters / LoRA / class token / + KD, seed 1)"
+scale=tiny
+help_message="Usage: $0 [--scale tiny|eval] [--seeds \"1 2 3\"] [--only pretraining|dropclass|dropadapt|systems]
+  --scale NAME   tiny: the default corpus (data/, exp/compare/); eval: the evaluation scale
+                 (conf/eval_synthetic.yaml; data_eval/, exp/compare_eval/) (default: $scale)
+  --seeds LIST   seeds of every table (default: $seeds)
+  --only NAME    one table: pretraining (shipped vs random backbone, with the MFCC-statistics row),
+                 dropclass, dropadapt, systems (frozen / full FT / adapters / LoRA / class token / + KD)"
 cd "$(dirname "$0")/.."
 . utils/parse_options.sh
 . ./path.sh
-[ -f data/.done/stage2_augment.json ] || { echo "ERROR: data/ is not prepared; run ./run.sh --stop_stage 2 first" >&2; exit 1; }
+case "$scale" in
+  tiny) data=data; exp=exp/compare; overlay=(); teacher=exp/mhfa_tiny/model
+        [ -f data/.done/stage2_augment.json ] || { echo "ERROR: data/ is not prepared; run ./run.sh --stop_stage 2 first" >&2; exit 1; } ;;
+  eval) data=data_eval; exp=exp/compare_eval; overlay=(--overlay conf/eval_synthetic.yaml); teacher=exp/eval_synthetic/model
+        ./run.sh --config conf/eval_synthetic.yaml --data "$data" --stop_stage 2 ;;
+  *) echo "ERROR: --scale '$scale' is not tiny or eval" >&2; exit 1 ;;
+esac
 want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
-# shellcheck disable=SC2086  # the seed list is meant to split
+compare() {
+  # shellcheck disable=SC2086  # the seed list is meant to split
+  python pyscripts/compare.py --seeds $seeds --data "$data" --exp "$exp" ${overlay[@]+"${overlay[@]}"} "$@"
+}
 if want pretraining; then
-  python pyscripts/compare.py --seeds $seeds --reference mhfa_frozen_tiny \
+  compare --reference mhfa_frozen_tiny --mfcc-reference \
     --configs conf/mhfa_frozen_tiny.yaml conf/mhfa_frozen_random_tiny.yaml
 fi
 if want dropclass; then
-  python pyscripts/compare.py --seeds $seeds --reference mhfa_frozen_tiny \
-    --configs conf/mhfa_frozen_tiny.yaml conf/mhfa_dropclass_tiny.yaml
+  compare --reference mhfa_frozen_tiny --configs conf/mhfa_frozen_tiny.yaml conf/mhfa_dropclass_tiny.yaml
 fi
 if want dropadapt; then
-  python pyscripts/compare.py --seeds $seeds --reference dropadapt_none_tiny --stage3-from mhfa_frozen_tiny \
+  compare --reference dropadapt_none_tiny --stage3-from mhfa_frozen_tiny \
     --configs conf/mhfa_frozen_tiny.yaml conf/dropadapt_none_tiny.yaml conf/dropadapt_tiny.yaml \
     conf/dropadapt_random_tiny.yaml
 fi
 if want systems; then
-  [ -f exp/mhfa_tiny/model/model.safetensors ] || { echo "ERROR: exp/mhfa_tiny/model (the KD teacher) is missing; run ./run.sh first" >&2; exit 1; }
-  python pyscripts/compare.py --seeds 1 --reference mhfa_frozen_tiny \
+  if [ "$scale" = eval ] && [ ! -f "$teacher/model.safetensors" ]; then
+    ./run.sh --config conf/eval_synthetic.yaml --data "$data" --stage 3 --stop_stage 4
+  fi
+  [ -f "$teacher/model.safetensors" ] || { echo "ERROR: $teacher (the KD teacher) is missing; run ./run.sh first" >&2; exit 1; }
+  compare --reference mhfa_tiny --teacher "$teacher" --mfcc-reference \
     --configs conf/mhfa_frozen_tiny.yaml conf/mhfa_tiny.yaml conf/adapters_tiny.yaml conf/lora_tiny.yaml \
     conf/clstoken_tiny.yaml conf/clstoken_kd_tiny.yaml
 fi

@@ -15,7 +15,8 @@ def main(argv):
     parser.add_argument("--utt2spk", required=True, help="speakers of the trials' utterances (or models)")
     parser.add_argument("--a", required=True, help="score file of system A")
     parser.add_argument("--b", required=True, help="score file of system B")
-    parser.add_argument("--metric", choices=["eer", "cllr", "mindcf0.01", "mindcf0.05"], default="eer")
+    parser.add_argument("--metric", choices=["eer", "cllr", "mindcf0.01", "mindcf0.05"], default="eer",
+                        help="cllr: give LLR files")
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -23,10 +24,11 @@ def main(argv):
 
     import numpy as np
 
-    from voxadapt.data.kaldi_dir import read_key_values, read_table
+    from voxadapt.backend.scoring import read_scores
+    from voxadapt.data.kaldi_dir import read_table
     from voxadapt.data.trials import read_trials
     from voxadapt.errors import DataError, located
-    from voxadapt.report.bootstrap import speaker_bootstrap
+    from voxadapt.report.bootstrap import difference_interval
 
     trials = read_trials(args.trials)
     utt2spk = {k: line.value for k, line in read_table(Path(args.utt2spk), check_order=False).items()}
@@ -35,29 +37,13 @@ def main(argv):
         raise DataError(located(args.utt2spk, None, f"no speaker for {len(unknown)} id(s) of the trials, e.g. '{unknown[0]}'",
                                 "give the utt2spk of the trial list's data dir"))
 
-    def scores(path: str) -> np.ndarray:
-        keys, values = read_key_values(Path(path))
-        table = {}
-        for lineno, (enroll, rest) in enumerate(zip(keys, values), start=1):
-            fields = rest.split()
-            try:
-                table[(enroll, fields[0])] = float(fields[1])
-            except (IndexError, ValueError):
-                raise DataError(located(path, lineno, "expected 'enroll test score'", "give a score file of "
-                                        "stage 7 or score_trials.py")) from None
-        missing = [t for t in trials if (t.enroll, t.test) not in table]
-        if missing:
-            raise DataError(located(path, None, f"no score for {len(missing)} trial(s), e.g. '{missing[0].enroll} "
-                                    f"{missing[0].test}'", "score the same trial list with both systems"))
-        return np.array([table[(t.enroll, t.test)] for t in trials])
-
-    a, b = scores(args.a), scores(args.b)
+    a, b = read_scores(args.a, trials), read_scores(args.b, trials)
     labels = np.array([t.target for t in trials])
     if labels.all() or not labels.any():
         raise DataError(located(args.trials, None, "needs target and non-target trials", "give a labelled trial list"))
     spk_e = np.array([utt2spk[t.enroll] for t in trials])
     spk_t = np.array([utt2spk[t.test] for t in trials])
-    d = speaker_bootstrap(args.metric, a, b, labels, spk_e, spk_t, args.draws, args.seed)
+    d = difference_interval(args.metric, [a], [b], labels, spk_e, spk_t, args.draws, args.seed)
     print(f"{args.metric}: B - A = {d.value:+.4f} (95 % interval {d.low:+.4f} to {d.high:+.4f}; "
           f"{len(set(spk_e) | set(spk_t))} speakers, {d.draws} draws)")
     return 0

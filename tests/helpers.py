@@ -149,6 +149,7 @@ PIPELINE = MICRO + [
     "adapt.phases=[{name: lm, epochs: 1, lr: 0.001, backbone_lr: 0.0001, margin: 0.3, crop_seconds: 1.5, "
     "checkpoint_every_steps: 4, average_last: 1}]",
     "scoring.lda_dim=16", "scoring.asnorm_top_n=5", "scoring.calibration_trials=200",
+    "data.degraded.enabled=true",
 ]
 
 

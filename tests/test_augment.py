@@ -26,7 +26,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def augmenter(cfg, tiny_data):
-    return Augmenter(cfg.augment, {k: DataLayout(tiny_data).augment_manifest(k) for k in AUGMENT_KINDS})
+    return Augmenter(cfg.augment, {k: DataLayout(tiny_data).augment_manifest(k) for k in AUGMENT_KINDS}, cfg.data.sample_rate)
 
 
 
@@ -40,6 +40,24 @@ def speech(tiny_data, seconds=3.0):
     cuts = load_manifest_lazy(tiny_data / "manifests" / "train" / "cuts.jsonl.gz")
     x = next(iter(cuts)).load_audio()[0]
     return np.resize(x, int(seconds * 16000)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["telephone", "codec"])
+def test_channel_kinds_keep_the_length_and_change_the_audio(augmenter, tiny_data, kind):
+    x = speech(tiny_data)
+    y, got = augmenter(x, np.random.default_rng(0), kind)
+    assert got == kind and y.shape == x.shape and y.dtype == np.float32 and np.isfinite(y).all()
+    assert not np.allclose(y, x, atol=1e-3)
+
+
+def test_channel_kinds_are_drawn_by_their_weights(cfg, tiny_data):
+    import dataclasses
+
+    only_channels = dataclasses.replace(cfg.augment, probability=1.0, weights={"telephone": 1.0, "codec": 1.0})
+    aug = Augmenter(only_channels, {k: DataLayout(tiny_data).augment_manifest(k) for k in AUGMENT_KINDS}, 16000)
+    rng = np.random.default_rng(0)
+    kinds = {aug(speech(tiny_data, 1.0), rng)[1] for _ in range(20)}
+    assert kinds == {"telephone", "codec"}
 
 
 @pytest.mark.parametrize("kind, lo_hi", [("noise", (0, 15)), ("music", (5, 15)), ("babble", (13, 20))])

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 from helpers import assert_clean_error, run_py
 
-from voxadapt.report.bootstrap import speaker_bootstrap
+from voxadapt.metrics import cllr, eer, min_dcf
+from voxadapt.report.bootstrap import difference_interval, metric_interval, speaker_weights, weighted_metric
 
 
 def trial_list(rng, speakers=20, per=4):
@@ -22,11 +23,44 @@ def test_no_difference_has_a_zero_interval_and_a_real_one_excludes_zero():
     spk_e = np.array([a[1] for a, _ in pairs])
     spk_t = np.array([b[1] for _, b in pairs])
     noisy = labels * 1.0 + rng.normal(size=len(labels))
-    d = speaker_bootstrap("eer", noisy, noisy.copy(), labels, spk_e, spk_t, draws=200)
-    assert (d.value, d.low, d.high) == (0.0, 0.0, 0.0) and d.draws == 200
+    d = difference_interval("eer", [noisy], [noisy.copy()], labels, spk_e, spk_t, draws=200)
+    assert (d.value, d.low, d.high) == (0.0, 0.0, 0.0) and d.draws == 200 and not d.excludes_zero
     better = labels * 3.0 + rng.normal(size=len(labels))
-    d = speaker_bootstrap("eer", noisy, better, labels, spk_e, spk_t, draws=200)
-    assert d.value < 0 and d.low < d.high < 0
+    d = difference_interval("eer", [noisy], [better], labels, spk_e, spk_t, draws=200)
+    assert d.value < 0 and d.low < d.high < 0 and d.excludes_zero
+
+
+def test_reweighted_metrics_equal_metrics_of_the_repeated_trials():
+    """A draw's weights give the metric of the list with each trial repeated that many times."""
+    rng = np.random.default_rng(3)
+    pairs, labels = trial_list(rng, speakers=8)
+    spk_e = np.array([a[1] for a, _ in pairs])
+    spk_t = np.array([b[1] for _, b in pairs])
+    scores = np.round(labels * 1.5 + rng.normal(size=len(labels)), 1)  # ties, as real scores have
+    assert metric_interval("eer", [scores], labels, spk_e, spk_t, draws=1).value == eer(scores, labels)[0]
+    for w in speaker_weights(spk_e, spk_t, draws=5, seed=1):
+        rows = np.repeat(np.arange(len(labels)), w.astype(int))
+        assert abs(weighted_metric("eer", scores, labels)(w) - eer(scores[rows], labels[rows])[0]) < 1e-12
+        assert abs(weighted_metric("mindcf0.05", scores, labels)(w) - min_dcf(scores[rows], labels[rows], 0.05)[0]) < 1e-12
+        assert abs(weighted_metric("cllr", scores, labels)(w) - cllr(scores[rows], labels[rows])) < 1e-12
+
+
+def test_interval_narrows_with_more_speakers_and_seeds_average():
+    rng = np.random.default_rng(4)
+    widths = []
+    for speakers in (10, 160):
+        pairs, labels = trial_list(rng, speakers=speakers, per=3)
+        spk_e = np.array([a[1] for a, _ in pairs])
+        spk_t = np.array([b[1] for _, b in pairs])
+        # Speakers differ in how hard they are: the bootstrap over speakers must see it.
+        hard = {s: rng.uniform(0.5, 3.0) for s in set(spk_e)}
+        scores = labels * np.array([hard[s] for s in spk_e]) + rng.normal(size=len(labels))
+        i = metric_interval("eer", [scores], labels, spk_e, spk_t, draws=300)
+        assert i.low < i.value < i.high
+        widths.append(i.high - i.low)
+    assert widths[1] < widths[0] / 2  # 16x the speakers: about a quarter of the width
+    two = metric_interval("eer", [scores, scores + 0.01 * rng.normal(size=len(scores))], labels, spk_e, spk_t, draws=50)
+    assert abs(two.value - eer(scores, labels)[0]) < 0.01
 
 
 def test_command_compares_two_score_files(tmp_path):

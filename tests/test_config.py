@@ -16,7 +16,8 @@ def write(tmp_path, text):
 def test_defaults_and_shipped_config():
     cfg = load_config("conf/mhfa_tiny.yaml")
     assert cfg.name == "mhfa_tiny" and cfg.data.corpus == "synthetic"
-    assert cfg.data.sets.all == ["train", "dev", "test"]
+    assert cfg.data.sets.all == ["train", "dev", "test", "test_degraded"]
+    assert cfg.data.sets.tests == ("test",) and cfg.data.sets.scored == ["test", "test_degraded"]
 
 
 def test_unknown_key_is_an_error(tmp_path):
@@ -90,7 +91,7 @@ def test_markers_made_before_a_key_was_added_still_match():
 
     cfg = load_config(None)
     now = {"model": dataclasses.asdict(cfg.model), "phase": cfg.train.phases[0].fingerprint(),
-           "scoring": dataclasses.asdict(cfg.scoring)}
+           "scoring": dataclasses.asdict(cfg.scoring), "synthetic": dataclasses.asdict(cfg.data.synthetic)}
     old = {section: dict(values) for section, values in now.items()}
     for added in ADDED:
         section, key = added.split(".")

@@ -137,7 +137,7 @@ def test_finished_pipeline_rerun_does_nothing(reference):
     proc = run_stages(reference, 0, 8)
     assert proc.returncode == 0
     log = proc.stdout + proc.stderr
-    for said in ("data already prepared", "manifests already made", "augmentation resources already made",
+    for said in ("data already prepared", "stage 1: manifests of", "augmentation resources already made",
                  "already trained", "already complete", "back-end already trained", "already scored",
                  "package already made"):
         assert said in log, said

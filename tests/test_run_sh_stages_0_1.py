@@ -53,7 +53,7 @@ def test_stages_0_1_resume_and_idempotence(checkout, tiny_data, tmp_path):
     again = run_sh("run.sh", *args, cwd=checkout, env=env)
     assert again.returncode == 0
     assert "stage 0: data already prepared" in again.stderr or "already prepared" in again.stderr
-    assert "manifests already made; nothing to do" in again.stderr
+    assert "manifests of train, dev, test already made; nothing to do" in again.stderr
 
 
 def test_changed_settings_are_refused_not_mixed(checkout, tmp_path):
@@ -90,6 +90,6 @@ def test_data_dirs_move_with_the_recipe(tmp_path):
     shutil.rmtree(first)
     proc = run_sh("run.sh", *args, cwd=second, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "already prepared" in proc.stderr and "manifests already made; nothing to do" in proc.stderr
+    assert "already prepared" in proc.stderr and "already made; nothing to do" in proc.stderr
     proc = run_sh("utils/validate_data_dir.sh", "data/train", cwd=second, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]

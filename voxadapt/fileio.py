@@ -160,9 +160,10 @@ class StageMarker:
         self.path = Path(path)
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
 
-    def is_done(self, outputs_hint: str | Path | None = None) -> bool:
+    def is_done(self, outputs_hint: str | Path | None = None, additions: bool = False) -> bool:
         """`outputs_hint`: what the marker vouches for; once deleted (as the error below asks), the
-        marker is stale and the work is redone."""
+        marker is stale and the work is redone. `additions`: keys that are new since the marker
+        (e.g. a trial list added) make it stale too, for work that is redone whole and cheaply."""
         if not self.path.is_file() or (outputs_hint is not None and not Path(outputs_hint).exists()):
             return False
         try:
@@ -170,6 +171,8 @@ class StageMarker:
         except json.JSONDecodeError:
             return False  # a torn marker cannot vouch for anything: redo the work
         recorded = upgrade_fingerprint(recorded)  # markers written before a config key rename
+        if additions and recorded == {k: v for k, v in self.fingerprint.items() if k in recorded} != self.fingerprint:
+            return False
         if recorded != self.fingerprint:
             changed = sorted(
                 k for k in set(recorded) | set(self.fingerprint) if recorded.get(k) != self.fingerprint.get(k)

@@ -5,6 +5,8 @@
   <data>/manifests/augment/<kind>.jsonl.gz   noise, music, speech, rir recordings (stage 2)
   <data>/shards/<train>/               shar/ (training audio as lhotse Shar shards), index.tsv (stage 2, optional)
   <data>/audio/, <data>/augment/       generated audio (synthetic corpus, stand-in noises)
+  <data>/<test>_degraded/              the degraded copy of the first test set: a data dir with its
+                                       audio (flac/) and utt2condition (data.degraded)
   <data>/.done/stage<N>_<name>.json    stage markers
   <exp>/<name>/config.yaml, <phase>/, model -> <phase>/final, log/, tensorboard/
   <exp>/<name>/embeddings/<set>/xvector.{ark,scp}, spk_xvector.{ark,scp}, num_utts.ark
@@ -26,6 +28,9 @@ CORPORA = ("synthetic", "voxceleb", "kaldi")
 CUTS = "cuts.jsonl.gz"
 MANIFEST_FILES = ("recordings.jsonl.gz", "supervisions.jsonl.gz", CUTS)
 AUGMENT_KINDS = ("noise", "music", "speech", "rir")
+# augment.weights: online kinds, the last two channels that need no resource
+AUGMENT_WEIGHTS = ("reverb", "noise", "music", "babble", "telephone", "codec")
+DEGRADE_CONDITIONS = ("room", "noise", "telephone", "codec")
 
 
 def dir_marker(directory: Path) -> Path:
@@ -40,16 +45,24 @@ class CorpusSets:
     train: str
     dev: str | None  # held-out speakers with a trial list, for the validation EER during training
     tests: tuple[str, ...]
+    degraded: tuple[str, ...] = ()  # '<test>_degraded' copies of tests[0] (data.degraded)
+
+    @property
+    def scored(self) -> list[str]:
+        """The sets whose trial lists stage 7 scores."""
+        return [*self.tests, *self.degraded]
 
     @property
     def all(self) -> list[str]:
-        return [self.train, *([self.dev] if self.dev else []), *self.tests]
+        return [self.train, *([self.dev] if self.dev else []), *self.scored]
 
 
-def corpus_sets(corpus: str, with_dev: bool) -> CorpusSets:
+def corpus_sets(corpus: str, with_dev: bool, degraded: bool = False) -> CorpusSets:
     if corpus == "voxceleb":
-        return CorpusSets("vox2_dev", None, ("vox1",))
-    return CorpusSets("train", "dev" if corpus == "synthetic" and with_dev else None, ("test",))
+        train, dev, tests = "vox2_dev", None, ("vox1",)
+    else:
+        train, dev, tests = "train", "dev" if corpus == "synthetic" and with_dev else None, ("test",)
+    return CorpusSets(train, dev, tests, (f"{tests[0]}_degraded",) if degraded else ())
 
 
 def trial_lists(set_dir: Path) -> dict[str, Path]:

@@ -27,8 +27,16 @@ def roc(scores: np.ndarray, labels: np.ndarray) -> Roc:
     if not np.isfinite(scores).all():
         raise VoxadaptError("scores contain NaN or Inf")
     values, inverse = np.unique(scores, return_inverse=True)  # ascending; ties collapse to one value
-    tar_at = np.bincount(inverse, weights=labels, minlength=len(values))
-    non_at = np.bincount(inverse, weights=~labels, minlength=len(values))
+    return ranked_roc(values, inverse, labels)
+
+
+def ranked_roc(values: np.ndarray, inverse: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> Roc:
+    """The ROC of trials whose scores are `values[inverse]`, each counted `weights` times (default
+    once): a bootstrap reweights the trials of one sort instead of sorting every resample."""
+    w = np.ones(len(labels)) if weights is None else weights
+    tar_at = np.bincount(inverse, weights=w * labels, minlength=len(values))
+    non_at = np.bincount(inverse, weights=w * ~labels, minlength=len(values))
+    n_tar, n_non = tar_at.sum(), non_at.sum()
     # Threshold = each distinct score: misses are targets strictly below, false alarms non-targets at or above.
     p_miss = np.concatenate([[0.0], np.cumsum(tar_at)]) / n_tar
     p_fa = np.concatenate([[n_non], n_non - np.cumsum(non_at)]) / n_non
@@ -38,7 +46,10 @@ def roc(scores: np.ndarray, labels: np.ndarray) -> Roc:
 
 def eer(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(EER, threshold): where P_miss = P_fa, interpolated linearly between the two ROC points around it."""
-    r = roc(scores, labels)
+    return roc_eer(roc(scores, labels))
+
+
+def roc_eer(r: Roc) -> tuple[float, float]:
     diff = r.p_miss - r.p_fa  # rises from -1 to +1 as the threshold grows
     i = int(np.searchsorted(diff, 0.0, side="left"))
     if diff[i] == 0.0:
@@ -53,7 +64,10 @@ def eer(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 def min_dcf(scores: np.ndarray, labels: np.ndarray, p_target: float, c_miss: float = 1.0,
             c_fa: float = 1.0) -> tuple[float, float]:
     """(normalised minimum detection cost, its threshold)."""
-    r = roc(scores, labels)
+    return roc_min_dcf(roc(scores, labels), p_target, c_miss, c_fa)
+
+
+def roc_min_dcf(r: Roc, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> tuple[float, float]:
     cost = c_miss * p_target * r.p_miss + c_fa * (1 - p_target) * r.p_fa
     i = int(np.argmin(cost))
     return float(cost[i] / min(c_miss * p_target, c_fa * (1 - p_target))), float(r.thresholds[i])

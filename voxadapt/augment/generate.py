@@ -2,7 +2,8 @@
 
 Noises cover several colours (white, pink, brown, blue), stationary textures (hum with
 harmonics, fan/HVAC band noise) and non-stationary ones (keyboard-like clicks, rain-like
-crackle, amplitude-modulated traffic rumble). Music is additive synthesis: notes of random
+crackle, amplitude-modulated traffic rumble); four more kinds (siren, engine, wind, beeps) are
+kept out of augmentation for the degraded test condition. Music is additive synthesis: notes of random
 scales with harmonic timbres and envelopes, chords, and percussive bursts on a beat. Room impulse
 responses follow the usual statistical model: a direct path, sparse early reflections, and an
 exponentially decaying diffuse tail whose decay time (RT60) is shorter at high frequencies.
@@ -52,12 +53,29 @@ def make_noise(kind: str, seconds: float, sr: int, rng: np.random.Generator) -> 
     elif kind == "traffic":
         x = _band(_coloured(n, 2.0, rng), 30, 600, sr)
         x *= 1 + 0.8 * np.clip(np.sin(2 * np.pi * rng.uniform(0.05, 0.3) * t + rng.uniform(0, 6.3)), 0, None)
+    elif kind == "siren":  # held out: a tone sweeping up and down, with harmonics
+        f = rng.uniform(500, 900) * (1 + 0.5 * (1 + np.sin(2 * np.pi * rng.uniform(0.2, 1.5) * t)) / 2)
+        phase = 2 * np.pi * np.cumsum(f) / sr
+        x = np.sin(phase) + 0.4 * np.sin(2 * phase) + 0.2 * np.sin(3 * phase)
+    elif kind == "engine":  # held out: firing harmonics with a wandering rate, over rumble
+        f0 = rng.uniform(25, 60) * (1 + 0.15 * np.sin(2 * np.pi * rng.uniform(0.05, 0.4) * t))
+        phase = 2 * np.pi * np.cumsum(f0) / sr
+        x = sum(np.sin(k * phase) / k ** rng.uniform(0.5, 1.2) for k in range(1, 25) if k * 60 < sr / 2)
+        x = x + 0.5 * _band(_coloured(n, 2.0, rng), 20, 400, sr) / 20
+    elif kind == "wind":  # held out: low-passed noise in gusts
+        gust = np.clip(1 + np.cumsum(rng.standard_normal(n)) / np.sqrt(sr * 2), 0.1, None)
+        x = _band(_coloured(n, 1.0, rng), 20, rng.uniform(300, 1200), sr) * gust
+    elif kind == "beeps":  # held out: alarm / call-progress tones switching on and off
+        on = (np.sin(2 * np.pi * rng.uniform(0.5, 4) * t) > rng.uniform(-0.5, 0.5)).astype(float)
+        x = on * (np.sin(2 * np.pi * rng.uniform(350, 1000) * t) + np.sin(2 * np.pi * rng.uniform(1000, 2500) * t))
     else:
         raise ValueError(f"unknown noise kind {kind!r}")
     return x / (np.max(np.abs(x)) + 1e-9) * 0.5
 
 
 NOISE_KINDS = ("white", "pink", "brown", "blue", "hum", "fan", "clicks", "rain", "traffic")
+# Kinds augmentation never generates: the degraded test condition (corpus/degrade.py) uses them.
+HELDOUT_NOISE_KINDS = ("siren", "engine", "wind", "beeps")
 
 
 def make_music(seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:

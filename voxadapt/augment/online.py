@@ -1,5 +1,6 @@
 """Online augmentation: with probability augment.probability, one of reverberation,
-additive noise, music or babble, at an SNR drawn from that kind's range."""
+additive noise, music or babble at an SNR drawn from that kind's range, or a channel (telephone
+line, lossy codec) when augment.weights gives those a weight."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import numpy as np
 from lhotse import load_manifest
 from scipy.signal import fftconvolve
 
+from voxadapt.augment.channel import lossy_codec, telephone
 from voxadapt.config import AugmentConfig
 from voxadapt.data.audio import read_samples, rxfilename
 from voxadapt.data.packed import PackedStrings
 from voxadapt.errors import DataError, located
-from voxadapt.layout import AUGMENT_KINDS
+from voxadapt.layout import AUGMENT_KINDS, AUGMENT_WEIGHTS
 
 
 def power(x: np.ndarray) -> float:
@@ -71,11 +73,12 @@ class AudioPool:
 
 
 class Augmenter:
-    def __init__(self, cfg: AugmentConfig, resources: dict[str, Path]):
+    def __init__(self, cfg: AugmentConfig, resources: dict[str, Path], sample_rate: int):
         """`resources`: the manifest of each kind in AUGMENT_KINDS (stage 2's outputs)."""
         self.cfg = cfg
+        self.sample_rate = sample_rate
         self.pools = {k: AudioPool.from_manifest(resources[k]) for k in AUGMENT_KINDS}
-        self.kinds = [k for k in ("reverb", "noise", "music", "babble") if cfg.weights.get(k, 0.0) > 0]
+        self.kinds = [k for k in AUGMENT_WEIGHTS if cfg.weights.get(k, 0.0) > 0]
         w = np.array([cfg.weights[k] for k in self.kinds])
         self.probs = w / w.sum()
 
@@ -88,6 +91,10 @@ class Augmenter:
         n = len(x)
         if kind == "none":
             return x, kind
+        if kind == "telephone":
+            return telephone(x, self.sample_rate, rng)[0], kind
+        if kind == "codec":
+            return lossy_codec(x, self.sample_rate, rng)[0], kind
         if kind == "reverb":
             pool = self.pools["rir"]
             return reverberate(x, pool.read(int(rng.integers(len(pool)))), self.cfg.rir_normalize), kind

@@ -23,8 +23,9 @@ from voxadapt.backend import kaldi_format as kf
 from voxadapt.backend.lda import apply_affine, length_norm
 from voxadapt.backend.plda import Plda
 from voxadapt.cpu import usable_cores
+from voxadapt.data.kaldi_dir import read_key_values
 from voxadapt.data.trials import Trial
-from voxadapt.errors import VoxadaptError, located
+from voxadapt.errors import DataError, VoxadaptError, located
 from voxadapt.fileio import atomic_path
 
 CHUNK = 200_000  # trials (or utterances) per vectorised block
@@ -233,6 +234,25 @@ def _used_rows(n: int, *positions: np.ndarray) -> tuple[np.ndarray | None, tuple
 
 def _take(array: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
     return array if rows is None else array[rows]
+
+
+def read_scores(path: str | Path, trials: list[Trial]) -> np.ndarray:
+    """A score (or LLR) file in Kaldi's format ('enroll test score', any order), as an array in the
+    order of `trials`; every trial must have a score."""
+    keys, values = read_key_values(Path(path))
+    table = {}
+    for lineno, (enroll, rest) in enumerate(zip(keys, values), start=1):
+        fields = rest.split()
+        try:
+            table[(enroll, fields[0])] = float(fields[1])
+        except (IndexError, ValueError):
+            raise DataError(located(path, lineno, "expected 'enroll test score'",
+                                    "give a score file of stage 7 or score_trials.py")) from None
+    missing = [t for t in trials if (t.enroll, t.test) not in table]
+    if missing:
+        raise DataError(located(path, None, f"no score for {len(missing)} trial(s), e.g. '{missing[0].enroll} "
+                                f"{missing[0].test}'", "score the same trial list with both systems"))
+    return np.array([table[(t.enroll, t.test)] for t in trials])
 
 
 def write_scores(path: str | Path | None, trials: list[Trial], scores: np.ndarray, llr: np.ndarray | None = None) -> None:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from voxadapt.config.checks import require
-from voxadapt.layout import CorpusSets, corpus_sets
+from voxadapt.layout import AUGMENT_WEIGHTS, DEGRADE_CONDITIONS, CorpusSets, corpus_sets
 
 # ----------------------------------------------------------------------------------------- data
 
@@ -19,6 +19,7 @@ class SyntheticConfig:
     num_dev_speakers: int = 10
     num_test_speakers: int = 20
     utts_per_speaker: int = 12
+    test_utts_per_speaker: int = 0  # utterances of each test speaker; 0: utts_per_speaker
     min_duration: float = 2.0
     max_duration: float = 8.0
     num_trials: int = 6000
@@ -31,6 +32,8 @@ class SyntheticConfig:
         require(self.num_test_speakers >= 2, "num_test_speakers must be >= 2")
         require(self.num_dev_speakers == 0 or self.num_dev_speakers >= 2, "num_dev_speakers must be 0 or >= 2")
         require(self.utts_per_speaker >= 2, "utts_per_speaker must be >= 2 (trials need target pairs)")
+        require(self.test_utts_per_speaker == 0 or self.test_utts_per_speaker >= 2,
+                 "test_utts_per_speaker must be 0 (as utts_per_speaker) or >= 2")
         require(0.5 <= self.min_duration <= self.max_duration, "need 0.5 <= min_duration <= max_duration")
         require(0.0 < self.target_fraction < 1.0, "target_fraction must be in (0, 1)")
         require(self.num_trials >= 10 and self.dev_trials >= 10, "num_trials and dev_trials must be >= 10")
@@ -56,6 +59,31 @@ class KaldiImportConfig:
 
 
 @dataclass
+class DegradedConfig:
+    """A degraded copy of the first test set, '<test>_degraded': the same utterance ids, speakers,
+    trial lists and enroll.map, the audio through conditions augmentation never uses (one per
+    utterance, drawn evenly): rooms longer than the generated training rooms, noise kinds kept out of
+    augmentation, a telephone line, a lossy codec (corpus/degrade.py)."""
+
+    enabled: bool = False
+    conditions: list[str] = field(default_factory=lambda: list(DEGRADE_CONDITIONS))
+    rt60: list[float] = field(default_factory=lambda: [0.9, 1.6])  # s; generated training rooms: 0.2-0.9
+    noise_snr: list[float] = field(default_factory=lambda: [0.0, 10.0])  # dB
+    codec_compression: list[float] = field(default_factory=lambda: [0.6, 1.0])  # 1: lowest bit rate
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(bool(self.conditions) and set(self.conditions) <= set(DEGRADE_CONDITIONS),
+                 f"degraded.conditions must be among {', '.join(DEGRADE_CONDITIONS)}")
+        for name in ("rt60", "noise_snr", "codec_compression"):
+            lo_hi = getattr(self, name)
+            require(len(lo_hi) == 2 and lo_hi[0] <= lo_hi[1], f"degraded.{name} must be [low, high]")
+        require(self.rt60[0] > 0, "degraded.rt60 must be > 0")
+        require(0 <= self.codec_compression[0] and self.codec_compression[1] <= 1,
+                 "degraded.codec_compression must be within [0, 1]")
+
+
+@dataclass
 class DataConfig:
     corpus: Literal["synthetic", "voxceleb", "kaldi"] = "synthetic"
     sample_rate: int = 16000
@@ -67,6 +95,7 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     voxceleb: VoxCelebConfig = field(default_factory=VoxCelebConfig)
     kaldi: KaldiImportConfig = field(default_factory=KaldiImportConfig)
+    degraded: DegradedConfig = field(default_factory=DegradedConfig)
 
     def __post_init__(self) -> None:
         require(self.sample_rate in (8000, 16000, 22050, 24000, 44100, 48000), "sample_rate is not a usual rate")
@@ -75,7 +104,7 @@ class DataConfig:
 
     @property
     def sets(self) -> CorpusSets:
-        return corpus_sets(self.corpus, with_dev=self.synthetic.num_dev_speakers > 0)
+        return corpus_sets(self.corpus, with_dev=self.synthetic.num_dev_speakers > 0, degraded=self.degraded.enabled)
 
 
 # ------------------------------------------------------------------------------ augmentation
@@ -105,8 +134,8 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         require(0.0 <= self.probability <= 1.0, "probability must be in [0, 1]")
-        require(set(self.weights) <= {"reverb", "noise", "music", "babble"},
-                 "weights keys must be among reverb, noise, music, babble")
+        require(set(self.weights) <= set(AUGMENT_WEIGHTS),
+                 f"weights keys must be among {', '.join(AUGMENT_WEIGHTS)}")
         require(all(w >= 0 for w in self.weights.values()) and sum(self.weights.values()) > 0,
                  "weights must be >= 0 and not all zero")
         for name in ("noise_snr", "music_snr", "babble_snr"):

@@ -11,6 +11,7 @@ Everything is drawn from seeded generators: one seed gives byte-identical audio.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -179,6 +180,7 @@ class SpeakerJob:
     index: int
     voice: VoiceProfile
     out_dir: Path
+    utterances: int = 0  # 0: the config's utts_per_speaker
 
 
 _engine: Espeak | None = None
@@ -194,7 +196,7 @@ def _render_speaker(job: SpeakerJob, cfg: SyntheticConfig, sample_rate: int) -> 
     out = []
     spk_dir = job.out_dir / job.speaker
     spk_dir.mkdir(parents=True, exist_ok=True)
-    for u in range(cfg.utts_per_speaker):
+    for u in range(job.utterances or cfg.utts_per_speaker):
         utt = f"{job.speaker}-u{u:03d}"
         path = spk_dir / f"{utt}.wav"
         if not path.is_file():  # a file left by a killed run is complete (atomic rename) and identical
@@ -213,11 +215,24 @@ def speaker_jobs(prefix: str, indices: range, seed: int, audio_dir: Path) -> lis
 
 def render(jobs: list[SpeakerJob], cfg: SyntheticConfig, sample_rate: int, nj: int) -> dict[str, list[tuple[str, str]]]:
     """Render every job's utterances (skipping files already complete); speaker -> [(utt, path)]."""
-    log.info("rendering %d speakers x %d utterances with espeak-ng (%d jobs)", len(jobs), cfg.utts_per_speaker, nj)
+    log.info("rendering %d speakers, %d utterances with espeak-ng (%d jobs)", len(jobs),
+             sum(j.utterances or cfg.utts_per_speaker for j in jobs), nj)
     return dict(zip((j.speaker for j in jobs), _render_all(jobs, cfg, sample_rate, nj)))
 
 
+# espeak-ng lists at most 349 voices in a data root, its own ~245 included: larger corpora
+# are rendered in groups.
+VOICES_PER_ROOT = 100
+
+
 def _render_all(jobs: list[SpeakerJob], cfg: SyntheticConfig, sample_rate: int, nj: int) -> list[list[tuple[str, str]]]:
+    out: list[list[tuple[str, str]]] = []
+    for first in range(0, len(jobs), VOICES_PER_ROOT):
+        out += _render_group(jobs[first:first + VOICES_PER_ROOT], cfg, sample_rate, nj)
+    return out
+
+
+def _render_group(jobs: list[SpeakerJob], cfg: SyntheticConfig, sample_rate: int, nj: int) -> list[list[tuple[str, str]]]:
     with tempfile.TemporaryDirectory(prefix="voxadapt-espeak-") as tmp:
         root = make_data_root(Path(tmp), {j.voice.name: j.voice.variant_file() for j in jobs})
         if nj <= 1:
@@ -236,6 +251,8 @@ def generate_corpus(data: DataConfig, data_dir: Path, audio_dir: Path, nj: int =
     first = 0
     for name, count in sets.items():
         jobs[name] = speaker_jobs("spk", range(first, first + count), cfg.seed, audio_dir)
+        if name == "test" and cfg.test_utts_per_speaker:
+            jobs[name] = [dataclasses.replace(j, utterances=cfg.test_utts_per_speaker) for j in jobs[name]]
         first += count
     rendered = render([j for js in jobs.values() for j in js], cfg, data.sample_rate, nj)
     out: dict[str, DataDir] = {}

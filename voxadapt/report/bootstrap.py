@@ -1,47 +1,90 @@
-"""Is one system better than another on this trial list, or is the difference noise? A speaker
+"""How sure is a metric, and is one system better than another on this trial list? A speaker
 bootstrap: the list's speakers are drawn with replacement and each trial counts as often as the
 product of its two speakers' draws (trials of one speaker are not independent, so resampling
-trials would understate the noise), and the metric difference is recomputed for every draw."""
+trials would understate the noise). A system may be several runs (seeds) scored on the same list:
+its metric is their mean, recomputed on every draw. Differences are paired: both systems are
+measured on the same draws.
+
+Each draw reweights the trials of one sort (metrics.ranked_roc), so a draw costs O(trials)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from voxadapt.metrics import cllr, eer, min_dcf
+from voxadapt.metrics import ranked_roc, roc_eer, roc_min_dcf
 
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "eer": lambda s, y: eer(s, y)[0],
-    "cllr": cllr,  # of calibrated LLRs
-    "mindcf0.01": lambda s, y: min_dcf(s, y, 0.01)[0],
-    "mindcf0.05": lambda s, y: min_dcf(s, y, 0.05)[0],
-}
+METRIC_NAMES = ("eer", "cllr", "mindcf0.01", "mindcf0.05")  # cllr: of calibrated LLRs
+DRAWS = 1000
 
 
 @dataclass(frozen=True)
-class Difference:
-    value: float  # metric(b) - metric(a) on the whole list
+class Interval:
+    value: float  # on the whole list
     low: float  # 2.5th percentile over the draws
     high: float  # 97.5th percentile
     draws: int  # draws with both target and non-target trials (the others are skipped)
 
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
 
-def speaker_bootstrap(metric: str, a: np.ndarray, b: np.ndarray, labels: np.ndarray, enroll_speaker: np.ndarray,
-                      test_speaker: np.ndarray, draws: int = 1000, seed: int = 0) -> Difference:
-    """metric(b) - metric(a) and its 95 % interval; the arrays are per trial."""
-    fn = METRICS[metric]
+
+def weighted_metric(metric: str, scores: np.ndarray, labels: np.ndarray) -> Callable[[np.ndarray], float]:
+    """metric(weights) of one system's scores, with the sort (or per-trial costs) done once."""
+    if metric == "cllr":
+        cost = np.where(labels, np.logaddexp(0.0, -scores), np.logaddexp(0.0, scores))
+
+        def cllr(w: np.ndarray) -> float:
+            return float((np.average(cost[labels], weights=w[labels]) + np.average(cost[~labels], weights=w[~labels]))
+                         / (2 * np.log(2)))
+        return cllr
+    values, inverse = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True)
+    if metric == "eer":
+        return lambda w: roc_eer(ranked_roc(values, inverse, labels, w))[0]
+    if metric.startswith("mindcf"):
+        p = float(metric[len("mindcf"):])
+        return lambda w: roc_min_dcf(ranked_roc(values, inverse, labels, w), p)[0]
+    raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRIC_NAMES)}")
+
+
+def speaker_weights(enroll_speaker: np.ndarray, test_speaker: np.ndarray, draws: int, seed: int) -> Iterator[np.ndarray]:
+    """Per-trial weights of each draw (the same sequence for the same speakers and seed)."""
     speakers, inverse = np.unique(np.concatenate([enroll_speaker, test_speaker]), return_inverse=True)
-    ie, it = inverse[: len(labels)], inverse[len(labels):]
+    ie, it = inverse[: len(enroll_speaker)], inverse[len(enroll_speaker):]
     rng = np.random.default_rng(seed)
-    diffs = []
     for _ in range(draws):
         count = np.bincount(rng.integers(0, len(speakers), len(speakers)), minlength=len(speakers))
-        rows = np.repeat(np.arange(len(labels)), count[ie] * count[it])
-        y = labels[rows]
-        if y.all() or not y.any():
-            continue
-        diffs.append(fn(b[rows], y) - fn(a[rows], y))
-    low, high = np.percentile(diffs, [2.5, 97.5]) if diffs else (np.nan, np.nan)
-    return Difference(fn(b, labels) - fn(a, labels), float(low), float(high), len(diffs))
+        yield (count[ie] * count[it]).astype(np.float64)
+
+
+def _bootstrap(metric: str, systems: Sequence[Sequence[np.ndarray]], labels: np.ndarray, enroll_speaker: np.ndarray,
+               test_speaker: np.ndarray, draws: int, seed: int, combine: Callable[[list[float]], float]) -> Interval:
+    labels = np.asarray(labels, dtype=bool)
+    fns = [[weighted_metric(metric, np.asarray(s, dtype=np.float64), labels) for s in runs] for runs in systems]
+    ones = np.ones(len(labels))
+
+    def value(w: np.ndarray) -> float:
+        return combine([float(np.mean([f(w) for f in runs])) for runs in fns])
+
+    out = []
+    for w in speaker_weights(enroll_speaker, test_speaker, draws, seed):
+        if w[labels].sum() > 0 and w[~labels].sum() > 0:
+            out.append(value(w))
+    low, high = np.percentile(out, [2.5, 97.5]) if out else (np.nan, np.nan)
+    return Interval(value(ones), float(low), float(high), len(out))
+
+
+def metric_interval(metric: str, runs: Sequence[np.ndarray], labels: np.ndarray, enroll_speaker: np.ndarray,
+                    test_speaker: np.ndarray, draws: int = DRAWS, seed: int = 0) -> Interval:
+    """The metric (mean over `runs`, score arrays of one list) and its 95 % interval."""
+    return _bootstrap(metric, [runs], labels, enroll_speaker, test_speaker, draws, seed, lambda v: v[0])
+
+
+def difference_interval(metric: str, a: Sequence[np.ndarray], b: Sequence[np.ndarray], labels: np.ndarray,
+                        enroll_speaker: np.ndarray, test_speaker: np.ndarray, draws: int = DRAWS,
+                        seed: int = 0) -> Interval:
+    """metric(b) - metric(a) (each the mean over its runs) and its paired 95 % interval."""
+    return _bootstrap(metric, [a, b], labels, enroll_speaker, test_speaker, draws, seed, lambda v: v[1] - v[0])

@@ -1,23 +1,34 @@
 """Multi-seed comparisons of configs on the same data (pyscripts/compare.py runs run.sh per
-(config, seed)): EER / minDCF tabulated as mean and spread over seeds, with trainable
+(config, seed)): each system's EER on every scored trial list (clean and degraded) as the mean
+over its seeds with a 95 % speaker-bootstrap interval, its difference from a reference system with
+a paired interval (a difference only where that interval excludes 0), minDCF, trainable
 parameters and step time.
 
-Each run gets a derived config exp/<name>_s<seed>: 'base: <config>' with its name and seed.
-Runs that only add stage-4 phases can share the stage-3 model of another config and seed
-(`share_stage3`), so a baseline and its adaptations start from the same network.
+Each run gets a derived config exp/<name>_s<seed>: 'base: <config>' with its name and seed, and
+an overlay's data, loader and scoring sections (the evaluation scale). Runs that only add stage-4 phases
+can share the stage-3 model of another config and seed (`share_stage3`), so a baseline and its
+adaptations start from the same network.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from voxadapt.config import load_config
-from voxadapt.layout import ExpLayout
+from voxadapt.backend.scoring import read_scores
+from voxadapt.config import Config, load_config
+from voxadapt.data.kaldi_dir import DataDir
+from voxadapt.data.trials import read_trials
+from voxadapt.layout import DataLayout, ExpLayout, trial_lists
+from voxadapt.metrics import eer
+from voxadapt.report.bootstrap import difference_interval, metric_interval
+
+OVERLAY_SECTIONS = ("data", "loader", "scoring")  # what an overlay config (conf/eval_synthetic.yaml) sets for every run
 
 
 @dataclass(frozen=True)
@@ -27,10 +38,55 @@ class Run:
     name: str
 
 
-def derived_config(run: Run, out_dir: Path) -> Path:
+@dataclass(frozen=True)
+class TrialList:
+    """A scored list with what the bootstrap needs: labels and each side's speaker, in trial order."""
+
+    name: str
+    path: Path
+    labels: np.ndarray
+    enroll_speaker: np.ndarray
+    test_speaker: np.ndarray
+
+    @classmethod
+    def load(cls, name: str, path: Path, utt2spk: dict[str, str]) -> TrialList:
+        trials = read_trials(path)
+        return cls(name, path, np.array([t.target for t in trials]), np.array([utt2spk[t.enroll] for t in trials]),
+                   np.array([utt2spk[t.test] for t in trials]))
+
+
+def scored_lists(cfg: Config, data: DataLayout) -> list[TrialList]:
+    out = []
+    for s in cfg.data.sets.scored:
+        utt2spk = DataDir.load(data.set_dir(s)).utt2spk
+        out += [TrialList.load(name, path, utt2spk) for name, path in trial_lists(data.set_dir(s)).items()]
+    return out
+
+
+@dataclass
+class System:
+    """One row: a config's runs (seeds), their scores per list and method, and their cost."""
+
+    label: str
+    seeds: list[int]
+    scores: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)  # (list, method) -> per seed
+    min_dcf: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    trainable: float | None = None  # share of the model's parameters that train
+    seconds_per_step: float | None = None
+
+
+def overlay_sections(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    raw = yaml.safe_load(path.read_text()) or {}
+    return {k: raw[k] for k in OVERLAY_SECTIONS if k in raw}
+
+
+def derived_config(run: Run, out_dir: Path, overlay: dict | None = None) -> Path:
     path = out_dir / f"{run.name}.yaml"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"base: {run.config.resolve()}\nname: {run.name}\nseed: {run.seed}\n")
+    text = f"base: {run.config.resolve()}\nname: {run.name}\nseed: {run.seed}\n"
+    path.write_text(text + (yaml.safe_dump(overlay, sort_keys=False) if overlay else ""))
     return path
 
 
@@ -43,32 +99,63 @@ def share_stage3(src: Path, dst: Path, phases: list[str]) -> None:
             link.symlink_to(os.path.relpath(src / phase, dst))
 
 
-def summarize(exp: Path, runs: list[Run], label: str, method: str, trial_list: str | None) -> dict:
-    eers, dcfs, params, step_s = [], [], [], []
-    for run in runs:
-        layout = ExpLayout.of(exp, run.name)
+def load_system(exp: Path, names: list[str], seeds: list[int], label: str, lists: list[TrialList],
+                methods: list[str], trained: bool = True) -> System:
+    """A system from its runs' stage-7 outputs (exp/<name>/scores/<list>/<method>.score)."""
+    system = System(label, seeds)
+    params, step_s = [], []
+    for name in names:
+        layout = ExpLayout.of(exp, name)
         results = json.loads(layout.results_json.read_text())
-        key = trial_list or next(iter(results))
-        eers.append(100 * results[key][method]["eer"])
-        dcfs.append(results[key][method]["min_dcf"]["0.01"])
-        cfg = load_config(layout.config)
-        last = (cfg.adapt.phases or cfg.train.phases)[-1].name
-        summary = json.loads((layout.phase_dir(last) / "summary.json").read_text())
-        params.append(summary["trainable_params"] / summary["total_params"])
-        step_s.append(summary["seconds_per_step"])
-    return {"label": label, "eer": eers, "min_dcf": dcfs, "trainable": float(np.mean(params)),
-            "seconds_per_step": float(np.median(step_s)), "seeds": [r.seed for r in runs]}
+        for tl in lists:
+            trials = read_trials(tl.path)
+            for m in methods:
+                system.scores.setdefault((tl.name, m), []).append(read_scores(layout.scores(tl.name) / f"{m}.score", trials))
+                system.min_dcf.setdefault((tl.name, m), []).append(results[tl.name][m]["min_dcf"]["0.01"])
+        if trained:
+            cfg = load_config(layout.config)
+            last = (cfg.adapt.phases or cfg.train.phases)[-1].name
+            summary = json.loads((layout.phase_dir(last) / "summary.json").read_text())
+            params.append(summary["trainable_params"] / summary["total_params"])
+            step_s.append(summary["seconds_per_step"])
+    if trained:
+        system.trainable, system.seconds_per_step = float(np.mean(params)), float(np.median(step_s))
+    return system
 
 
-def markdown(rows: list[dict], method: str, reference: str | None = None) -> str:
-    ref = next((r for r in rows if r["label"] == reference), None)
-    head = f"| system | EER % ({method}), mean ± sd | per seed | minDCF 0.01 | trainable share | s / step |"
-    lines = [head + (" EER vs " + reference + " |" if ref else ""), "|" + "---|" * (6 + bool(ref))]
-    for r in rows:
-        eer, sd = np.mean(r["eer"]), np.std(r["eer"], ddof=1) if len(r["eer"]) > 1 else 0.0
-        cells = [r["label"], f"{eer:.2f} ± {sd:.2f}", " / ".join(f"{e:.2f}" for e in r["eer"]),
-                 f"{np.mean(r['min_dcf']):.3f}", f"{100 * r['trainable']:.1f}%", f"{r['seconds_per_step']:.2f}"]
+def _eer_cell(runs: list[np.ndarray], tl: TrialList) -> tuple[str, str]:
+    ci = metric_interval("eer", runs, tl.labels, tl.enroll_speaker, tl.test_speaker)
+    per_seed = " / ".join(f"{100 * eer(r, tl.labels)[0]:.2f}" for r in runs)
+    return f"{100 * ci.value:.2f} ({100 * ci.low:.2f}-{100 * ci.high:.2f})", per_seed
+
+
+def markdown(systems: list[System], lists: list[TrialList], method: str, reference: str | None = None) -> str:
+    """One table for `method`: rows without scores for it (the MFCC reference in an AS-norm table) are left out."""
+    ref = next((s for s in systems if s.label == reference), None)
+    head = ["system"]
+    for tl in lists:
+        head += [f"{tl.name}: EER % (95 % interval)", "per seed"]
+    head += [f"minDCF 0.01 ({lists[0].name})", "trainable share", "s / step"]
+    if ref:
+        head += [f"{tl.name}: EER vs {reference}, points (95 % paired interval)" for tl in lists]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in systems:
+        if (lists[0].name, method) not in s.scores:
+            continue
+        cells = [s.label]
+        for tl in lists:
+            cells += list(_eer_cell(s.scores[(tl.name, method)], tl))
+        cells += [f"{np.mean(s.min_dcf[(lists[0].name, method)]):.3f}",
+                  "-" if s.trainable is None else f"{100 * s.trainable:.1f}%",
+                  "-" if s.seconds_per_step is None else f"{s.seconds_per_step:.2f}"]
         if ref:
-            cells.append(f"{100 * (eer - np.mean(ref['eer'])) / np.mean(ref['eer']):+.1f}%")
+            for tl in lists:
+                if s is ref or (tl.name, method) not in ref.scores:
+                    cells.append("-")
+                    continue
+                d = difference_interval("eer", ref.scores[(tl.name, method)], s.scores[(tl.name, method)], tl.labels,
+                                        tl.enroll_speaker, tl.test_speaker)
+                verdict = " **better**" if d.high < 0 else " **worse**" if d.low > 0 else ""
+                cells.append(f"{100 * d.value:+.2f} ({100 * d.low:+.2f} to {100 * d.high:+.2f}){verdict}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -9,11 +9,19 @@ import numpy as np
 
 from voxadapt.fileio import atomic_path
 from voxadapt.metrics import actual_dcf, cllr, eer, min_dcf
+from voxadapt.report.bootstrap import metric_interval
 
 
-def evaluate(scores: np.ndarray, labels: np.ndarray, p_targets: list[float], llrs: np.ndarray | None) -> dict:
+def evaluate(scores: np.ndarray, labels: np.ndarray, p_targets: list[float], llrs: np.ndarray | None,
+             speakers: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Metrics of one scored list; `speakers` (of each trial's two sides) adds the EER's 95 %
+    speaker-bootstrap interval."""
     out = {"eer": eer(scores, labels)[0], "min_dcf": {str(p): min_dcf(scores, labels, p)[0] for p in p_targets},
            "trials": int(len(labels)), "targets": int(labels.sum())}
+    if speakers is not None:
+        ci = metric_interval("eer", [scores], labels, *speakers)
+        out["eer_ci"] = [ci.low, ci.high]
+        out["speakers"] = int(len(np.unique(np.concatenate(speakers))))
     if llrs is not None:
         out["act_dcf"] = {str(p): actual_dcf(llrs, labels, p) for p in p_targets}
         out["cllr"] = cllr(llrs, labels)
@@ -29,7 +37,7 @@ def evaluate(scores: np.ndarray, labels: np.ndarray, p_targets: list[float], llr
 
 def results_table(results: dict[str, dict[str, dict]], p_targets: list[float]) -> str:
     ps = [str(p) for p in p_targets]
-    head = (["trial list", "method", "EER (%)"] + [f"minDCF {p}" for p in ps] + [f"actDCF {p}" for p in ps]
+    head = (["trial list", "method", "EER (%) (95 % interval)"] + [f"minDCF {p}" for p in ps] + [f"actDCF {p}" for p in ps]
             + ["Cllr", "accepted at p 0.5: targets / non-targets", "trials"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for trials, methods in results.items():
@@ -37,7 +45,8 @@ def results_table(results: dict[str, dict[str, dict]], p_targets: list[float]) -
             act = [f"{r['act_dcf'][p]:.3f}" if "act_dcf" in r else "-" for p in ps]
             even = r.get("accepted", {}).get("0.5")
             accepted = f"{100 * even['targets']:.1f} % / {100 * even['nontargets']:.1f} %" if even else "-"
-            cells = [trials, method, f"{100 * r['eer']:.2f}", *[f"{r['min_dcf'][p]:.3f}" for p in ps], *act,
+            ci = f" ({100 * r['eer_ci'][0]:.2f}-{100 * r['eer_ci'][1]:.2f})" if "eer_ci" in r else ""
+            cells = [trials, method, f"{100 * r['eer']:.2f}{ci}", *[f"{r['min_dcf'][p]:.3f}" for p in ps], *act,
                      f"{r['cllr']:.3f}" if "cllr" in r else "-", accepted, f"{r['trials']:,}"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -49,5 +58,6 @@ def write_results(results_json: Path, results_md: Path, name: str, results: dict
         tmp.write_text(json.dumps(results, indent=1) + "\n")
     with atomic_path(results_md) as tmp:
         tmp.write_text(f"# {name}\n\nEER and DCFs (C_miss = C_fa = 1) per trial list; actDCF uses the calibrated "
-                       f"log-likelihood ratios at the Bayes threshold; Cllr (bits) measures those LLRs at every prior.\n\n{table}")
+                       f"log-likelihood ratios at the Bayes threshold; Cllr (bits) measures those LLRs at every prior. The EER's "
+                       f"interval is a bootstrap over the list's speakers (report/bootstrap.py).\n\n{table}")
     return table

@@ -26,7 +26,15 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout | None = None, nj: int = 1
     marker = StageMarker(data.marker(0, "data"), fingerprint(cfg))
     if marker.is_done(outputs_hint=data.root):
         log.info("stage 0: %s already prepared (%s); nothing to do", data.root, cfg.data.corpus)
-        return
+    else:
+        prepare(cfg, data, nj)
+        marker.mark_done()
+        log.info("stage 0: data dirs ready under %s", data.root)
+    for name in cfg.data.sets.degraded:  # its own marker: adding it later keeps the data above
+        make_degraded(cfg, data, name, nj)
+
+
+def prepare(cfg: Config, data: DataLayout, nj: int) -> None:
     sets = cfg.data.sets
     if cfg.data.corpus == "synthetic":
         from voxadapt.corpus.synthetic import generate_corpus
@@ -42,14 +50,28 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout | None = None, nj: int = 1
 
         import_kaldi_dirs(cfg.data, data.set_dir(sets.train), data.set_dir(sets.tests[0]), nj)
     # The user's Kaldi dirs were checked in place by the import; the others are checked here.
-    finalize(cfg, data, nj, check_audio=cfg.data.corpus != "kaldi")
+    finalize(cfg, data, [s for s in sets.all if s not in sets.degraded], nj, check_audio=cfg.data.corpus != "kaldi")
+
+
+def make_degraded(cfg: Config, data: DataLayout, name: str, nj: int) -> None:
+    """<test>_degraded: the first test set through conditions training never saw (data.degraded)."""
+    from voxadapt.corpus.degrade import make_degraded_set
+    from voxadapt.data.kaldi_dir import tables_digest
+
+    src = data.set_dir(cfg.data.sets.tests[0])
+    marker = StageMarker(data.marker(0, name), {"degraded": dataclasses.asdict(cfg.data.degraded),
+                                                "sample_rate": cfg.data.sample_rate, "source": tables_digest(src)})
+    if marker.is_done(outputs_hint=data.set_dir(name)):
+        log.info("stage 0: %s already made; nothing to do", data.set_dir(name))
+        return
+    make_degraded_set(src, data.set_dir(name), cfg.data.degraded, cfg.data.sample_rate, nj)
+    finalize(cfg, data, [name], nj, check_audio=True)
     marker.mark_done()
-    log.info("stage 0: data dirs ready under %s", data.root)
 
 
-def finalize(cfg: Config, data: DataLayout, nj: int, check_audio: bool) -> None:
-    """Validate every set (tables, audio unless already done, trials) and write reco2dur."""
-    for name in cfg.data.sets.all:
+def finalize(cfg: Config, data: DataLayout, sets: list[str], nj: int, check_audio: bool) -> None:
+    """Validate `sets` (tables, audio unless already done, trials) and write reco2dur."""
+    for name in sets:
         d = validate_data_dir(data.set_dir(name), cfg.data.sample_rate, cfg.data.min_duration,
                               audio=cfg.data.validation if check_audio else "none", nj=nj,
                               sample=cfg.data.validation_sample, seed=cfg.seed)

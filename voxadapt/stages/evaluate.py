@@ -93,7 +93,7 @@ def score_eval(source: ModelSource, out: EvalLayout, name: str, cohort_scp: str 
     sc.methods = [m for m in sc.methods if m in calibrations]
     backend = load_scoring_backend(source.backend, sc)
     emb = Embeddings.from_scp(out.xvector_scp)
-    durations = utterance_durations(DataDir.load(out.data_dir))
-    results = {name: score_list(out.scores(name), f"{cfg.name}: {name}", out.trials, emb, durations, backend,
-                                calibrations, sc)}
+    d = DataDir.load(out.data_dir)
+    results = {name: score_list(out.scores(name), f"{cfg.name}: {name}", out.trials, emb, utterance_durations(d),
+                                backend, calibrations, sc, d.utt2spk)}
     return write_results(out.results_json, out.results_md, cfg.name, results, sc.p_targets)

@@ -20,11 +20,16 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout | None = None) -> None:
         if not (data.set_dir(name) / "wav.scp").is_file():
             raise DataError(located(data.set_dir(name), None, "data dir missing", "run stage 0 first"))
     # The fingerprint covers the data-dir tables: manifests of edited data dirs are never reused.
-    marker = StageMarker(data.marker(1, "manifests"),
-                         {"sample_rate": cfg.data.sample_rate, **{s: tables_digest(data.set_dir(s)) for s in sets}})
-    if marker.is_done(outputs_hint=data.manifests_root):
-        log.info("stage 1: manifests already made; nothing to do")
-        return
-    for name in sets:
-        log.info("stage 1: %s", make_manifests(data.set_dir(name), data.manifest_dir(name), cfg.data.sample_rate))
-    marker.mark_done()
+    # A degraded set has a marker of its own: adding it later keeps the other manifests.
+    degraded = cfg.data.sets.degraded
+    groups = [(data.marker(1, "manifests"), data.manifests_root, [s for s in sets if s not in degraded])]
+    groups += [(data.marker(1, f"manifests_{s}"), data.manifest_dir(s), [s]) for s in degraded]
+    for path, outputs, names in groups:
+        marker = StageMarker(path, {"sample_rate": cfg.data.sample_rate,
+                                    **{s: tables_digest(data.set_dir(s)) for s in names}})
+        if marker.is_done(outputs_hint=outputs):
+            log.info("stage 1: manifests of %s already made; nothing to do", ", ".join(names))
+            continue
+        for name in names:
+            log.info("stage 1: %s", make_manifests(data.set_dir(name), data.manifest_dir(name), cfg.data.sample_rate))
+        marker.mark_done()

@@ -36,10 +36,11 @@ def scoring_settings(sc: ScoringConfig, stage: int) -> dict:
 
 
 def score_list(out_dir: Path, title: str, trials_path: Path, emb: Embeddings, durations: dict[str, float],
-               backend: Backend, calibrations: dict[str, Calibration], sc: ScoringConfig,
+               backend: Backend, calibrations: dict[str, Calibration], sc: ScoringConfig, speaker_of: dict[str, str],
                enroll: Embeddings | None = None) -> dict[str, dict]:
     """Score one trial list with every configured method into `out_dir` (scores, calibrated LLRs, DET
-    and histogram plots), written as a whole directory; returns EER, DCFs and Cllr per method.
+    and histogram plots), written as a whole directory; returns EER (with its speaker-bootstrap
+    interval: `speaker_of` names each utterance's and model's speaker), DCFs and Cllr per method.
     `enroll`: the first column's side, utterances and speaker models (default: the utterances of `emb`)."""
     from voxadapt.metrics import roc
     from voxadapt.report.plots import det_figure, histogram_figure, save_figure
@@ -47,6 +48,7 @@ def score_list(out_dir: Path, title: str, trials_path: Path, emb: Embeddings, du
 
     trials = read_trials(trials_path)
     labels = np.array([t.target for t in trials])
+    speakers = (np.array([speaker_of[t.enroll] for t in trials]), np.array([speaker_of[t.test] for t in trials]))
     scores = score_trials(backend, emb, trials, sc.methods, sc.asnorm_top_n, trials_path, enroll)
     quality = {form: trial_quality(form, trials, durations, backend, emb, sc.asnorm_top_n, trials_path, enroll)
                for form in {calibrations[m].form for m in sc.methods}}
@@ -57,7 +59,7 @@ def score_list(out_dir: Path, title: str, trials_path: Path, emb: Embeddings, du
             llr = calibrations[m].llr(scores[m], quality[calibrations[m].form])
             write_scores(out / f"{m}.score", trials, scores[m])
             write_scores(out / f"{m}.llr", trials, llr)
-            results[m] = evaluate(scores[m], labels, sc.p_targets, llr)
+            results[m] = evaluate(scores[m], labels, sc.p_targets, llr, speakers)
         curves = {}
         for m in sc.methods:
             r = roc(scores[m], labels)
@@ -79,7 +81,7 @@ def load_scoring_backend(backend_dir: Path, sc: ScoringConfig) -> Backend:
 def run(cfg: Config, data: DataLayout, exp: ExpLayout) -> None:
     from voxadapt.report.results import write_results
 
-    sc, tests = cfg.scoring, cfg.data.sets.tests
+    sc, tests = cfg.scoring, cfg.data.sets.scored
     lists = {name: (s, f) for s in tests for name, f in trial_lists(data.set_dir(s)).items()}
     if not lists:
         raise VoxadaptError(f"no trial lists in {data.root}/{{{','.join(tests)}}}/trials*; run stage 0")
@@ -92,23 +94,29 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout) -> None:
         if models.is_file():  # only then: markers of sets without a map stay valid
             inputs[name].append(file_digest(models))
     marker = StageMarker(exp.marker(7, "score"), inputs)
-    if marker.is_done(outputs_hint=exp.scores_dir) and exp.results_md.is_file():
+    # A trial list added since (e.g. the degraded set) is scored with the others, not refused.
+    if marker.is_done(outputs_hint=exp.scores_dir, additions=True) and exp.results_md.is_file():
         log.info("stage 7: already scored; nothing to do")
         print(exp.results_md.read_text())
         return
     backend = load_scoring_backend(exp.backend, sc)
+    if "asnorm" in sc.methods and backend.cohort is not None and sc.asnorm_top_n >= len(backend.cohort):
+        log.warning("scoring.asnorm_top_n %d is not below the cohort's %d x-vectors: AS-norm is S-norm here; "
+                    "a tenth to a fifth of the cohort is what works (RESULTS.md)", sc.asnorm_top_n, len(backend.cohort))
     calibrations = load_calibrations(calibration)
     results: dict[str, dict] = {}
     for name, (s, f) in lists.items():
         emb = Embeddings.from_scp(exp.xvector_scp(s))
-        durations = utterance_durations(DataDir.load(data.set_dir(s)))
+        d = DataDir.load(data.set_dir(s))
+        durations, speaker_of = utterance_durations(d), dict(d.utt2spk)
         enroll, models = None, enroll_map(data.set_dir(s))
         if models.is_file():
             model_utts = read_enroll_map(models)
             enroll = utterances_and_models(emb, speaker_models(emb, model_utts, models), models)
             durations = model_durations(durations, model_utts)
+            speaker_of |= {m: d.utt2spk[utts[0]] for m, utts in model_utts.items()}
         results[name] = score_list(exp.scores(name), f"{cfg.name}: {name}", f, emb, durations, backend,
-                                   calibrations, sc, enroll)
+                                   calibrations, sc, speaker_of, enroll)
     table = write_results(exp.results_json, exp.results_md, cfg.name, results, sc.p_targets)
     marker.mark_done()
     print(f"\nResults of {cfg.name} ({exp.results_md}):\n\n{table}")

@@ -151,7 +151,7 @@ class PhaseTrainer:
                                        self.phase_dir / "dropadapt.tsv")
         self.head_classes: torch.Tensor | None = None  # rows of the head in the softmax (None: all)
         resources = {k: self.data.augment_manifest(k) for k in AUGMENT_KINDS}
-        augment = Augmenter(cfg.augment, resources) if cfg.augment.probability > 0 else None
+        augment = Augmenter(cfg.augment, resources, cfg.data.sample_rate) if cfg.augment.probability > 0 else None
         self.dataset = CropBatchDataset(self.table, phase.crop_seconds or cfg.loader.crop_seconds, augment)
         self.validator = None
         dev_set = cfg.data.sets.dev

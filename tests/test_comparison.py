@@ -1,0 +1,79 @@
+"""Comparison tables: intervals next to every EER, a difference marked only when its paired
+interval excludes 0, the evaluation-scale overlay in the derived configs, the MFCC reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+from helpers import ROOT, TINY
+
+from voxadapt.config import load_config
+from voxadapt.layout import DataLayout, ExpLayout
+from voxadapt.report import mfcc_reference
+from voxadapt.report.comparison import Run, System, TrialList, derived_config, markdown, overlay_sections
+
+
+def trial_list(rng: np.random.Generator, name: str, speakers: int = 40, per: int = 4) -> TrialList:
+    utts = [(f"s{s:02d}-{i}", f"s{s:02d}") for s in range(speakers) for i in range(per)]
+    pairs = [(a, b) for i, a in enumerate(utts) for b in utts[i + 1:]]
+    return TrialList(name, Path(name), np.array([a[1] == b[1] for a, b in pairs]), np.array([a[1] for a, _ in pairs]),
+                     np.array([b[1] for _, b in pairs]))
+
+
+def test_table_marks_only_differences_the_paired_interval_excludes():
+    rng = np.random.default_rng(0)
+    lists = [trial_list(rng, "test"), trial_list(rng, "test_degraded")]
+
+    def system(label: str, separation: float, seeds: int = 3, base: System | None = None) -> System:
+        s = System(label, list(range(seeds)), trainable=0.1, seconds_per_step=1.0)
+        for tl in lists:
+            for m in ("cosine", "asnorm"):
+                s.scores[(tl.name, m)] = [tl.labels * separation + rng.normal(size=len(tl.labels)) for _ in range(seeds)]
+                s.min_dcf[(tl.name, m)] = [0.5] * seeds
+        return s
+
+    ref, better = system("ref", 1.0), system("better", 3.0)
+    same = System("same", ref.seeds, dict(ref.scores), dict(ref.min_dcf))  # the same scores: a zero difference
+    mfcc = System("mfcc", [0])
+    for tl in lists:
+        mfcc.scores[(tl.name, "cosine")] = [tl.labels * 0.5 + rng.normal(size=len(tl.labels))]
+        mfcc.min_dcf[(tl.name, "cosine")] = [0.9]
+    table = markdown([ref, better, same, mfcc], lists, "cosine", "ref")
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines()[2:]}
+    assert set(rows) == {"ref", "better", "same", "mfcc"}
+    assert rows["better"].count("**better**") == 2 and "**" not in rows["same"]
+    assert rows["mfcc"].count("**worse**") == 2
+    cells = rows["ref"].split(" | ")
+    eer, interval = cells[1].split(" (")
+    low, high = (float(v) for v in interval.rstrip(")").split("-"))
+    assert low < float(eer) < high and len(cells[2].split(" / ")) == 3  # the mean's interval, per-seed EERs
+    assert "mfcc" not in markdown([ref, better, mfcc], lists, "asnorm", "ref")  # no AS-norm scores: no row
+
+
+def test_overlay_sets_data_and_loader_of_every_run(tmp_path):
+    overlay = overlay_sections(ROOT / "conf" / "eval_synthetic.yaml")
+    assert set(overlay) == {"data", "loader", "scoring"}
+    path = derived_config(Run(ROOT / "conf" / "adapters_tiny.yaml", 2, "adapters_tiny_s2"), tmp_path, overlay)
+    cfg = load_config(path)
+    assert (cfg.name, cfg.seed) == ("adapters_tiny_s2", 2)
+    assert cfg.data.synthetic.num_train_speakers >= 1000 and cfg.data.synthetic.num_test_speakers >= 200
+    assert cfg.loader.batches_per_epoch == 100 and cfg.data.sets.scored == ["test", "test_degraded"]
+    assert cfg.scoring.asnorm_top_n == 100 and cfg.scoring.lda_dim == load_config(ROOT / "conf" / "adapters_tiny.yaml").scoring.lda_dim
+    assert cfg.model.adapters.inner  # the system's own settings stay
+    assert yaml.safe_load(path.read_text())["base"].endswith("adapters_tiny.yaml")
+
+
+def test_mfcc_reference_scores_every_list_once(tiny_data, tmp_path):
+    cfg = load_config(None, TINY)
+    exp = ExpLayout.of(tmp_path, mfcc_reference.NAME)
+    table = mfcc_reference.run(cfg, DataLayout(tiny_data), exp, nj=2)
+    results = json.loads(exp.results_json.read_text())
+    r = results["test"]["cosine"]
+    assert r["eer_ci"][0] <= r["eer"] <= r["eer_ci"][1] and 0 < r["eer"] < 0.5
+    assert (exp.scores("test") / "cosine.score").is_file() and "| test | cosine |" in table
+    stamp = exp.results_json.stat().st_mtime_ns
+    assert mfcc_reference.run(cfg, DataLayout(tiny_data), exp, nj=2) == table
+    assert exp.results_json.stat().st_mtime_ns == stamp  # done: not recomputed

@@ -1,0 +1,90 @@
+"""The no-training reference system: each utterance is the mean and standard deviation of its
+MFCCs (Kaldi cepstra 1-19 of 40 mel bands, lhotse's extractor; c0, the loudness, left out),
+standardised with the training set's statistics and scored by cosine. Of the variants tried on the
+default corpus (13 or 30 cepstra, with c0, with deltas) this one had the lowest EER. A trained
+system that is not well below it has learned little that a voice's average spectrum does not
+already say.
+
+Its outputs have an experiment's layout (scores/<list>/cosine.score, results.json, RESULTS.md), so
+comparisons read it like any run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from voxadapt.backend.scoring import Embeddings, write_scores
+from voxadapt.config import Config
+from voxadapt.data.audio import read_utterance
+from voxadapt.data.kaldi_dir import DataDir
+from voxadapt.data.trials import read_trials
+from voxadapt.fileio import StageMarker, file_digest
+from voxadapt.layout import DataLayout, ExpLayout, trial_lists
+
+log = logging.getLogger(__name__)
+NAME = "mfcc_stats"
+CEPSTRA = 19  # c1..c19
+
+
+def _stats(job: tuple[Path, list[str], int]) -> np.ndarray:
+    import torch
+    from lhotse.features.kaldi.extractors import Mfcc, MfccConfig
+
+    torch.set_num_threads(1)  # one job per core: more threads than cores make every job crawl
+    set_dir, utts, sr = job
+    d = DataDir.load(set_dir)
+    extractor = Mfcc(MfccConfig(sampling_rate=sr, num_ceps=CEPSTRA + 1, num_filters=40))
+    out = np.empty((len(utts), 2 * CEPSTRA), dtype=np.float32)
+    for i, u in enumerate(utts):
+        c = extractor.extract(read_utterance(d, u), sr)[:, 1:]
+        out[i] = np.concatenate([c.mean(0), c.std(0)])
+    return out
+
+
+def utterance_stats(set_dir: Path, sr: int, nj: int) -> Embeddings:
+    utts = DataDir.load(set_dir).utterance_ids
+    chunks = [utts[i::nj] for i in range(nj)]
+    with ProcessPoolExecutor(nj) as pool:
+        parts = list(pool.map(_stats, [(set_dir, c, sr) for c in chunks]))
+    matrix = np.empty((len(utts), 2 * CEPSTRA), dtype=np.float32)
+    for i, part in enumerate(parts):
+        matrix[i::nj] = part
+    return Embeddings(utts, matrix)
+
+
+def run(cfg: Config, data: DataLayout, exp: ExpLayout, nj: int = 1) -> str:
+    """Embed the training set and every scored set, score their trial lists; returns the table."""
+    from voxadapt.report.results import evaluate, results_table, write_results
+
+    sets = cfg.data.sets
+    lists = {name: (s, f) for s in sets.scored for name, f in trial_lists(data.set_dir(s)).items()}
+    marker = StageMarker(exp.marker(7, "score"), {"sample_rate": cfg.data.sample_rate, **{
+        s: file_digest(data.set_dir(s) / "wav.scp") for s in [sets.train, *sets.scored]},
+        **{name: file_digest(f) for name, (_, f) in lists.items()}})
+    if marker.is_done(outputs_hint=exp.results_json):
+        return results_table(json.loads(exp.results_json.read_text()), cfg.scoring.p_targets)
+    emb = {}
+    for s in [sets.train, *sets.scored]:
+        log.info("MFCC statistics of %s", data.set_dir(s))
+        emb[s] = utterance_stats(data.set_dir(s), cfg.data.sample_rate, nj)
+    train = emb[sets.train].matrix.astype(np.float64)
+    mean, std = train.mean(0), train.std(0) + 1e-6
+    results = {}
+    for name, (s, f) in lists.items():
+        e = emb[s]
+        x = (e.matrix - mean) / std
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        trials = read_trials(f)
+        scores = np.einsum("ij,ij->i", x[[e.index[t.enroll] for t in trials]], x[[e.index[t.test] for t in trials]])
+        write_scores(exp.scores(name) / "cosine.score", trials, scores)
+        spk = DataDir.load(data.set_dir(s)).utt2spk
+        labels = np.array([t.target for t in trials])
+        speakers = (np.array([spk[t.enroll] for t in trials]), np.array([spk[t.test] for t in trials]))
+        results[name] = {"cosine": evaluate(scores, labels, cfg.scoring.p_targets, None, speakers)}
+    table = write_results(exp.results_json, exp.results_md, NAME, results, cfg.scoring.p_targets)
+    marker.mark_done()
+    return table
