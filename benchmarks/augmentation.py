@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Throughput of the training data path: seconds of augmented audio (crops of loader.crop_seconds)
-one process, per augmentation kind and for the configured mix, with where the time goes.
+one process, per augmentation kind (the channel kinds too, whatever their weight) and for the
+configured mix, with where the time goes.
 
 Needs stages 0-2 done for the config (./run.sh --stop_stage 2). Prints a markdown table.
     python benchmarks/augmentation.py [--config conf/mhfa_tiny.yaml] [--data data] [--n 300]
@@ -51,7 +52,7 @@ def main() -> None:
     crop = timed(lambda i: table.crop(i, n, np.random.default_rng(i)))
     clips = {int(i): table.crop(int(i), n, np.random.default_rng(int(i))) for i in idx}
     rows = []
-    for kind in ("none", "reverb", "noise", "music", "babble", None):
+    for kind in ("none", "reverb", "noise", "music", "babble", "telephone", "codec", None):
         t_aug = timed(lambda i, k=kind: aug(clips[i], np.random.default_rng(i), k))
         total = crop + t_aug
         rows.append((kind or f"default mix (augment.probability {cfg.augment.probability})", total, t_aug))

@@ -35,7 +35,7 @@ from voxadapt.errors import VoxadaptError
     (["--nj=4"], ["write options as '--name value', not '--nj=4'"]),
     (["--nj"], ["option '--nj' needs a value"]),
     (["stage5"], ["unexpected argument 'stage5'"]),
-    (["--stage", "5", "--extract_sets", "vox3"], ["--extract_sets: 'vox3' is not a set of this corpus (train dev test)"]),
+    (["--stage", "5", "--extract_sets", "vox3"], ["--extract_sets: 'vox3' is not a set of this corpus (train dev test test_degraded)"]),
 ])
 def test_run_sh_checks_its_options_before_anything_runs(tmp_path, args, fragments):
     proc = run_sh("run.sh", "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"), *args, env=venv_env())
