@@ -60,31 +60,48 @@ def speaker_weights(enroll_speaker: np.ndarray, test_speaker: np.ndarray, draws:
         yield (count[ie] * count[it]).astype(np.float64)
 
 
-def _bootstrap(metric: str, systems: Sequence[Sequence[np.ndarray]], labels: np.ndarray, enroll_speaker: np.ndarray,
-               test_speaker: np.ndarray, draws: int, seed: int, combine: Callable[[list[float]], float]) -> Interval:
+@dataclass(frozen=True)
+class Draws:
+    """A system's metric on the whole list and on each draw (the same draws for the same list and
+    seed, so two systems' Draws pair up)."""
+
+    value: float
+    per_draw: np.ndarray
+
+    def interval(self) -> Interval:
+        return _interval(self.value, self.per_draw)
+
+    def minus(self, other: Draws) -> Interval:
+        """self - other, paired draw by draw."""
+        return _interval(self.value - other.value, self.per_draw - other.per_draw)
+
+
+def _interval(value: float, per_draw: np.ndarray) -> Interval:
+    low, high = np.percentile(per_draw, [2.5, 97.5]) if len(per_draw) else (np.nan, np.nan)
+    return Interval(value, float(low), float(high), len(per_draw))
+
+
+def bootstrap_draws(metric: str, runs: Sequence[np.ndarray], labels: np.ndarray, enroll_speaker: np.ndarray,
+                    test_speaker: np.ndarray, draws: int = DRAWS, seed: int = 0) -> Draws:
+    """The metric of `runs` (score arrays of one list, e.g. seeds; their mean) on the list and on
+    every draw that has both target and non-target trials."""
     labels = np.asarray(labels, dtype=bool)
-    fns = [[weighted_metric(metric, np.asarray(s, dtype=np.float64), labels) for s in runs] for runs in systems]
+    fns = [weighted_metric(metric, np.asarray(r, dtype=np.float64), labels) for r in runs]
+    out = [float(np.mean([f(w) for f in fns])) for w in speaker_weights(enroll_speaker, test_speaker, draws, seed)
+           if w[labels].sum() > 0 and w[~labels].sum() > 0]
     ones = np.ones(len(labels))
-
-    def value(w: np.ndarray) -> float:
-        return combine([float(np.mean([f(w) for f in runs])) for runs in fns])
-
-    out = []
-    for w in speaker_weights(enroll_speaker, test_speaker, draws, seed):
-        if w[labels].sum() > 0 and w[~labels].sum() > 0:
-            out.append(value(w))
-    low, high = np.percentile(out, [2.5, 97.5]) if out else (np.nan, np.nan)
-    return Interval(value(ones), float(low), float(high), len(out))
+    return Draws(float(np.mean([f(ones) for f in fns])), np.array(out))
 
 
 def metric_interval(metric: str, runs: Sequence[np.ndarray], labels: np.ndarray, enroll_speaker: np.ndarray,
                     test_speaker: np.ndarray, draws: int = DRAWS, seed: int = 0) -> Interval:
     """The metric (mean over `runs`, score arrays of one list) and its 95 % interval."""
-    return _bootstrap(metric, [runs], labels, enroll_speaker, test_speaker, draws, seed, lambda v: v[0])
+    return bootstrap_draws(metric, runs, labels, enroll_speaker, test_speaker, draws, seed).interval()
 
 
 def difference_interval(metric: str, a: Sequence[np.ndarray], b: Sequence[np.ndarray], labels: np.ndarray,
                         enroll_speaker: np.ndarray, test_speaker: np.ndarray, draws: int = DRAWS,
                         seed: int = 0) -> Interval:
     """metric(b) - metric(a) (each the mean over its runs) and its paired 95 % interval."""
-    return _bootstrap(metric, [a, b], labels, enroll_speaker, test_speaker, draws, seed, lambda v: v[1] - v[0])
+    args = (labels, enroll_speaker, test_speaker, draws, seed)
+    return bootstrap_draws(metric, b, *args).minus(bootstrap_draws(metric, a, *args))

@@ -26,7 +26,7 @@ from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.trials import read_trials
 from voxadapt.layout import DataLayout, ExpLayout, trial_lists
 from voxadapt.metrics import eer
-from voxadapt.report.bootstrap import difference_interval, metric_interval
+from voxadapt.report.bootstrap import bootstrap_draws
 
 OVERLAY_SECTIONS = ("data", "loader", "scoring")  # what an overlay config (conf/eval_synthetic.yaml) sets for every run
 
@@ -123,15 +123,14 @@ def load_system(exp: Path, names: list[str], seeds: list[int], label: str, lists
     return system
 
 
-def _eer_cell(runs: list[np.ndarray], tl: TrialList) -> tuple[str, str]:
-    ci = metric_interval("eer", runs, tl.labels, tl.enroll_speaker, tl.test_speaker)
-    per_seed = " / ".join(f"{100 * eer(r, tl.labels)[0]:.2f}" for r in runs)
-    return f"{100 * ci.value:.2f} ({100 * ci.low:.2f}-{100 * ci.high:.2f})", per_seed
-
-
 def markdown(systems: list[System], lists: list[TrialList], method: str, reference: str | None = None) -> str:
-    """One table for `method`: rows without scores for it (the MFCC reference in an AS-norm table) are left out."""
-    ref = next((s for s in systems if s.label == reference), None)
+    """One table for `method`: rows without scores for it (the MFCC reference in an AS-norm table)
+    are left out. Each system is bootstrapped once per list; intervals and paired differences come
+    from the same draws."""
+    rows = [s for s in systems if (lists[0].name, method) in s.scores]
+    ref = next((s for s in rows if s.label == reference), None)
+    draws = {(s.label, tl.name): bootstrap_draws("eer", s.scores[(tl.name, method)], tl.labels, tl.enroll_speaker,
+                                                 tl.test_speaker) for s in rows for tl in lists}
     head = ["system"]
     for tl in lists:
         head += [f"{tl.name}: EER % (95 % interval)", "per seed"]
@@ -139,22 +138,21 @@ def markdown(systems: list[System], lists: list[TrialList], method: str, referen
     if ref:
         head += [f"{tl.name}: EER vs {reference}, points (95 % paired interval)" for tl in lists]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for s in systems:
-        if (lists[0].name, method) not in s.scores:
-            continue
+    for s in rows:
         cells = [s.label]
         for tl in lists:
-            cells += list(_eer_cell(s.scores[(tl.name, method)], tl))
+            ci = draws[(s.label, tl.name)].interval()
+            cells += [f"{100 * ci.value:.2f} ({100 * ci.low:.2f}-{100 * ci.high:.2f})",
+                      " / ".join(f"{100 * eer(r, tl.labels)[0]:.2f}" for r in s.scores[(tl.name, method)])]
         cells += [f"{np.mean(s.min_dcf[(lists[0].name, method)]):.3f}",
                   "-" if s.trainable is None else f"{100 * s.trainable:.1f}%",
                   "-" if s.seconds_per_step is None else f"{s.seconds_per_step:.2f}"]
         if ref:
             for tl in lists:
-                if s is ref or (tl.name, method) not in ref.scores:
+                if s is ref:
                     cells.append("-")
                     continue
-                d = difference_interval("eer", ref.scores[(tl.name, method)], s.scores[(tl.name, method)], tl.labels,
-                                        tl.enroll_speaker, tl.test_speaker)
+                d = draws[(s.label, tl.name)].minus(draws[(ref.label, tl.name)])
                 verdict = " **better**" if d.high < 0 else " **worse**" if d.low > 0 else ""
                 cells.append(f"{100 * d.value:+.2f} ({100 * d.low:+.2f} to {100 * d.high:+.2f}){verdict}")
         lines.append("| " + " | ".join(cells) + " |")
