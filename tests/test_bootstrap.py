@@ -53,7 +53,7 @@ def test_interval_narrows_with_more_speakers_and_seeds_average():
         spk_e = np.array([a[1] for a, _ in pairs])
         spk_t = np.array([b[1] for _, b in pairs])
         # Speakers differ in how hard they are: the bootstrap over speakers must see it.
-        hard = {s: rng.uniform(0.5, 3.0) for s in set(spk_e)}
+        hard = {s: rng.uniform(0.5, 3.0) for s in sorted(set(spk_e))}  # sorted: set order varies by process
         scores = labels * np.array([hard[s] for s in spk_e]) + rng.normal(size=len(labels))
         i = metric_interval("eer", [scores], labels, spk_e, spk_t, draws=300)
         assert i.low < i.value < i.high
