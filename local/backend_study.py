@@ -4,15 +4,12 @@ trial lists (clean and degraded) with variants of the AS-norm cohort and top-N a
 dimension before PLDA, each against plain cosine on the same speaker-bootstrap draws. Stages 5-6
 of the experiment must have run; nothing of it is changed (the table is printed).
 
-    python local/backend_study.py --data data --exp exp/mhfa_tiny
+    . ./path.sh; python local/backend_study.py --data data --exp exp/mhfa_tiny
 """
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from voxadapt.pyscript import make_parser, run_main  # noqa: E402
+from voxadapt.pyscript import make_parser, run_main
 
 
 def main(argv):
@@ -68,18 +65,17 @@ def main(argv):
             print(f"\n{list_name}: {len(trials):,} trials, {len(set(se) | set(st))} speakers\n")
             print("| scoring | EER % (95 % interval) | EER - cosine EER, points (95 % paired interval) |")
             print("|---|---|---|")
-            cosine = None
+            cos = None  # the first variant's scores: plain cosine
             for label, method, b, top in variants:
                 scores = score_trials(b, emb, trials, [method], top or 1, path)[method]
-                cosine = scores if cosine is None else cosine
+                cos = scores if cos is None else cos
                 ci = metric_interval("eer", [scores], labels, se, st, args.draws)
-                d = difference_interval("eer", [cosine], [scores], labels, se, st, args.draws)
+                d = difference_interval("eer", [cos], [scores], labels, se, st, args.draws)
                 diff = "-" if label == "cosine" else (f"{100 * d.value:+.2f} ({100 * d.low:+.2f} to {100 * d.high:+.2f})"
                                                       + (" *" if d.excludes_zero else ""))
                 print(f"| {label} | {100 * ci.value:.2f} ({100 * ci.low:.2f}-{100 * ci.high:.2f}) | {diff} |")
             # What AS-norm corrects: how much an utterance's mean non-target score moves from one
             # utterance to the next, and whether the cohort statistic follows it.
-            cos = score_trials(backend, emb, trials, ["cosine"], 1, path)["cosine"]
             ids = sorted({u for t in trials for u in (t.enroll, t.test)})
             pos = {u: i for i, u in enumerate(ids)}
             sums, counts = np.zeros(len(ids)), np.zeros(len(ids))

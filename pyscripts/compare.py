@@ -71,10 +71,10 @@ def main(argv):
             run_stages(cfg_file, data, exp, 3, 7)
     first_cfg = load_config(exp / "configs" / f"{runs[labels[0]][0].name}.yaml")
     lists = scored_lists(first_cfg, DataLayout(data))
-    systems = [load_system(exp, [r.name for r in rs], args.seeds, label, lists, args.methods) for label, rs in runs.items()]
+    systems = [load_system(exp, [r.name for r in rs], label, lists, args.methods) for label, rs in runs.items()]
     if args.mfcc_reference:
         mfcc_reference.run(first_cfg, DataLayout(data), ExpLayout.of(exp, mfcc_reference.NAME), args.nj)
-        systems.append(load_system(exp, [mfcc_reference.NAME], [0], "MFCC statistics, no training", lists, ["cosine"],
+        systems.append(load_system(exp, [mfcc_reference.NAME], "MFCC statistics, no training", lists, ["cosine"],
                                    trained=False))
     tables = [f"### {m}\n\n" + markdown(systems, lists, m, args.reference) for m in args.methods]
     text = "\n".join(tables)

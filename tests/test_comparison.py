@@ -4,13 +4,15 @@ interval excludes 0, the evaluation-scale overlay in the derived configs, the MF
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
-from helpers import ROOT, TINY
+from helpers import ROOT, TINY, assert_clean_error, run_py
 
 from voxadapt.config import load_config
+from voxadapt.data.trials import Trial
+from voxadapt.errors import ConfigError
 from voxadapt.layout import DataLayout, ExpLayout
 from voxadapt.report import mfcc_reference
 from voxadapt.report.comparison import Run, System, TrialList, derived_config, markdown, overlay_sections
@@ -19,7 +21,8 @@ from voxadapt.report.comparison import Run, System, TrialList, derived_config, m
 def trial_list(rng: np.random.Generator, name: str, speakers: int = 40, per: int = 4) -> TrialList:
     utts = [(f"s{s:02d}-{i}", f"s{s:02d}") for s in range(speakers) for i in range(per)]
     pairs = [(a, b) for i, a in enumerate(utts) for b in utts[i + 1:]]
-    return TrialList(name, Path(name), np.array([a[1] == b[1] for a, b in pairs]), np.array([a[1] for a, _ in pairs]),
+    trials = [Trial(a[0], b[0], a[1] == b[1]) for a, b in pairs]
+    return TrialList(name, trials, np.array([a[1] == b[1] for a, b in pairs]), np.array([a[1] for a, _ in pairs]),
                      np.array([b[1] for _, b in pairs]))
 
 
@@ -28,7 +31,7 @@ def test_table_marks_only_differences_the_paired_interval_excludes():
     lists = [trial_list(rng, "test"), trial_list(rng, "test_degraded")]
 
     def system(label: str, separation: float, seeds: int = 3, base: System | None = None) -> System:
-        s = System(label, list(range(seeds)), trainable=0.1, seconds_per_step=1.0)
+        s = System(label, trainable=0.1, seconds_per_step=1.0)
         for tl in lists:
             for m in ("cosine", "asnorm"):
                 s.scores[(tl.name, m)] = [tl.labels * separation + rng.normal(size=len(tl.labels)) for _ in range(seeds)]
@@ -36,8 +39,8 @@ def test_table_marks_only_differences_the_paired_interval_excludes():
         return s
 
     ref, better = system("ref", 1.0), system("better", 3.0)
-    same = System("same", ref.seeds, dict(ref.scores), dict(ref.min_dcf))  # the same scores: a zero difference
-    mfcc = System("mfcc", [0])
+    same = System("same", dict(ref.scores), dict(ref.min_dcf))  # the same scores: a zero difference
+    mfcc = System("mfcc")
     for tl in lists:
         mfcc.scores[(tl.name, "cosine")] = [tl.labels * 0.5 + rng.normal(size=len(tl.labels))]
         mfcc.min_dcf[(tl.name, "cosine")] = [0.9]
@@ -64,6 +67,20 @@ def test_overlay_sets_data_and_loader_of_every_run(tmp_path):
     assert cfg.scoring.asnorm_top_n == 100 and cfg.scoring.lda_dim == load_config(ROOT / "conf" / "adapters_tiny.yaml").scoring.lda_dim
     assert cfg.model.adapters.inner  # the system's own settings stay
     assert yaml.safe_load(path.read_text())["base"].endswith("adapters_tiny.yaml")
+
+
+def test_damaged_overlay_is_a_config_error_naming_its_line(tmp_path):
+    bad = tmp_path / "eval.yaml"
+    bad.write_text("data:\n  synthetic: [1\n")
+    with pytest.raises(ConfigError, match=r"eval.yaml:3: not valid YAML"):
+        overlay_sections(bad)
+    bad.write_text("data:\n  synthetic:\n    num_test_speaker: 9\n")
+    with pytest.raises(ConfigError, match="unknown key 'data.synthetic.num_test_speaker'"):
+        overlay_sections(bad)
+    proc = run_py("compare.py", "--configs", "conf/mhfa_tiny.yaml", "--overlay", str(tmp_path / "missing.yaml"),
+                  "--exp", str(tmp_path / "exp"), cwd=ROOT)
+    assert_clean_error(proc, "missing.yaml: config file not found")
+    assert not (tmp_path / "exp").exists()  # nothing trained or written before the overlay is checked
 
 
 def test_mfcc_reference_scores_every_list_once(tiny_data, tmp_path):

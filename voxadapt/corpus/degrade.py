@@ -30,7 +30,7 @@ from voxadapt.augment.online import add_at_snr, reverberate
 from voxadapt.config.data import DegradedConfig
 from voxadapt.corpus.synthetic import seeded_rng
 from voxadapt.data.audio import read_audio
-from voxadapt.data.kaldi_dir import DataDir, write_table
+from voxadapt.data.kaldi_dir import DataDir, tables_digest, write_table
 from voxadapt.fileio import atomic_path, recipe_path, write_text_atomic
 from voxadapt.layout import enroll_map, trial_lists
 
@@ -84,7 +84,8 @@ def make_degraded_set(src: Path, dst: Path, cfg: DegradedConfig, sr: int, nj: in
     """Write the degraded copy of data dir `src` to `dst` (audio in dst/flac/); resumable: files of a
     killed run made with the same settings are kept, of other settings removed."""
     d = DataDir.load(src)
-    settings = json.dumps({"config": asdict(cfg), "source": str(src), "sample_rate": sr}, sort_keys=True, default=str)
+    # The source's tables, not its path: a recipe moved with its data/ keeps its copy.
+    settings = json.dumps({"config": asdict(cfg), "source": tables_digest(src), "sample_rate": sr}, sort_keys=True)
     audio_dir = dst / "flac"
     stamp = dst / "settings.json"
     if dst.exists() and (not stamp.is_file() or stamp.read_text() != settings):

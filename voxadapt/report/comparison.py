@@ -23,7 +23,7 @@ import yaml
 from voxadapt.backend.scoring import read_scores
 from voxadapt.config import Config, load_config
 from voxadapt.data.kaldi_dir import DataDir
-from voxadapt.data.trials import read_trials
+from voxadapt.data.trials import Trial, read_trials
 from voxadapt.layout import DataLayout, ExpLayout, trial_lists
 from voxadapt.metrics import eer
 from voxadapt.report.bootstrap import bootstrap_draws
@@ -43,7 +43,7 @@ class TrialList:
     """A scored list with what the bootstrap needs: labels and each side's speaker, in trial order."""
 
     name: str
-    path: Path
+    trials: list[Trial]
     labels: np.ndarray
     enroll_speaker: np.ndarray
     test_speaker: np.ndarray
@@ -51,7 +51,7 @@ class TrialList:
     @classmethod
     def load(cls, name: str, path: Path, utt2spk: dict[str, str]) -> TrialList:
         trials = read_trials(path)
-        return cls(name, path, np.array([t.target for t in trials]), np.array([utt2spk[t.enroll] for t in trials]),
+        return cls(name, trials, np.array([t.target for t in trials]), np.array([utt2spk[t.enroll] for t in trials]),
                    np.array([utt2spk[t.test] for t in trials]))
 
 
@@ -68,7 +68,6 @@ class System:
     """One row: a config's runs (seeds), their scores per list and method, and their cost."""
 
     label: str
-    seeds: list[int]
     scores: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)  # (list, method) -> per seed
     min_dcf: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     trainable: float | None = None  # share of the model's parameters that train
@@ -76,9 +75,11 @@ class System:
 
 
 def overlay_sections(path: Path | None) -> dict:
+    """The OVERLAY_SECTIONS that the file itself sets (not its base's)."""
     if path is None:
         return {}
-    raw = yaml.safe_load(path.read_text()) or {}
+    load_config(path)  # a damaged or unknown-key overlay is a config error naming the file and line
+    raw = yaml.safe_load(path.read_text())
     return {k: raw[k] for k in OVERLAY_SECTIONS if k in raw}
 
 
@@ -99,18 +100,18 @@ def share_stage3(src: Path, dst: Path, phases: list[str]) -> None:
             link.symlink_to(os.path.relpath(src / phase, dst))
 
 
-def load_system(exp: Path, names: list[str], seeds: list[int], label: str, lists: list[TrialList],
-                methods: list[str], trained: bool = True) -> System:
-    """A system from its runs' stage-7 outputs (exp/<name>/scores/<list>/<method>.score)."""
-    system = System(label, seeds)
+def load_system(exp: Path, names: list[str], label: str, lists: list[TrialList], methods: list[str],
+                trained: bool = True) -> System:
+    """A system from its runs' (seeds') stage-7 outputs (exp/<name>/scores/<list>/<method>.score)."""
+    system = System(label)
     params, step_s = [], []
     for name in names:
         layout = ExpLayout.of(exp, name)
         results = json.loads(layout.results_json.read_text())
         for tl in lists:
-            trials = read_trials(tl.path)
             for m in methods:
-                system.scores.setdefault((tl.name, m), []).append(read_scores(layout.scores(tl.name) / f"{m}.score", trials))
+                system.scores.setdefault((tl.name, m), []).append(read_scores(layout.scores(tl.name) / f"{m}.score",
+                                                                              tl.trials))
                 system.min_dcf.setdefault((tl.name, m), []).append(results[tl.name][m]["min_dcf"]["0.01"])
         if trained:
             cfg = load_config(layout.config)
