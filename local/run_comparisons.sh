@@ -4,7 +4,7 @@
 # (EER with 95 % speaker-bootstrap intervals on the clean and degraded lists, paired differences
 # from the table's reference) is printed and written to <exp>/table_*.md.
 #   --scale tiny: ./run.sh's data/ (run ./run.sh first: its model is the distillation teacher)
-#   --scale eval: conf/eval_synthetic.yaml (1,000 training and 1,000 test speakers) in data_eval/,
+#   --scale eval: conf/eval_synthetic.yaml (1,000 training and 5,000 test speakers) in data_eval/,
 #                 exp/compare_eval/; data and the teacher (exp/eval_synthetic) are made if missing
 set -euo pipefail
 seeds="1 2 3"
@@ -20,9 +20,12 @@ cd "$(dirname "$0")/.."
 . utils/parse_options.sh
 . ./path.sh
 case "$scale" in
+  # DropClass and DropAdapt drop a share of the classes: their configs differ with the class count.
   tiny) data=data; exp=exp/compare; overlay=(); teacher=exp/mhfa_tiny/model
+        dropclass=conf/mhfa_dropclass_tiny.yaml; dropadapt=conf/dropadapt_tiny.yaml; random_drop=conf/dropadapt_random_tiny.yaml
         [ -f data/.done/stage2_augment.json ] || { echo "ERROR: data/ is not prepared; run ./run.sh --stop_stage 2 first" >&2; exit 1; } ;;
   eval) data=data_eval; exp=exp/compare_eval; overlay=(--overlay conf/eval_synthetic.yaml); teacher=exp/eval_synthetic/model
+        dropclass=conf/mhfa_dropclass_eval.yaml; dropadapt=conf/dropadapt_eval.yaml; random_drop=conf/dropadapt_random_eval.yaml
         ./run.sh --config conf/eval_synthetic.yaml --data "$data" --stop_stage 2 ;;
   *) echo "ERROR: --scale '$scale' is not tiny or eval" >&2; exit 1 ;;
 esac
@@ -36,12 +39,11 @@ if want pretraining; then
     --configs conf/mhfa_frozen_tiny.yaml conf/mhfa_frozen_random_tiny.yaml
 fi
 if want dropclass; then
-  compare --reference mhfa_frozen_tiny --configs conf/mhfa_frozen_tiny.yaml conf/mhfa_dropclass_tiny.yaml
+  compare --reference mhfa_frozen_tiny --configs conf/mhfa_frozen_tiny.yaml "$dropclass"
 fi
 if want dropadapt; then
   compare --reference dropadapt_none_tiny --stage3-from mhfa_frozen_tiny \
-    --configs conf/mhfa_frozen_tiny.yaml conf/dropadapt_none_tiny.yaml conf/dropadapt_tiny.yaml \
-    conf/dropadapt_random_tiny.yaml
+    --configs conf/mhfa_frozen_tiny.yaml conf/dropadapt_none_tiny.yaml "$dropadapt" "$random_drop"
 fi
 if want systems; then
   if [ "$scale" = eval ] && [ ! -f "$teacher/model.safetensors" ]; then

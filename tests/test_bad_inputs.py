@@ -285,6 +285,33 @@ def test_scoring_that_fails_midway_leaves_no_list_behind(micro_pipeline, tmp_pat
     assert not (exp / "scores" / "test").exists() and not (exp / ".done" / "stage7_score.json").exists()
 
 
+@pytest.mark.slow
+def test_asnorm_top_n_at_the_cohort_size_is_warned_of(micro_pipeline, tmp_path, caplog):
+    """Top-N as large as the cohort turns AS-norm into S-norm: stage 7 scores, and says so."""
+    from helpers import PIPELINE
+
+    from voxadapt.backend.scoring import Backend
+    from voxadapt.config import load_config
+    from voxadapt.layout import DataLayout, ExpLayout
+    from voxadapt.stages import score
+
+    shutil.copytree(micro_pipeline, tmp_path / "p", symlinks=True)
+    exp = ExpLayout(tmp_path / "p" / "exp" / "mhfa_tiny")
+    cohort = len(Backend.load(exp.backend).cohort)
+
+    def rescore(top_n: int) -> list[str]:
+        shutil.rmtree(exp.scores_dir)
+        exp.marker(7, "score").unlink()
+        caplog.clear()
+        score.run(load_config(None, PIPELINE + [f"scoring.asnorm_top_n={top_n}"]), DataLayout(tmp_path / "p" / "data"), exp)
+        assert exp.results_json.is_file()
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    assert rescore(cohort - 1) == []
+    warned = rescore(cohort)
+    assert len(warned) == 1 and f"asnorm_top_n {cohort} is not below the cohort's {cohort} x-vectors" in warned[0]
+
+
 def test_kaldi_import_failure_names_the_users_file_and_leaves_nothing(tmp_path):
     train = make_data_dir(tmp_path / "mytrain", {"a": 2})
     test = make_data_dir(tmp_path / "mytest", {"c": 2})
