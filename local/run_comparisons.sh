@@ -35,7 +35,9 @@ compare() {
   python pyscripts/compare.py --seeds $seeds --data "$data" --exp "$exp" ${overlay[@]+"${overlay[@]}"} "$@"
 }
 if want pretraining; then
-  compare --reference mhfa_frozen_tiny --mfcc-reference \
+  # PLDA too: it learns its own projection from the labels, so it shows what the backbone's
+  # features hold when the head trained on them does not.
+  compare --reference mhfa_frozen_tiny --mfcc-reference --methods cosine asnorm plda \
     --configs conf/mhfa_frozen_tiny.yaml conf/mhfa_frozen_random_tiny.yaml
 fi
 if want dropclass; then
