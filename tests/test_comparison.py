@@ -1,5 +1,5 @@
 """Comparison tables: intervals next to every EER, a difference marked only when its paired
-interval excludes 0, the evaluation-scale overlay in the derived configs, the MFCC reference."""
+interval excludes 0 and the seeds agree, the evaluation-scale overlay in the derived configs, the MFCC reference."""
 
 from __future__ import annotations
 
@@ -54,6 +54,27 @@ def test_table_marks_only_differences_the_paired_interval_excludes():
     low, high = (float(v) for v in interval.rstrip(")").split("-"))
     assert low < float(eer) < high and len(cells[2].split(" / ")) == 3  # the mean's interval, per-seed EERs
     assert "mfcc" not in markdown([ref, better, mfcc], lists, "asnorm", "ref")  # no AS-norm scores: no row
+
+
+def test_a_difference_the_seeds_disagree_on_is_not_marked():
+    """Two seeds far better than the reference and one worse: the bootstrap of the seed mean
+    excludes 0, but the table says the seeds disagree instead of calling it better."""
+    rng = np.random.default_rng(1)
+    tl = trial_list(rng, "test")
+
+    def system(label: str, separations: list[float]) -> System:
+        s = System(label, trainable=0.1, seconds_per_step=1.0)
+        s.scores[(tl.name, "cosine")] = [tl.labels * x + rng.normal(size=len(tl.labels)) for x in separations]
+        s.min_dcf[(tl.name, "cosine")] = [0.5] * len(separations)
+        return s
+
+    table = markdown([system("ref", [1.0] * 3), system("mixed", [3.0, 3.0, 0.3]), system("agreed", [3.0] * 3)],
+                     [tl], "cosine", "ref")
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines()[2:]}
+    mixed_low, mixed_high = (float(v) for v in rows["mixed"][-1].split("(")[1].split(")")[0].split(" to "))
+    assert mixed_high < 0  # the seed mean alone would have been marked better
+    assert rows["mixed"][-1].endswith("(seeds disagree) |") and "**" not in rows["mixed"][-1]
+    assert rows["agreed"][-1].endswith("**better** |")
 
 
 def test_overlay_sets_data_and_loader_of_every_run(tmp_path):

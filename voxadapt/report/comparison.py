@@ -1,7 +1,7 @@
 """Multi-seed comparisons of configs on the same data (pyscripts/compare.py runs run.sh per
 (config, seed)): each system's EER on every scored trial list (clean and degraded) as the mean
 over its seeds with a 95 % speaker-bootstrap interval, its difference from a reference system with
-a paired interval (a difference only where that interval excludes 0), minDCF, trainable
+a paired interval (a difference only where that interval excludes 0 and every seed agrees), minDCF, trainable
 parameters and step time.
 
 Each run gets a derived config exp/<name>_s<seed>: 'base: <config>' with its name and seed, and
@@ -26,7 +26,7 @@ from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.trials import Trial, read_trials
 from voxadapt.layout import DataLayout, ExpLayout, trial_lists
 from voxadapt.metrics import eer
-from voxadapt.report.bootstrap import bootstrap_draws
+from voxadapt.report.bootstrap import Interval, bootstrap_draws
 
 OVERLAY_SECTIONS = ("data", "loader", "scoring")  # what an overlay config (conf/eval_synthetic.yaml) sets for every run
 
@@ -127,11 +127,15 @@ def load_system(exp: Path, names: list[str], label: str, lists: list[TrialList],
 def markdown(systems: list[System], lists: list[TrialList], method: str, reference: str | None = None) -> str:
     """One table for `method`: rows without scores for it (the MFCC reference in an AS-norm table)
     are left out. Each system is bootstrapped once per list; intervals and paired differences come
-    from the same draws."""
+    from the same draws. A difference is marked only when its paired interval excludes 0 and every
+    seed's own difference has the same sign: the speaker bootstrap of the seed mean does not see the
+    seed spread, which at this scale can be as large as the difference."""
     rows = [s for s in systems if (lists[0].name, method) in s.scores]
     ref = next((s for s in rows if s.label == reference), None)
     draws = {(s.label, tl.name): bootstrap_draws("eer", s.scores[(tl.name, method)], tl.labels, tl.enroll_speaker,
                                                  tl.test_speaker) for s in rows for tl in lists}
+    seed_eers = {(s.label, tl.name): [eer(r, tl.labels)[0] for r in s.scores[(tl.name, method)]]
+                 for s in rows for tl in lists}
     head = ["system"]
     for tl in lists:
         head += [f"{tl.name}: EER % (95 % interval)", "per seed"]
@@ -144,7 +148,7 @@ def markdown(systems: list[System], lists: list[TrialList], method: str, referen
         for tl in lists:
             ci = draws[(s.label, tl.name)].interval()
             cells += [f"{100 * ci.value:.2f} ({100 * ci.low:.2f}-{100 * ci.high:.2f})",
-                      " / ".join(f"{100 * eer(r, tl.labels)[0]:.2f}" for r in s.scores[(tl.name, method)])]
+                      " / ".join(f"{100 * e:.2f}" for e in seed_eers[(s.label, tl.name)])]
         cells += [f"{np.mean(s.min_dcf[(lists[0].name, method)]):.3f}",
                   "-" if s.trainable is None else f"{100 * s.trainable:.1f}%",
                   "-" if s.seconds_per_step is None else f"{s.seconds_per_step:.2f}"]
@@ -154,7 +158,24 @@ def markdown(systems: list[System], lists: list[TrialList], method: str, referen
                     cells.append("-")
                     continue
                 d = draws[(s.label, tl.name)].minus(draws[(ref.label, tl.name)])
-                verdict = " **better**" if d.high < 0 else " **worse**" if d.low > 0 else ""
-                cells.append(f"{100 * d.value:+.2f} ({100 * d.low:+.2f} to {100 * d.high:+.2f}){verdict}")
+                seeds = per_seed_differences(seed_eers[(s.label, tl.name)], seed_eers[(ref.label, tl.name)])
+                cells.append(f"{100 * d.value:+.2f} ({100 * d.low:+.2f} to {100 * d.high:+.2f}){verdict(d, seeds)}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def per_seed_differences(system: list[float], reference: list[float]) -> list[float]:
+    """Seed k against the reference's seed k (stage-4 variants share seed k's stage-3 model); a
+    system with another number of runs (the MFCC reference) against the reference's seed mean."""
+    if len(system) == len(reference):
+        return [a - b for a, b in zip(system, reference)]
+    return [a - float(np.mean(reference)) for a in system]
+
+
+def verdict(d: Interval, seed_differences: list[float]) -> str:
+    if not d.excludes_zero:
+        return ""
+    sign = -1 if d.high < 0 else 1
+    if all(np.sign(x) == sign for x in seed_differences):
+        return " **better**" if sign < 0 else " **worse**"
+    return " (seeds disagree)"
