@@ -173,6 +173,7 @@ def per_seed_differences(system: list[float], reference: list[float]) -> list[fl
 
 
 def verdict(d: Interval, seed_differences: list[float]) -> str:
+    """The mark after a paired difference: none when its interval holds 0."""
     if not d.excludes_zero:
         return ""
     sign = -1 if d.high < 0 else 1
