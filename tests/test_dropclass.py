@@ -53,6 +53,11 @@ def test_dropadapt_drops_exactly_the_least_probable_classes(tmp_path):
     assert da.dropped == [int(order[0]), int(remaining[np.argmin(probs2)])]  # cumulative, never restored
     rows = (tmp_path / "drops.tsv").read_text().splitlines()
     assert rows[0] == "step\tclass\tsummed_probability" and len(rows) == 3
+    resumed = DropAdapt(DropAdaptConfig(every_steps=1, drop=1, crop_seconds=0.5), 4, 0, audio, 16000,
+                        ["a", "b", "c", "d"], tmp_path / "drops.tsv")  # killed after step 1, resumed from step 0's state
+    resumed._crops, resumed.dropped = da._crops, da.dropped[:1]
+    resumed.update(1, Identity(), head, torch.device("cpu"))
+    assert (tmp_path / "drops.tsv").read_text().splitlines() == rows  # step 1 logged once, not twice
     with pytest.raises(VoxadaptError, match="adaptation set has no audio"):
         DropAdapt(DropAdaptConfig(every_steps=1, drop=1), 4, 0, [], 16000, list("abcd"), tmp_path / "x")
 

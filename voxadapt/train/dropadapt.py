@@ -84,7 +84,10 @@ class DropAdapt:
             probs = probs[order]
         self.dropped.extend(int(c) for c in chosen)
         with atomic_path(self.log_file) as tmp:
-            previous = self.log_file.read_text() if self.log_file.is_file() else "step\tclass\tsummed_probability\n"
+            # a run resumed from a checkpoint before this step drops again: keep only earlier rounds' rows
+            lines = self.log_file.read_text().splitlines(keepends=True) if self.log_file.is_file() else []
+            previous = "step\tclass\tsummed_probability\n" + "".join(
+                line for line in lines[1:] if int(line.split("\t", 1)[0]) < step)
             rows = "".join(f"{step}\t{self.classes[c]}\t{'-' if probs is None else f'{p:.6g}'}\n"
                            for c, p in zip(chosen, probs if probs is not None else [None] * len(chosen)))
             tmp.write_text(previous + rows)
