@@ -107,6 +107,26 @@ def test_merging_a_copy_leaves_the_original_working():
         assert torch.equal(before, model(wav))
 
 
+def test_a_copy_runs_its_own_inner_adapters_and_exports(tmp_path):
+    # A copy whose hooks still called the original's adapters could not be exported (the tracer
+    # refuses the original's trainable weights as constants) and ignored changes to its own.
+    from voxadapt.onnx_export import PARITY_COSINE, export_onnx
+
+    model, _ = build_model(load_config(None, ADAPTED), 5)
+    model.eval()
+    wav = torch.randn(1, 16000)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        before = model(wav)
+        for name, p in twin.named_parameters():
+            if "_adapter.up." in name:
+                p.normal_(0, 0.1)
+        assert not torch.allclose(twin(wav), before, atol=1e-3)
+        assert torch.equal(model(wav), before)
+    assert any(p.requires_grad for p in twin.parameters())  # as a loaded model's are
+    assert export_onnx(twin, tmp_path / "m.onnx", 16000, None) >= PARITY_COSINE
+
+
 def test_adapters_need_transformer_blocks():
     from torch import nn
 

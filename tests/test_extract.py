@@ -99,6 +99,19 @@ def test_onnx_engine_embeds_as_pytorch_does(micro_exp, tiny_data):
         extraction_engine(model, "cuda", "onnx", 16000, 2)
 
 
+def test_a_model_that_cannot_be_exported_embeds_with_pytorch(monkeypatch, caplog):
+    from voxadapt import onnx_export
+
+    def fails(*_args):  # noqa: ANN202
+        raise RuntimeError("Cannot insert a Tensor that requires grad as a constant.\n<a 32x128 tensor>")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", fails)
+    model, _ = build_model(load_config(None, MICRO), 5)
+    assert onnx_export.extraction_engine(model, "cpu", "auto", 16000, 2) is model
+    assert "could not be exported to ONNX (RuntimeError: Cannot insert a Tensor" in caplog.text
+    assert "32x128" not in caplog.text  # one line, not the exporter's tensor dump
+
+
 def test_speaker_means_and_counts(extracted, tiny_data):
     d = DataDir.load(tiny_data / "test")
     vectors = dict(kaldiio.load_scp_sequential(str(extracted / "test" / "xvector.scp")))

@@ -104,8 +104,9 @@ def extraction_engine(model: SpeakerModel, device: str, engine: str, sample_rate
     """What embeds on `device`: on a CPU with engine 'auto' or 'onnx', the ONNX graph through
     onnxruntime (1.2-1.4x faster than eager PyTorch, BENCHMARKS.md): `graph` when given (a
     package's model.onnx, parity-checked when it was packaged; its level scaling of already
-    conditioned audio is a no-op), else the model exported now, used only if its embedding equals
-    PyTorch's (cosine >= PARITY_COSINE on a probe). Otherwise, and on a GPU, the PyTorch model."""
+    conditioned audio is a no-op), else the model exported now, used only if the export works and
+    its embedding equals PyTorch's (cosine >= PARITY_COSINE on a probe). Otherwise, and on a GPU,
+    the PyTorch model: the graph is a speed-up, never a reason for extraction to fail."""
     if torch.device(device).type != "cpu":
         if engine == "onnx":
             raise VoxadaptError(f"the onnx engine runs on a CPU, not on {device}: use engine auto or torch")
@@ -114,7 +115,13 @@ def extraction_engine(model: SpeakerModel, device: str, engine: str, sample_rate
         return model
     if graph is not None:
         return OnnxEmbedder(graph, threads)
-    onnx, cosine = OnnxEmbedder.exported(model, sample_rate, threads)
+    try:
+        onnx, cosine = OnnxEmbedder.exported(model, sample_rate, threads)
+    except Exception as e:  # noqa: BLE001  # the exporter's failures have no common type
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        log.warning("the model could not be exported to ONNX (%s): using PyTorch (extract.engine torch "
+                    "skips the attempt)", reason)
+        return model
     if cosine < PARITY_COSINE:
         log.warning("the ONNX graph's embedding differs from PyTorch's (cosine %.6f): using PyTorch", cosine)
         return model

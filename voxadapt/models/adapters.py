@@ -14,6 +14,8 @@ With the zero initialisations, the adapted model starts exactly equal to the pre
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -49,14 +51,11 @@ class LowRankDelta(nn.Module):
         return weight + self.scale * (self.lora_b @ self.lora_a)
 
 
-def _parallel_hook(adapter: Bottleneck, scale: float):  # noqa: ANN202
-    def hook(_module, args, kwargs, output):  # noqa: ANN001, ANN202
-        x = args[0] if args else kwargs["hidden_states"]
-        if isinstance(output, tuple):
-            return (output[0] + scale * adapter(x), *output[1:])
-        return output + scale * adapter(x)
-
-    return hook
+def _parallel_hook(adapter: Bottleneck, scale: float, _module, args, kwargs, output):  # noqa: ANN001, ANN201
+    x = args[0] if args else kwargs["hidden_states"]
+    if isinstance(output, tuple):
+        return (output[0] + scale * adapter(x), *output[1:])
+    return output + scale * adapter(x)
 
 
 def chosen_layers(cfg: AdapterConfig, num_layers: int) -> list[int]:
@@ -76,7 +75,10 @@ def add_inner_adapters(layers: nn.ModuleList, dim: int, cfg: AdapterConfig) -> N
                                     f"{type(layer).__name__} has none: use a WavLM, HuBERT or wav2vec2 model")
             adapter = Bottleneck(dim, cfg.bottleneck, cfg.activation)
             layer.add_module(f"{block}_adapter", adapter)
-            getattr(layer, block).register_forward_hook(_parallel_hook(adapter, cfg.scale), with_kwargs=True)
+            # A partial, not a closure: deepcopy (ONNX export copies the model) copies a partial's
+            # arguments, so the copy's hook calls the copy's adapter; a closure would keep the original's.
+            hook = functools.partial(_parallel_hook, adapter, cfg.scale)
+            getattr(layer, block).register_forward_hook(hook, with_kwargs=True)
 
 
 def add_lora(layers: nn.ModuleList, cfg: AdapterConfig) -> None:
