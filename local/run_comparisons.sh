@@ -46,6 +46,8 @@ fi
 if want dropadapt; then
   compare --reference dropadapt_none_tiny --stage3-from mhfa_frozen_tiny \
     --configs conf/mhfa_frozen_tiny.yaml conf/dropadapt_none_tiny.yaml "$dropadapt" "$random_drop"
+  # Whether choosing the classes by the enrolment data beats dropping as many at random (same runs).
+  compare --reference "$(basename "$random_drop" .yaml)" --stage3-from mhfa_frozen_tiny --configs "$random_drop" "$dropadapt"
 fi
 if want systems; then
   if [ "$scale" = eval ] && [ ! -f "$teacher/model.safetensors" ]; then
