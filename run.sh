@@ -125,6 +125,35 @@ expdir="$exp/$name"
 log() { echo "$(date '+%F %T') [run.sh] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
+if run_stage 5; then
+  # The corpus's sets, <train> first (voxadapt/layout.py owns the names and paths).
+  all_sets=$(python pyscripts/show_config.py "${common[@]}" --get data.sets.all)
+  for set in $extract_sets; do
+    [[ " $all_sets " == *" $set "* ]] || die "--extract_sets: '$set' is not a set of this corpus ($all_sets)"
+  done
+fi
+
+node=""
+[ "$nnodes" -gt 1 ] && node=".node$node_rank"  # one log per node on a shared file system
+
+# Two runs writing one experiment, or preparing one data root, would overwrite each other's files.
+# A run that prepares data waits for another preparing the same root (then finds it done); a
+# second run on an experiment in use stops. flock releases a lock when its holder ends or is killed.
+if [ "$stage" -le 2 ]; then
+  mkdir -p "$data"
+  exec {data_lock}>> "$data/.lock"
+  if ! flock -n -x "$data_lock"; then
+    log "waiting for another run preparing $data (it holds $data/.lock)"
+    flock -x "$data_lock"
+  fi
+fi
+if [ "$stop_stage" -ge 3 ]; then
+  mkdir -p "$expdir"
+  exec {exp_lock}>> "$expdir/.lock$node"
+  flock -n -x "$exp_lock" ||
+    die "another run is using $expdir (it holds $expdir/.lock$node); wait for it to end, or give this run another --exp"
+fi
+
 if run_stage 0; then
   # reads: the corpus (generated, --voxceleb*_root, or --train_dir/--test_dir/--trials)
   # writes: $data/<set>/{wav.scp,utt2spk,spk2utt,reco2dur,trials*} for every set
@@ -145,14 +174,14 @@ if run_stage 2; then
   python pyscripts/prepare_augment.py "${common[@]}" --data "$data" --nj "$nj"
 fi
 
+[ -z "${data_lock:-}" ] || exec {data_lock}>&-  # prepared: other runs may use and prepare it now
+
 torchrun_args=(--nproc_per_node "$nproc_per_node" --nnodes "$nnodes" --node_rank "$node_rank"
                --master_addr "$master_addr" --master_port "${master_port:-29500}")
 if [ "$nnodes" -eq 1 ] && [ -z "$master_port" ]; then
   # One node, no port given: a free port of torchrun's choosing, so experiments can run side by side.
   torchrun_args=(--standalone --nproc_per_node "$nproc_per_node")
 fi
-node=""
-[ "$nnodes" -gt 1 ] && node=".node$node_rank"  # one log per node on a shared file system
 
 if run_stage 3; then
   # reads: $data/manifests/<train>/ (or $data/shards/<train>/), $data/manifests/augment/, $data/dev/ (validation EER)
@@ -175,10 +204,7 @@ if run_stage 5; then
   log "Stage 5: x-vectors ($nj jobs per set; logs: $expdir/embeddings/<set>/log/)"
   # Local jobs share this machine's cores; more threads than cores makes every job crawl.
   threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1
-  # The corpus's sets, <train> first (voxadapt/layout.py owns the names and paths).
-  all_sets=$(python pyscripts/show_config.py "${common[@]}" --get data.sets.all)
   for set in ${extract_sets:-$all_sets}; do
-    [[ " $all_sets " == *" $set "* ]] || die "--extract_sets: '$set' is not a set of this corpus ($all_sets)"
     out="$expdir/embeddings/$set"
     merge=(python pyscripts/merge_xvectors.py "${common[@]}" --data "$data/$set" --model "$expdir/model" --out "$out" --nj "$nj")
     if "${merge[@]}" --check; then continue; fi

@@ -11,7 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, assert_clean_error, make_data_dir, run_py, run_sh, set_args, venv_env, write_wav
+from helpers import (
+    ROOT,
+    assert_clean_error,
+    kill_group,
+    make_data_dir,
+    run_py,
+    run_sh,
+    set_args,
+    venv_env,
+    write_wav,
+)
 
 from voxadapt.errors import VoxadaptError
 
@@ -48,6 +58,42 @@ def test_run_sh_refuses_output_roots_that_are_files(tmp_path):
     for opt in ("--exp", "--data"):
         proc = run_sh("run.sh", opt, str(tmp_path / "f"), env=venv_env())
         assert_clean_error(proc, f"{opt} {tmp_path / 'f'} exists and is not a directory")
+
+
+def hold(lock: Path, seconds: int) -> subprocess.Popen:
+    """Another run holding `lock` (as run.sh does) for `seconds`."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(["flock", "-x", str(lock), "sleep", str(seconds)], start_new_session=True)
+    while subprocess.run(["flock", "-n", "-s", str(lock), "true"]).returncode == 0:
+        pass  # until the holder has it
+    return holder
+
+
+def test_a_second_run_on_an_experiment_in_use_stops(tmp_path):
+    expdir = tmp_path / "exp" / "mhfa_tiny"
+    holder = hold(expdir / ".lock", 120)
+    try:
+        proc = run_sh("run.sh", "--stage", "7", "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
+                      env=venv_env())
+    finally:
+        kill_group(holder)
+    assert_clean_error(proc, f"another run is using {expdir}", "give this run another --exp")
+    assert not (expdir / "scores").exists()
+    # Released (the holder ended): the next run gets past the lock, to stage 7's own complaint.
+    proc = run_sh("run.sh", "--stage", "7", "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
+                  env=venv_env())
+    assert "Stage 7: scoring" in proc.stdout and "another run" not in proc.stderr
+
+
+def test_a_run_preparing_data_waits_for_another_preparing_it(tmp_path):
+    data = tmp_path / "data"
+    holder = hold(data / ".lock", 3)
+    proc = run_sh("run.sh", "--config", "conf/mhfa_kaldi.yaml", "--train_dir", str(tmp_path / "nope"), "--test_dir",
+                  str(tmp_path / "nope"), "--trials", str(tmp_path / "trials"), "--stop_stage", "0",
+                  "--data", str(data), "--exp", str(tmp_path / "exp"), env=venv_env())
+    assert holder.poll() == 0  # it ran on only after the other had finished
+    assert f"waiting for another run preparing {data}" in proc.stdout
+    assert_clean_error(proc, "nope")
 
 
 # ------------------------------------------------------------------------------ configs
