@@ -18,16 +18,24 @@ help_message="Usage: $0 [--scale tiny|eval] [--seeds \"1 2 3\"] [--only pretrain
                  dropclass, dropadapt, systems (frozen / full FT / adapters / LoRA / class token / + KD)"
 cd "$(dirname "$0")/.."
 . utils/parse_options.sh
+# Options are checked before anything runs: a typo must not train for hours, or run nothing and succeed.
+die() { echo "ERROR: $0: $*" >&2; exit 1; }
+[ $# -eq 0 ] || die "unexpected argument '$1' (see $0 --help)"
+case "$scale" in tiny|eval) ;; *) die "--scale '$scale' is not tiny or eval" ;; esac
+case "$only" in
+  ""|pretraining|dropclass|dropadapt|systems) ;;
+  *) die "--only '$only' is not one of pretraining, dropclass, dropadapt, systems" ;;
+esac
+[[ "$seeds" =~ ^[0-9]+( [0-9]+)*$ ]] || die "--seeds '$seeds' is not a list of whole numbers; give e.g. --seeds \"1 2 3\""
 . ./path.sh
 case "$scale" in
   # DropClass and DropAdapt drop a share of the classes: their configs differ with the class count.
   tiny) data=data; exp=exp/compare; overlay=(); teacher=exp/mhfa_tiny/model
         dropclass=conf/mhfa_dropclass_tiny.yaml; dropadapt=conf/dropadapt_tiny.yaml; random_drop=conf/dropadapt_random_tiny.yaml
-        [ -f data/.done/stage2_augment.json ] || { echo "ERROR: data/ is not prepared; run ./run.sh --stop_stage 2 first" >&2; exit 1; } ;;
+        [ -f data/.done/stage2_augment.json ] || die "data/ is not prepared; run ./run.sh --stop_stage 2 first" ;;
   eval) data=data_eval; exp=exp/compare_eval; overlay=(--overlay conf/eval_synthetic.yaml); teacher=exp/eval_synthetic/model
         dropclass=conf/mhfa_dropclass_eval.yaml; dropadapt=conf/dropadapt_eval.yaml; random_drop=conf/dropadapt_random_eval.yaml
         ./run.sh --config conf/eval_synthetic.yaml --data "$data" --stop_stage 2 ;;
-  *) echo "ERROR: --scale '$scale' is not tiny or eval" >&2; exit 1 ;;
 esac
 want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
 compare() {
@@ -53,7 +61,7 @@ if want systems; then
   if [ "$scale" = eval ] && [ ! -f "$teacher/model.safetensors" ]; then
     ./run.sh --config conf/eval_synthetic.yaml --data "$data" --stage 3 --stop_stage 4
   fi
-  [ -f "$teacher/model.safetensors" ] || { echo "ERROR: $teacher (the KD teacher) is missing; run ./run.sh first" >&2; exit 1; }
+  [ -f "$teacher/model.safetensors" ] || die "$teacher (the KD teacher) is missing; run ./run.sh first"
   compare --reference mhfa_tiny --teacher "$teacher" --mfcc-reference \
     --configs conf/mhfa_frozen_tiny.yaml conf/mhfa_tiny.yaml conf/adapters_tiny.yaml conf/lora_tiny.yaml \
     conf/clstoken_tiny.yaml conf/clstoken_kd_tiny.yaml

@@ -60,6 +60,18 @@ def test_run_sh_refuses_output_roots_that_are_files(tmp_path):
         assert_clean_error(proc, f"{opt} {tmp_path / 'f'} exists and is not a directory")
 
 
+@pytest.mark.parametrize("args, fragments", [
+    (["--only", "system"], ["--only 'system' is not one of pretraining, dropclass, dropadapt, systems"]),
+    (["--scale", "big"], ["--scale 'big' is not tiny or eval"]),
+    (["--seeds", "1 two"], ["--seeds '1 two' is not a list of whole numbers"]),
+    (["eval"], ["unexpected argument 'eval'"]),
+])
+def test_run_comparisons_checks_its_options_before_anything_runs(args, fragments):
+    proc = run_sh("local/run_comparisons.sh", *args, env=venv_env())
+    assert_clean_error(proc, *fragments)
+    assert proc.stdout == ""  # no data preparation, no training started
+
+
 def hold(lock: Path, seconds: int) -> subprocess.Popen:
     """Another run holding `lock` (as run.sh does) for `seconds`."""
     lock.parent.mkdir(parents=True, exist_ok=True)
