@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import MICRO, assert_clean_error, run_py, set_args
+from helpers import MICRO, assert_clean_error, make_data_dir, run_py, set_args
 
 from voxadapt.config import DropAdaptConfig, DropClassConfig, load_config
+from voxadapt.data.audio import read_utterance
+from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.errors import VoxadaptError
 from voxadapt.layout import DataLayout, ExpLayout
 from voxadapt.models.aam import AAMSoftmax
-from voxadapt.train.dropadapt import DropAdapt
+from voxadapt.train.dropadapt import DropAdapt, adaptation_set
 from voxadapt.train.dropclass import DropClass
 
 
@@ -42,7 +44,7 @@ def test_dropadapt_drops_exactly_the_least_probable_classes(tmp_path):
     audio = [np.array([np.cos(t), np.sin(t)] * 8000, dtype=np.float32) for t in (0.1, 0.3, 0.4)]
     da = DropAdapt(DropAdaptConfig(every_steps=1, drop=1, crop_seconds=0.5), 4, 0, audio, 16000,
                    ["a", "b", "c", "d"], tmp_path / "drops.tsv")
-    da._crops = lambda draw: torch.tensor(np.stack([a[:2] for a in audio]))  # no crop randomness here
+    da._crop_batches = lambda draw: iter([torch.tensor(np.stack([a[:2] for a in audio]))])  # no crop randomness
     emb = torch.tensor(np.stack([a[:2] for a in audio]))
     probs = torch.softmax(5.0 * head.cosine(emb), 1).sum(0).detach().numpy()
     order = np.argsort(probs)
@@ -55,11 +57,31 @@ def test_dropadapt_drops_exactly_the_least_probable_classes(tmp_path):
     assert rows[0] == "step\tclass\tsummed_probability" and len(rows) == 3
     resumed = DropAdapt(DropAdaptConfig(every_steps=1, drop=1, crop_seconds=0.5), 4, 0, audio, 16000,
                         ["a", "b", "c", "d"], tmp_path / "drops.tsv")  # killed after step 1, resumed from step 0's state
-    resumed._crops, resumed.dropped = da._crops, da.dropped[:1]
+    resumed._crop_batches, resumed.dropped = da._crop_batches, da.dropped[:1]
     resumed.update(1, Identity(), head, torch.device("cpu"))
     assert (tmp_path / "drops.tsv").read_text().splitlines() == rows  # step 1 logged once, not twice
     with pytest.raises(VoxadaptError, match="adaptation set has no audio"):
         DropAdapt(DropAdaptConfig(every_steps=1, drop=1), 4, 0, [], 16000, list("abcd"), tmp_path / "x")
+
+
+def test_adaptation_set_max_utts_takes_the_same_subset_for_a_seed(tmp_path):
+    d = make_data_dir(tmp_path / "adapt", {"s1": 6, "s2": 6}, seconds=0.3)
+    names = lambda subset: [u for _, u in subset.utterances]  # noqa: E731
+    whole = adaptation_set(str(d), [], 0, seed=1)
+    assert names(whole) == DataDir.load(d).utterance_ids
+    sub = adaptation_set(str(d), [], 5, seed=1)
+    assert len(sub) == 5 and names(sub) == names(adaptation_set(str(d), [], 5, seed=1))
+    assert set(names(sub)) < set(names(whole)) and names(sub) != names(adaptation_set(str(d), [], 5, seed=2))
+    assert adaptation_set(str(d), [], 50, seed=1).utterances == whole.utterances  # a cap above the set: all
+    np.testing.assert_array_equal(sub[2], read_utterance(DataDir.load(d), names(sub)[2]))
+    # Read and cropped a batch at a time; the batch size does not change a round's crops.
+    da = DropAdapt(DropAdaptConfig(every_steps=1, drop=1, crop_seconds=0.2), 4, 0, whole, 16000, list("abcd"),
+                   tmp_path / "drops.tsv")
+    crops = torch.cat(list(da._crop_batches(3, size=5)))
+    assert crops.shape == (12, 3200) and torch.equal(crops, next(da._crop_batches(3, size=32)))
+    assert not torch.equal(crops, next(da._crop_batches(4, size=32)))  # each round draws new crops
+    with pytest.raises(Exception, match="dropadapt.max_utts must be >= 0"):
+        load_config(None, ["adapt.phases=[{name: a, dropadapt: {drop: 2, every_steps: 5, max_utts: -1}}]"])
 
 
 def test_every_steps_zero_is_refused():
@@ -95,6 +117,25 @@ def test_no_dropped_class_reaches_a_batch_or_the_head(tiny_data, tmp_path):
     for step, (labels, kept) in enumerate(seen):
         assert len(kept) == 16 and set(labels.tolist()) <= set(kept.tolist()), step
         assert np.array_equal(kept, trainer.dropclass.kept(step))
+
+
+@pytest.mark.slow
+def test_dropadapt_phase_scores_a_subset_of_the_enrolment_side(tiny_data, tmp_path):
+    from voxadapt.train.distributed import init_distributed
+    from voxadapt.train.trainer import PhaseTrainer
+
+    cfg = load_config(None, MICRO + ["train.phases.0.dropadapt.every_steps=10", "train.phases.0.dropadapt.drop=4",
+                                     "train.phases.0.dropadapt.max_utts=7", "train.phases.0.dropadapt.crop_seconds=0.5",
+                                     "train.phases.0.epochs=1", "train.phases.0.average_last=1",
+                                     "loader.num_workers=1"])
+    trainer = PhaseTrainer(cfg, cfg.train.phases[0], 0, DataLayout(tiny_data), ExpLayout(tmp_path), None,
+                           init_distributed("cpu"))
+    trainer.run()
+    enrolment = {line.split()[0] for line in (tiny_data / "test" / "trials").read_text().splitlines()}
+    chosen = [u for _, u in trainer.dropadapt.audio.utterances]
+    assert len(chosen) == 7 < len(enrolment) and set(chosen) <= enrolment
+    rows = (ExpLayout(tmp_path).phase_dir(cfg.train.phases[0].name) / "dropadapt.tsv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * 4  # steps 0, 10, 20 of 22: 4 classes each
 
 
 def test_bad_dropclass_values_are_clear_errors(tiny_data, tmp_path):

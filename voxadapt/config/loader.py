@@ -246,9 +246,12 @@ def upgrade_fingerprint(fingerprint: Any) -> Any:
             if isinstance(out.get(section), dict) and new.split(".", 1)[0] == section:
                 _rename(out, old, new)
     for added, default in ADDED.items():
-        section, key = added.split(".", 1)
-        if isinstance(out.get(section), dict) and "." not in key:
-            out[section].setdefault(key, default)
+        *path, key = added.split(".")
+        node: Any = out
+        for name in path:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(key, default)
     return out
 
 

@@ -32,12 +32,14 @@ class DropAdaptConfig:
     drop: int = 0  # K
     variant: Literal["standard", "data_only", "random"] = "standard"  # data_only: head keeps all rows
     adaptation_dir: str = ""  # a data dir; empty: the enrolment side of the test sets' trial lists
+    max_utts: int = 0  # 0: the whole set; else a random subset of this many (each round scores them all)
     crop_seconds: float = 3.0
 
     def __post_init__(self) -> None:
         require(self.every_steps >= 0 and self.drop >= 0, "dropadapt every_steps and drop must be >= 0")
         require(not self.drop or self.every_steps >= 1, "dropadapt.every_steps must be >= 1 when drop > 0")
         require(self.crop_seconds > 0.1, "dropadapt.crop_seconds must be > 0.1")
+        require(self.max_utts >= 0, "dropadapt.max_utts must be >= 0 (0: the whole adaptation set)")
 
 
 @dataclass

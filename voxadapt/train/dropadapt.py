@@ -5,6 +5,7 @@ least probable classes from the data sampler and the AAM head (or K random ones,
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class DropAdapt:
-    def __init__(self, cfg: DropAdaptConfig, num_classes: int, seed: int, audio: list[np.ndarray], sample_rate: int,
+    def __init__(self, cfg: DropAdaptConfig, num_classes: int, seed: int, audio: Sequence[np.ndarray], sample_rate: int,
                  classes: list[str], log_file: Path):
         if cfg.drop >= num_classes:
             raise VoxadaptError(f"dropadapt.drop {cfg.drop} must be less than the {num_classes} training classes")
@@ -40,15 +41,18 @@ class DropAdapt:
     def kept(self) -> np.ndarray:
         return np.setdiff1d(np.arange(self.num_classes), np.array(self.dropped, dtype=np.int64))
 
-    def _crops(self, draw: int) -> torch.Tensor:
+    def _crop_batches(self, draw: int, size: int = 32) -> Iterator[torch.Tensor]:
+        """A random crop of every adaptation utterance, `size` at a time (the set is read, not held)."""
         n = int(self.cfg.crop_seconds * self.sr)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 7_000_002, draw]))
-        out = np.empty((len(self.audio), n), dtype=np.float32)
-        for i, x in enumerate(self.audio):
-            start = int(rng.integers(0, max(1, len(x) - n + 1)))
-            piece = x[start:start + n]
-            out[i] = piece if len(piece) == n else np.resize(piece, n)
-        return torch.from_numpy(out)
+        for first in range(0, len(self.audio), size):
+            out = np.empty((min(size, len(self.audio) - first), n), dtype=np.float32)
+            for i in range(len(out)):
+                x = self.audio[first + i]
+                start = int(rng.integers(0, max(1, len(x) - n + 1)))
+                piece = x[start:start + n]
+                out[i] = piece if len(piece) == n else np.resize(piece, n)
+            yield torch.from_numpy(out)
 
     @torch.no_grad()
     def class_probabilities(self, model: SpeakerModel, head: AAMSoftmax, kept: np.ndarray, draw: int,
@@ -57,11 +61,10 @@ class DropAdapt:
         was = model.training
         model.eval()
         try:
-            crops = self._crops(draw)
             total = torch.zeros(len(kept), dtype=torch.float64)
             idx = torch.from_numpy(kept).to(device)
-            for s in range(0, len(crops), 32):
-                emb = model(crops[s:s + 32].to(device))
+            for crops in self._crop_batches(draw):
+                emb = model(crops.to(device))
                 total += torch.softmax(head.scale * head.cosine(emb, idx), dim=1).sum(0).double().cpu()
         finally:
             model.train(was)
@@ -94,18 +97,37 @@ class DropAdapt:
         return [int(c) for c in chosen]
 
 
-def adaptation_audio(adaptation_dir: str, test_dirs: list[Path]) -> list[np.ndarray]:
-    """Audio of the adaptation set: a given data dir, or the enrolment side of the test sets' trial lists."""
+class AdaptationSet(Sequence[np.ndarray]):
+    """Utterances of data dirs, read from disk when indexed: a target set (VoxCeleb1-E's enrolment
+    side: 145,000 utterances) can be far larger than memory."""
+
+    def __init__(self, utterances: list[tuple[DataDir, str]]):
+        self.utterances = utterances
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]  # no slices needed
+        data_dir, utt = self.utterances[i]
+        return read_utterance(data_dir, utt)
+
+
+def adaptation_set(adaptation_dir: str, test_dirs: list[Path], max_utts: int, seed: int) -> AdaptationSet:
+    """The adaptation set: a given data dir, or the enrolment side of the test sets' trial lists;
+    with max_utts, a random subset of that many (the same for a seed), which every round scores."""
     if adaptation_dir:
         d = DataDir.load(adaptation_dir)
-        return [read_utterance(d, u) for u in d.utterance_ids]
-    out = []
-    for test_dir in test_dirs:
-        d = DataDir.load(test_dir)
-        lists = trial_lists(test_dir).values()
-        if not lists:
-            raise VoxadaptError(located(test_dir, None, "no trial list for the DropAdapt enrolment set",
-                                        "give dropadapt.adaptation_dir"))
-        enroll = sorted({t.enroll for f in lists for t in read_trials(f, known=d.utt2spk)})
-        out += [read_utterance(d, u) for u in enroll]
-    return out
+        utterances = [(d, u) for u in d.utterance_ids]
+    else:
+        utterances = []
+        for test_dir in test_dirs:
+            d = DataDir.load(test_dir)
+            lists = trial_lists(test_dir).values()
+            if not lists:
+                raise VoxadaptError(located(test_dir, None, "no trial list for the DropAdapt enrolment set",
+                                            "give dropadapt.adaptation_dir"))
+            utterances += [(d, u) for u in sorted({t.enroll for f in lists for t in read_trials(f, known=d.utt2spk)})]
+    if max_utts and len(utterances) > max_utts:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 7_000_004]))
+        utterances = [utterances[i] for i in np.sort(rng.choice(len(utterances), max_utts, replace=False))]
+    return AdaptationSet(utterances)

@@ -34,7 +34,7 @@ from voxadapt.train import checkpoint as ckpt_io
 from voxadapt.train.dev_eer import DevEer
 from voxadapt.train.distill import Distiller
 from voxadapt.train.distributed import DistInfo, any_rank, average_over_ranks, barrier, broadcast_list
-from voxadapt.train.dropadapt import DropAdapt, adaptation_audio
+from voxadapt.train.dropadapt import DropAdapt, adaptation_set
 from voxadapt.train.dropclass import DropClass
 from voxadapt.train.interrupt import StopRequested, ignore_sigint_in_workers
 from voxadapt.train.optim import ParamGroup, lr_factor, make_optimizer, margin_at, param_groups, set_lr, set_trainable
@@ -146,7 +146,7 @@ class PhaseTrainer:
         self.dropadapt = None
         if phase.dropadapt.drop:
             test_dirs = [self.data.set_dir(s) for s in cfg.data.sets.tests]
-            audio = adaptation_audio(phase.dropadapt.adaptation_dir, test_dirs)
+            audio = adaptation_set(phase.dropadapt.adaptation_dir, test_dirs, phase.dropadapt.max_utts, self.seed)
             self.dropadapt = DropAdapt(phase.dropadapt, n, self.seed, audio, cfg.data.sample_rate, self.table.classes,
                                        self.phase_dir / "dropadapt.tsv")
         self.head_classes: torch.Tensor | None = None  # rows of the head in the softmax (None: all)
