@@ -54,6 +54,11 @@ mapfile -t paths < <(python pyscripts/evaluate.py paths --model "$model")
 [ "${#paths[@]}" -eq 2 ] || exit 1
 model_dir="${paths[0]}"
 config="${paths[1]}"
+# Two evaluations into one directory would overwrite each other's files: the second stops.
+mkdir -p "$out"
+exec {out_lock}>> "$out/.lock"
+flock -n "$out_lock" ||
+  die "another evaluation is using $out (it holds $out/.lock); wait for it to end, or give this one another --out"
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "Stage 0: validating $data_dir and $trials -> $out/data"

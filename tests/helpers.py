@@ -118,6 +118,15 @@ def start_killable(cmd: list[str], cwd: Path, env: dict | None = None) -> subpro
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
+def hold_lock(lock: Path, seconds: int) -> subprocess.Popen:
+    """Another run holding `lock` (as run.sh and local/evaluate.sh do) for `seconds`; kill_group ends it."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(["flock", "-x", str(lock), "sleep", str(seconds)], start_new_session=True)
+    while subprocess.run(["flock", "-n", "-s", str(lock), "true"]).returncode == 0:
+        pass  # until the holder has it
+    return holder
+
+
 def kill_group(proc: subprocess.Popen) -> None:
     import signal
 

@@ -14,6 +14,7 @@ import pytest
 from helpers import (
     ROOT,
     assert_clean_error,
+    hold_lock,
     kill_group,
     make_data_dir,
     run_py,
@@ -72,18 +73,9 @@ def test_run_comparisons_checks_its_options_before_anything_runs(args, fragments
     assert proc.stdout == ""  # no data preparation, no training started
 
 
-def hold(lock: Path, seconds: int) -> subprocess.Popen:
-    """Another run holding `lock` (as run.sh does) for `seconds`."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen(["flock", "-x", str(lock), "sleep", str(seconds)], start_new_session=True)
-    while subprocess.run(["flock", "-n", "-s", str(lock), "true"]).returncode == 0:
-        pass  # until the holder has it
-    return holder
-
-
 def test_a_second_run_on_an_experiment_in_use_stops(tmp_path):
     expdir = tmp_path / "exp" / "mhfa_tiny"
-    holder = hold(expdir / ".lock", 120)
+    holder = hold_lock(expdir / ".lock", 120)
     try:
         proc = run_sh("run.sh", "--stage", "7", "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
                       env=venv_env())
@@ -99,7 +91,7 @@ def test_a_second_run_on_an_experiment_in_use_stops(tmp_path):
 
 def test_a_run_preparing_data_waits_for_another_preparing_it(tmp_path):
     data = tmp_path / "data"
-    holder = hold(data / ".lock", 3)
+    holder = hold_lock(data / ".lock", 3)
     proc = run_sh("run.sh", "--config", "conf/mhfa_kaldi.yaml", "--train_dir", str(tmp_path / "nope"), "--test_dir",
                   str(tmp_path / "nope"), "--trials", str(tmp_path / "trials"), "--stop_stage", "0",
                   "--data", str(data), "--exp", str(tmp_path / "exp"), env=venv_env())

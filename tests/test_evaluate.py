@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, assert_clean_error, run_sh, venv_env
+from helpers import ROOT, assert_clean_error, hold_lock, kill_group, run_sh, venv_env
 
 from voxadapt.backend.calibration import Calibration
 
@@ -226,6 +226,19 @@ def test_evaluate_sh_bad_options(tmp_path, args, fragments):
     empty.mkdir()
     args = [str(empty) if a == "/tmp" else a for a in args]
     assert_clean_error(run_sh("local/evaluate.sh", *args, env=venv_env()), *fragments)
+
+
+def test_a_second_evaluation_into_one_directory_stops(micro_pipeline, tmp_path):
+    out = tmp_path / "eval"
+    holder = hold_lock(out / ".lock", 120)
+    try:
+        proc = run_sh("local/evaluate.sh", "--model", str(micro_pipeline / "exp" / "mhfa_tiny"), "--data_dir",
+                      str(micro_pipeline / "data" / "test"), "--trials", str(micro_pipeline / "data" / "test" / "trials"),
+                      "--out", str(out), env=venv_env())
+    finally:
+        kill_group(holder)
+    assert_clean_error(proc, f"another evaluation is using {out}", "give this one another --out")
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
 
 
 def test_run_sh_points_new_test_sets_to_evaluate_sh(tmp_path):
