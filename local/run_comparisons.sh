@@ -62,7 +62,9 @@ if want systems; then
     ./run.sh --config conf/eval_synthetic.yaml --data "$data" --stage 3 --stop_stage 4
   fi
   [ -f "$teacher/model.safetensors" ] || die "$teacher (the KD teacher) is missing; run ./run.sh first"
-  compare --reference mhfa_tiny --teacher "$teacher" --mfcc-reference \
+  # PLDA too: a head that has not converged can leave embeddings that cosine scoring cannot use
+  # but a supervised projection can (the class token at the evaluation scale).
+  compare --reference mhfa_tiny --teacher "$teacher" --mfcc-reference --methods cosine asnorm plda \
     --configs conf/mhfa_frozen_tiny.yaml conf/mhfa_tiny.yaml conf/adapters_tiny.yaml conf/lora_tiny.yaml \
     conf/clstoken_tiny.yaml conf/clstoken_kd_tiny.yaml
 fi
