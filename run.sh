@@ -138,19 +138,19 @@ node=""
 
 # Two runs writing one experiment, or preparing one data root, would overwrite each other's files.
 # A run that prepares data waits for another preparing the same root (then finds it done); a
-# second run on an experiment in use stops. flock releases a lock when its holder ends or is killed.
+# second run on an experiment in use stops. A lock ends with its run, however it ends.
+. utils/lock.sh
 if [ "$stage" -le 2 ]; then
   mkdir -p "$data"
-  exec {data_lock}>> "$data/.lock"
-  if ! flock -n -x "$data_lock"; then
+  if ! lock_dir "$data/.lock"; then
     log "waiting for another run preparing $data (it holds $data/.lock)"
-    flock -x "$data_lock"
+    flock -x "$lock_fd"
   fi
+  data_lock=$lock_fd
 fi
 if [ "$stop_stage" -ge 3 ]; then
   mkdir -p "$expdir"
-  exec {exp_lock}>> "$expdir/.lock$node"
-  flock -n -x "$exp_lock" ||
+  lock_dir "$expdir/.lock$node" ||
     die "another run is using $expdir (it holds $expdir/.lock$node); wait for it to end, or give this run another --exp"
 fi
 

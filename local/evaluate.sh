@@ -56,8 +56,8 @@ model_dir="${paths[0]}"
 config="${paths[1]}"
 # Two evaluations into one directory would overwrite each other's files: the second stops.
 mkdir -p "$out"
-exec {out_lock}>> "$out/.lock"
-flock -n "$out_lock" ||
+. utils/lock.sh
+lock_dir "$out/.lock" ||
   die "another evaluation is using $out (it holds $out/.lock); wait for it to end, or give this one another --out"
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then

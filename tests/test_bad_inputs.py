@@ -4,6 +4,7 @@ file or option and the fix, a non-zero exit, no traceback, and leave nothing hal
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,18 @@ def test_a_second_run_on_an_experiment_in_use_stops(tmp_path):
     # Released (the holder ended): the next run gets past the lock, to stage 7's own complaint.
     proc = run_sh("run.sh", "--stage", "7", "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
                   env=venv_env())
+    assert "Stage 7: scoring" in proc.stdout and "another run" not in proc.stderr
+
+
+def test_a_file_system_without_locks_is_warned_of_not_fatal(tmp_path):
+    """Lustre mounted without flock support: the lock cannot be taken; the run goes on, warned."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "flock").write_text("#!/bin/sh\necho 'flock: 10: Function not implemented' >&2\nexit 65\n")
+    (bin_dir / "flock").chmod(0o755)
+    proc = run_sh("run.sh", "--stage", "7", "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
+                  env={**venv_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert f"WARNING: cannot lock {tmp_path / 'exp' / 'mhfa_tiny' / '.lock'} (flock exit 65" in proc.stderr
     assert "Stage 7: scoring" in proc.stdout and "another run" not in proc.stderr
 
 
