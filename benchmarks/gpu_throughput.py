@@ -6,10 +6,15 @@ For each phase of conf/mhfa_wavlm_base_plus.yaml and conf/mhfa_wavlm_large.yaml 
 joint fine-tuning, large-margin), the phase's own settings (trainable layers, optimiser, precision,
 L2-SP, crops and batch, loss, compile / activation checkpointing) on the WavLM architecture with
 random weights (the same compute as the pre-trained model) + MHFA + the recipe's AAM head: steps/s,
-crops/s, peak memory and GPU utilisation over --steps timed steps after --warmup; the crops come
-from device memory, so this is what the device consumes (benchmarks/loader_throughput.py measures
-what the loader delivers). Then extraction (stage 5's batching) in fp32 and bf16: seconds of audio
-per second, and the bf16 embeddings' cosine to fp32.
+crops/s, peak memory and GPU utilisation over --steps timed steps after --warmup. Then extraction
+(stage 5's batching) in fp32 and bf16: seconds of audio per second, and the bf16 embeddings' cosine
+to fp32.
+
+What it leaves out (the output says so too): the data loader (the crops come from device memory,
+so this is what one device consumes; benchmarks/loader_throughput.py measures what a loader worker
+delivers, and training runs at the slower of the two), DDP (one process: no gradient all-reduce
+between GPUs, which costs more the more GPUs and nodes share a step), and the trainer's work
+around the step (per-step logging, DropClass/DropAdapt, validation and checkpoints).
 
 The projection: epochs x crops per epoch / crops per second, summed over the phases. Crops per
 epoch are what our sampler draws: one per training example, i.e. per VoxCeleb2 utterance and
@@ -53,6 +58,10 @@ SMALL_ARCH = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 
               "conv_dim": [32] * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4}
 VOX2_DEV_UTTERANCES, VOX2_DEV_SPEAKERS = 1_092_009, 5_994
 VOX1_UTTERANCES, VOX1_SECONDS = 153_516, 352 * 3600
+LEFT_OUT = ("Not measured: the data loader (crops are generated on the device; benchmarks/loader_throughput.py "
+            "gives a worker's rate, and training runs at the slower of the two), DDP (one process, no gradient "
+            "all-reduce between GPUs), and the trainer's work around the step (logging, DropClass/DropAdapt, "
+            "validation, checkpoints). The projected times assume none of them slows the step.")
 
 
 def synchronize(device: torch.device) -> None:
@@ -201,6 +210,7 @@ def main() -> None:
           f"({VOX1_UTTERANCES:,} utterances, 352 h): fp32 / bf16 |")
     print("|---|---|---|---|---|")
     print("\n".join(extraction))
+    print(f"\n{LEFT_OUT}")
     if device.type == "cpu":
         print("\nOn a CPU, extraction is always fp32: the bf16 column repeats it.")
 

@@ -155,6 +155,43 @@ def test_chunked_long_utterance(micro_exp):
     np.testing.assert_allclose(got[1], short, atol=1e-5)
 
 
+def test_jobs_spread_over_the_gpus(micro_exp, tiny_data, tmp_path, monkeypatch):
+    """extract.device cuda or auto: job n runs on cuda:(n-1) % G of the G GPUs this process sees
+    (mocked); one visible GPU (CUDA_VISIBLE_DEVICES, or a Slurm job given one) puts every job on
+    its own cuda:0; cuda:N is kept as given."""
+    import shutil
+
+    from voxadapt.data.split import split_data_dir
+    from voxadapt.stages import extract
+
+    class Placed(Exception):
+        pass
+
+    def load(_model_dir, device):  # noqa: ANN001, ANN202 - the device the job chose; stop there
+        raise Placed(device)
+
+    shutil.copytree(tiny_data / "test", tmp_path / "test", ignore=shutil.ignore_patterns("split*"))
+    split = split_data_dir(tmp_path / "test", 5)
+    monkeypatch.setattr(extract, "load_embedding_model", load)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    model = micro_exp / "exp" / "mhfa_tiny" / "model"
+
+    def devices(name: str, gpus: int) -> list[str]:
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+        cfg = load_config(None, MICRO + [f"extract.device={name}"])
+        placed = []
+        for job in range(1, 6):
+            with pytest.raises(Placed) as err:
+                extract.run_job(cfg, model, split, tmp_path / "xv", job)
+            placed.append(err.value.args[0])
+        return placed
+
+    assert devices("cuda", 2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+    assert devices("auto", 3) == ["cuda:0", "cuda:1", "cuda:2", "cuda:0", "cuda:1"]
+    assert devices("cuda", 1) == ["cuda:0"] * 5
+    assert devices("cuda:1", 4) == ["cuda:1"] * 5
+
+
 def test_launcher_names_the_failing_job(tmp_path):
     proc = run_sh("utils/run_local.sh", "JOB=1:3", str(tmp_path / "log" / "t.JOB.log"), "bash", "-c",
                   "echo job JOB; [ JOB != 2 ]")

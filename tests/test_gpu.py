@@ -21,10 +21,16 @@ from voxadapt.train.optim import set_trainable
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_activation_checkpointing_recomputes_layers_and_changes_no_gradient():
+@pytest.mark.parametrize("cpu_paths", [True, False], ids=["cpu-paths", "gpu-paths"])
+def test_activation_checkpointing_recomputes_layers_and_changes_no_gradient(cpu_paths, monkeypatch):
     """Each transformer layer's insides run twice per step (forward, then again in the backward
     pass) and the loss and every gradient equal the plain run's (dropout masks replayed from the
-    RNG, the contiguous-input mode entered for the recomputation too)."""
+    RNG, the recomputation under the forward pass's input mode: ContiguousLinearInputs on the CPU
+    paths, none on the GPU paths, forced here on a CPU)."""
+    import voxadapt.models.backbone as backbone
+
+    monkeypatch.setattr(backbone, "cpu_tuned", lambda _device: cpu_paths)
+
     def run(checkpointing: bool) -> tuple[torch.Tensor, list[torch.Tensor], int]:
         model, head = build_model(load_config(None, MICRO), 5)
         set_trainable(model, head, -1)
@@ -46,6 +52,85 @@ def test_activation_checkpointing_recomputes_layers_and_changes_no_gradient():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_gpu_paths_batch_the_cnn_and_skip_the_cpu_mode_with_the_same_result(monkeypatch):
+    """A GPU runs equal-length crops through the CNN in one call (GroupNorm normalises each example
+    over its own time axis) and never enters the CPU-only ContiguousLinearInputs mode; forced on a
+    CPU, every hidden state equals the CPU paths' (one utterance at a time, the mode on). Unequal
+    lengths still go one at a time: GroupNorm must not see padding."""
+    import voxadapt.models.backbone as backbone
+
+    assert backbone.cpu_tuned(torch.device("cpu")) and not backbone.cpu_tuned(torch.device("cuda", 1))
+    entered = []
+
+    class Spy(backbone.ContiguousLinearInputs):
+        def __enter__(self):  # noqa: ANN204
+            entered.append(1)
+            return super().__enter__()
+
+    monkeypatch.setattr(backbone, "ContiguousLinearInputs", Spy)
+    model, _ = build_model(load_config(None, MICRO), 5)
+    model.eval()
+    cnn_batches: list[int] = []
+    model.backbone.model.feature_extractor.register_forward_hook(lambda _m, args, _o: cnn_batches.append(len(args[0])))
+    wav = torch.randn(3, 16000, generator=torch.Generator().manual_seed(1))
+
+    def run(gpu: bool, lengths: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[int], int]:
+        monkeypatch.setattr(backbone, "cpu_tuned", lambda _device: not gpu)
+        cnn_batches.clear()
+        entered.clear()
+        with torch.no_grad():
+            states, _ = model.backbone(wav, lengths)
+        return states, list(cnn_batches), len(entered)
+
+    cpu, gpu = run(False), run(True)
+    assert cpu[1:] == ([1, 1, 1], 1), "CPU paths: the CNN once per utterance, the contiguous-input mode on"
+    assert gpu[1:] == ([3], 0), "GPU paths: the CNN once for the batch, the contiguous-input mode off"
+    assert len(cpu[0]) == len(gpu[0]) == 3
+    for a, b in zip(cpu[0], gpu[0]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert run(True, torch.tensor([12000, 12000, 12000]))[1] == [3]
+    assert run(True, torch.tensor([16000, 12000, 16000]))[1] == [1, 1, 1]
+
+
+@pytest.mark.slow
+def test_loader_workers_persist_across_epochs_and_restarts(tiny_data, tmp_path, monkeypatch):
+    """One loader per phase: every batch of both epochs, and of the restarts after each DropClass
+    draw, comes from the same worker process (none forked per epoch), and the phase ends with the
+    weights of a run without workers."""
+    from voxadapt.data.dataset import CropBatchDataset
+    from voxadapt.layout import DataLayout, ExpLayout
+    from voxadapt.train.distributed import init_distributed
+    from voxadapt.train.trainer import PhaseTrainer
+
+    pids = tmp_path / "pids"
+    make_batch = CropBatchDataset.__getitem__
+
+    def recorded(self, spec):  # noqa: ANN001, ANN202 - runs in the worker process
+        with open(pids, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return make_batch(self, spec)
+
+    monkeypatch.setattr(CropBatchDataset, "__getitem__", recorded)
+    phase = ["loader.batches_per_epoch=5", "train.phases.0.dropclass.drop=20", "train.phases.0.dropclass.every_steps=3"]
+
+    def train(workers: int) -> dict[str, torch.Tensor]:
+        cfg = load_config(None, MICRO + phase + [f"loader.num_workers={workers}"])
+        trainer = PhaseTrainer(cfg, cfg.train.phases[0], 0, DataLayout(tiny_data), ExpLayout(tmp_path / f"w{workers}"),
+                               None, init_distributed("cpu"))
+        torch.manual_seed(0)
+        trainer.run()
+        return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    with_workers = train(1)
+    used = pids.read_text().split()
+    assert len(used) >= 10, used  # 2 epochs x 5 batches, and prefetched batches a restart dropped
+    assert len(set(used)) == 1 and used[0] != str(os.getpid()), f"batches made by processes {sorted(set(used))}"
+    without = train(0)
+    assert with_workers.keys() == without.keys()
+    for k in without:
+        assert torch.equal(with_workers[k], without[k]), k
+
+
 def test_loader_workers_auto_share_the_cores(monkeypatch):
     monkeypatch.setattr("voxadapt.data.dataset.usable_cores", lambda: 16)
     assert loader_workers(3) == 3
@@ -65,7 +150,8 @@ def test_throughput_benchmark_dry_run_prints_the_tables():
     assert proc.returncode == 0, proc.stderr[-3000:]
     for row in ("| WavLM Base+ | frozen (bf16, trainable 0) |", "| WavLM Base+ | joint (bf16, trainable -1) |",
                 "| WavLM Base+ | large_margin", "| WavLM Base+ | joint + activation_checkpointing |",
-                "10 x 3,276,027 crops", "whole schedule", "VoxCeleb1 (153,516 utterances"):
+                "10 x 3,276,027 crops", "whole schedule", "VoxCeleb1 (153,516 utterances",
+                "Not measured: the data loader", "DDP (one process"):
         assert row in proc.stdout, proc.stdout
 
 
@@ -125,3 +211,103 @@ def test_training_on_the_gpu_resumes_after_a_kill(tiny_data, tmp_path):
                           timeout=900)
     assert done.returncode == 0 and "resuming from ckpt-" in done.stderr, done.stderr[-2000:]
     assert (exp / "mhfa_tiny" / "main" / "done.json").is_file()
+
+
+@needs_cuda
+def test_bf16_aam_head_gives_fp32_logits_and_finite_gradients_near_cosine_1():
+    """Embeddings within cosine ~0.99995 of their class weights: in bf16 the cosine would round to
+    1.0 and sqrt(1 - cos^2)'s backward give 0/0. Under bf16 autocast on the GPU the head's logits
+    are fp32, every gradient is finite, and loss and cosines are within 1e-3 of fp32's."""
+    from voxadapt.models.aam import AAMSoftmax
+
+    torch.manual_seed(0)
+    head = AAMSoftmax(256, 50, scale=32.0).cuda()
+    labels = torch.arange(8, device="cuda")
+    target = head.weight.detach()[labels]
+    base = target + 1e-2 * target.norm(dim=1, keepdim=True) / 16 * torch.randn_like(target)
+
+    def run(bf16: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        head.zero_grad()
+        emb = base.clone().requires_grad_(True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            loss, logits, _ = head(emb, labels, 0.2)
+        loss.backward()
+        return loss.detach(), logits.detach(), emb.grad, head.weight.grad.clone()
+
+    cosine = torch.nn.functional.cosine_similarity(base, target)
+    assert cosine.min() > 0.9999 and (cosine.to(torch.bfloat16) == 1).all()  # what bf16 cannot tell from 1
+    fp32, bf16 = run(False), run(True)
+    assert bf16[1].dtype == torch.float32, f"bf16 autocast gave {bf16[1].dtype} logits; the head must compute in fp32"
+    assert torch.isfinite(bf16[2]).all(), "non-finite embedding gradient from the bf16 head near cos = 1"
+    assert torch.isfinite(bf16[3]).all(), "non-finite head-weight gradient from the bf16 head near cos = 1"
+    torch.testing.assert_close(bf16[0], fp32[0], rtol=1e-3, atol=1e-3, msg="bf16 loss differs from fp32's")
+    torch.testing.assert_close(bf16[1] / 32, fp32[1] / 32, rtol=0, atol=1e-3, msg="bf16 cosines differ from fp32's")
+
+
+@needs_cuda
+def test_training_steps_make_no_host_sync(tiny_data, tmp_path):
+    """After warm-up, a bf16 training step of the micro model on the GPU waits for the device
+    nowhere (no .item(), float(), int() of a device tensor, no data-dependent shape): with
+    torch.cuda.set_sync_debug_mode("error") any such call raises."""
+    from voxadapt.data.dataset import make_loader
+    from voxadapt.layout import DataLayout, ExpLayout
+    from voxadapt.train.distributed import init_distributed
+    from voxadapt.train.trainer import PhaseTrainer
+
+    cfg = load_config(None, MICRO + GPU + ["train.phases.0.precision=bf16"])
+    trainer = PhaseTrainer(cfg, cfg.train.phases[0], 0, DataLayout(tiny_data), ExpLayout(tmp_path), None,
+                           init_distributed("cuda"))
+    trainer._build()
+    trainer.module.train()
+    loader = iter(make_loader(trainer.dataset, trainer.sampler, 0, pin_memory=True))
+    batches = [next(loader) for _ in range(5)]  # made (and pinned) before the checked steps
+    for batch in batches[:2]:  # warm-up: lazy initialisation (cuBLAS handles, optimiser state) may sync once
+        trainer._train_step(batch, 0.2)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for batch in batches[2:]:
+            trainer._train_step(batch, 0.2)
+    except RuntimeError as err:
+        pytest.fail(f"a training step synchronised with the GPU: {err}")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@needs_cuda
+def test_compile_and_activation_checkpointing_train_like_eager():
+    """Three optimiser steps of the micro model on the GPU: torch.compile, and compile with
+    activation checkpointing, give eager's losses (no dropout: compiled kernels draw their masks
+    from another generator; TF32 off, so only the kernels differ)."""
+    import dataclasses
+
+    from voxadapt.train.optim import make_optimizer, param_groups
+    from voxadapt.train.trainer import prepare_for_phase
+
+    cfg = load_config(None, MICRO + GPU + ["train.tf32=false"])
+    dev = torch.device("cuda")
+    wav = (0.1 * torch.randn(4, 16000, generator=torch.Generator().manual_seed(1))).to(dev)
+    labels = torch.tensor([0, 3, 5, 7], device=dev)
+
+    def losses(**options: bool) -> list[float]:
+        phase = dataclasses.replace(cfg.train.phases[0], **options)
+        torch.manual_seed(0)  # the same head initialisation
+        model, head = build_model(cfg, 12)
+        set_trainable(model, head, phase.trainable_layers)
+        model, head = prepare_for_phase(model, head, phase, cfg.train.tf32, dev)
+        optimizer = make_optimizer(param_groups(model, head, phase), phase, fused=phase.fused_optimizer)
+        model.eval()
+        out = []
+        for _ in range(3):
+            loss, _, _ = head(model(wav), labels, phase.margin)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            out.append(loss.item())
+        return out
+
+    eager = losses()
+    assert np.isfinite(eager).all(), eager
+    for options in ({"compile": True}, {"compile": True, "activation_checkpointing": True}):
+        got = losses(**options)
+        np.testing.assert_allclose(got, eager, rtol=2e-3, err_msg=f"{options} trains differently from eager")

@@ -59,10 +59,13 @@ def loader_workers(requested: int) -> int:
 def make_loader(dataset: Dataset, sampler: SpeakerBatchSampler, num_workers: int,
                 worker_init_fn: Callable[[int], None] | None = None, pin_memory: bool = False) -> DataLoader:
     """Batches made whole by `dataset` from the sampler's BatchSpecs (training and pre-training);
-    `pin_memory` (for a GPU) lets the copies to the device overlap the step."""
+    `pin_memory` (for a GPU) lets the copies to the device overlap the step. Workers persist: each
+    new iteration (epoch, restart) reuses them, and prefetched batches of the previous one are
+    dropped."""
     # A private generator: creating an iterator must not draw from the global torch RNG, or a
     # resumed run (which creates one mid-epoch) would drift from an uninterrupted one.
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers, collate_fn=_identity,
-                      prefetch_factor=2 if num_workers else None, worker_init_fn=worker_init_fn, pin_memory=pin_memory,
+                      prefetch_factor=2 if num_workers else None, persistent_workers=num_workers > 0,
+                      worker_init_fn=worker_init_fn, pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(0),
                       multiprocessing_context="fork" if num_workers else None)

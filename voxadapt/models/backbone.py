@@ -2,9 +2,9 @@
 
 The backbone runs the model's own modules (CNN feature encoder, feature projection, transformer
 encoder) and records the transformer input and every layer's output with forward hooks, so no
-model code is copied. The CNN encoder is always frozen and runs per utterance (GroupNorm over time
-would otherwise see padding); the transformer runs batched with a padding mask, so a batched
-embedding equals the unbatched one.
+model code is copied. The CNN encoder is always frozen; utterances of unequal lengths go through it
+one at a time (GroupNorm over time would otherwise see padding); the transformer runs batched with
+a padding mask, so a batched embedding equals the unbatched one.
 """
 
 from __future__ import annotations
@@ -110,10 +110,17 @@ class SSLBackbone(nn.Module):
 
     def enable_activation_checkpointing(self) -> None:
         """transformers then recomputes each layer in the backward pass instead of keeping its
-        activations. The recomputation must run under the same ContiguousLinearInputs mode as the
-        forward pass (which enters it around the encoder), or it runs other operations."""
+        activations. The recomputation must run under the same input mode as the forward pass
+        (ContiguousLinearInputs around the encoder on a CPU), or it runs other operations."""
         self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={
-            "use_reentrant": False, "context_fn": lambda: (contextlib.nullcontext(), ContiguousLinearInputs())})
+            "use_reentrant": False, "context_fn": lambda: (contextlib.nullcontext(), self._linear_input_mode())})
+
+    def _linear_input_mode(self) -> contextlib.AbstractContextManager:
+        """ContiguousLinearInputs where the model runs CPU-tuned; on a GPU its copies cost time and
+        memory and buy nothing. Decided by where the weights are, so the forward pass and its
+        recomputation agree."""
+        on_cpu = cpu_tuned(next(self.model.encoder.parameters()).device)
+        return ContiguousLinearInputs() if on_cpu else contextlib.nullcontext()
 
     def _zero_padding(self, _module, _inputs, output):  # noqa: ANN001, ANN202 - output is (B, C, T)
         return output if self._mask is None else output * self._mask[:, None, :].to(output.dtype)
@@ -129,11 +136,15 @@ class SSLBackbone(nn.Module):
         return self.model.encoder.layers
 
     def _cnn(self, wav: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """CNN features one utterance at a time: GroupNorm never sees padding, and on CPU this is
-        also faster and far lighter than one batched call (its 512-channel activations at 200 Hz
-        would not fit in cache)."""
+        """CNN features. Utterances of equal length (training crops) go through in one call on a GPU:
+        GroupNorm normalises each example over its own time axis, so nothing mixes across the batch.
+        Otherwise one utterance at a time: GroupNorm never sees padding, and on a CPU this is also
+        faster and far lighter than one batched call (its 512-channel activations at 200 Hz would
+        not fit in cache)."""
         fe = self.model.feature_extractor
-        n = [wav.shape[1]] * len(wav) if lengths is None else [int(x) for x in lengths]
+        n = [wav.shape[1]] * len(wav) if lengths is None else lengths.tolist()  # one host sync, not one per item
+        if len(set(n)) == 1 and not cpu_tuned(wav.device):
+            return fe(wav[:, : n[0]]).transpose(1, 2), None
         feats = [fe(wav[i:i + 1, : n[i]]).transpose(1, 2)[0] for i in range(len(wav))]
         if len({len(f) for f in feats}) == 1:
             return torch.stack(feats), None
@@ -151,7 +162,7 @@ class SSLBackbone(nn.Module):
         hidden = hidden[0] if isinstance(hidden, tuple) else hidden
         self._states, self._mask = [], mask
         try:
-            with ContiguousLinearInputs():
+            with self._linear_input_mode():
                 out = self.model.encoder(hidden, attention_mask=mask)
             states = self._states
         finally:
@@ -163,6 +174,12 @@ class SSLBackbone(nn.Module):
         for i, adapter in zip(self.inter_layers, self.inter_adapters):  # state i+1 is layer i's output
             states[i + 1] = states[i + 1] + self.adapter_config.scale * adapter(states[i + 1])
         return states, mask
+
+
+def cpu_tuned(device: torch.device) -> bool:
+    """Whether the backbone takes its CPU-tuned paths (the CNN one utterance at a time,
+    ContiguousLinearInputs) on `device`; on a GPU both cost more than they save."""
+    return device.type == "cpu"
 
 
 class ContiguousLinearInputs(TorchFunctionMode):

@@ -44,6 +44,13 @@ def model_digest(model_dir: Path) -> str:
     return file_digest(weights)
 
 
+def job_device(name: str, job: int) -> torch.device:
+    """Job `job`'s device: 'cuda' and 'auto' spread the jobs over the GPUs this process sees (job
+    1 on cuda:0, job 2 on cuda:1, ...; under CUDA_VISIBLE_DEVICES or a scheduler that gives each
+    job one GPU, that GPU); 'cuda:N' and 'cpu' as given."""
+    return resolve_device(name, local_rank=(job - 1) % max(1, torch.cuda.device_count()))
+
+
 def run_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: int) -> None:
     """Embed part `job` of a split data dir into out_dir/xvector.<job>.{ark,scp} (skip if done)."""
     part = DataDir.load(split_dir / str(job))
@@ -56,7 +63,8 @@ def run_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: i
         return
     if cfg.extract.num_threads:
         torch.set_num_threads(cfg.extract.num_threads)
-    device = str(resolve_device(cfg.extract.device))
+    device = str(job_device(cfg.extract.device, job))
+    log.info("job %d: on %s", job, device)
     model = extraction_engine(load_embedding_model(model_dir, device), device, cfg.extract.engine,
                               cfg.data.sample_rate, torch.get_num_threads())
     durations = utterance_durations(part)

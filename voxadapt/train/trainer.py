@@ -306,12 +306,14 @@ class PhaseTrainer:
     def _loop(self, step: int, batches_per_epoch: int, stop: StopRequested) -> int:
         phase = self.phase
         log_every = max(1, batches_per_epoch // 5)
+        # One loader for the phase: its workers persist across epochs. The sampler runs in this
+        # process (each `for` starts it afresh), so set_epoch, restrict and a restart still apply.
+        loader = make_loader(self.dataset, self.sampler, loader_workers(self.cfg.loader.num_workers),
+                             worker_init_fn=ignore_sigint_in_workers, pin_memory=self.info.device.type == "cuda")
         while step < phase.epochs * batches_per_epoch:
             epoch = step // batches_per_epoch
             self.sampler.set_epoch(epoch)
             self._apply_drops(step)
-            loader = make_loader(self.dataset, self.sampler, loader_workers(self.cfg.loader.num_workers),
-                                 worker_init_fn=ignore_sigint_in_workers, pin_memory=self.info.device.type == "cuda")
             t0, losses, accs = time.time(), [], []
             consumed, restart = None, False
             for batch in loader:
