@@ -106,10 +106,11 @@ def average_over_ranks(info: DistInfo, values: torch.Tensor) -> list[float]:
 
 
 def mean_over_ranks(info: DistInfo, value: torch.Tensor) -> torch.Tensor:
-    """The mean of a per-rank tensor over the ranks, left on the device (no host sync)."""
+    """The mean of a per-rank tensor over the ranks, detached and left on the device (no host sync)."""
+    value = value.detach()
     if not info.distributed:
         return value
-    value = value.detach().clone()
+    value = value.clone()
     dist.all_reduce(value)
     return value / info.world_size
 

@@ -172,6 +172,7 @@ class PhaseTrainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.exp.tensorboard / self.phase.name))
+        main_rank_done(self.info)  # rank 0 alone read the validation audio
 
     def _restore(self) -> int:
         """Load the newest checkpoint if any; returns the step to continue from."""
