@@ -77,7 +77,7 @@ def test_restored_kept_classes_go_to_the_training_device(tmp_path, monkeypatch):
     trainer.model = trainer.head = trainer.optimizer = trainer.scaler = trainer.sampler = stub
     trainer.distiller, trainer.dropadapt = None, SimpleNamespace(dropped=[])
     ckpt = {"model": {}, "head": {}, "optimizer": {}, "scaler": {}, "sampler": {}, "dropadapt": [1, 3],
-            "head_classes": torch.tensor([0, 2, 4]), "rng": [ckpt_io.rng_state(torch.device("cpu"))], "step": 7,
+            "head_classes": torch.tensor([0, 2, 4]), "rng": ckpt_io.rng_state(torch.device("cpu")), "step": 7,
             "path": tmp_path / "ckpt-000000007.pt"}
     monkeypatch.setattr(ckpt_io, "latest_checkpoint", lambda directory, fingerprint: ckpt)
     assert trainer._restore() == 7
