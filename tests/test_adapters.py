@@ -138,7 +138,8 @@ def test_adapters_need_transformer_blocks():
 
 
 CLS = MICRO + ["model.backend.type=clstoken", "model.backend.token_dim=16", "model.backend.token_ffn=32",
-               "model.backend.class_token=sampled", "model.backend.distill_token=true"]
+               "model.backend.class_token=sampled", "model.backend.distill_token=true",
+               "model.distill.teacher=exp/mhfa_tiny/model"]  # not loaded: build_model only
 
 
 def test_sampled_class_token_is_random_in_training_and_fixed_in_eval():

@@ -104,9 +104,9 @@ def test_no_dropped_class_reaches_a_batch_or_the_head(tiny_data, tmp_path):
     seen = []
     original = PhaseTrainer._train_step
 
-    def spy(self, batch, margin):  # noqa: ANN001, ANN202
+    def spy(self, batch, margin, step):  # noqa: ANN001, ANN202
         seen.append((batch["label"].numpy().copy(), self.head_classes.cpu().numpy().copy()))
-        return original(self, batch, margin)
+        return original(self, batch, margin, step)
 
     PhaseTrainer._train_step = spy
     try:

@@ -92,3 +92,6 @@ class ModelConfig:
         require(self.subcenters >= 1, "subcenters must be >= 1")
         require(not self.distill.teacher or (self.backend.type == "clstoken" and self.backend.distill_token),
                  "distill.teacher needs backend.type clstoken with distill_token: true")
+        # Without a teacher the distillation token's projection never gets a gradient (and DDP stops on it).
+        require(not self.backend.distill_token or bool(self.distill.teacher),
+                "backend.distill_token needs distill.teacher (a trained model dir); or set distill_token: false")

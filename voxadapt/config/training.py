@@ -122,10 +122,17 @@ class TrainConfig:
     deterministic: bool = False  # bit-exact CPU runs (kill/resume tests); slower
     num_threads: int = 0  # torch threads per process; 0: torch's default
     tf32: bool = True  # on CUDA, float32 matmuls and convolutions in TF32 (what bf16 autocast leaves in fp32)
+    # A step whose loss or gradient norm is not finite is skipped; this many in a row stop the run.
+    max_nonfinite_steps: int = 10
+    # torchrun: how long a collective (gradient all-reduce, barrier) may wait for a rank. Rank 0's
+    # own work (validation, DropAdapt scoring, checkpoints, averaging) is waited for without limit.
+    collective_timeout_s: float = 1800.0
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.phases]
         require(len(set(names)) == len(names), "phase names must be unique")
+        require(self.max_nonfinite_steps >= 1, "max_nonfinite_steps must be >= 1")
+        require(self.collective_timeout_s > 0, "collective_timeout_s must be > 0")
 
 
 @dataclass

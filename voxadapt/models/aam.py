@@ -38,21 +38,34 @@ class AAMSoftmax(nn.Module):
         w = self.weight
         if classes is not None:
             w = w[(classes[:, None] * K + torch.arange(K, device=classes.device)).reshape(-1)]
-        cos = F.linear(F.normalize(emb.float(), dim=1), F.normalize(w.float(), dim=1))
+        # In fp32 even under autocast (.float() alone does not escape it): a bf16 cosine rounds
+        # anything above ~0.998 to 1, where sqrt(1 - cos^2) has no gradient.
+        with torch.autocast(emb.device.type, enabled=False):
+            cos = F.linear(F.normalize(emb.float(), dim=1), F.normalize(w.float(), dim=1))
         return cos if K == 1 else cos.view(len(emb), -1, K).amax(2)
 
     def forward(self, emb: torch.Tensor, labels: torch.Tensor, margin: float,
                 classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, logits, targets). With `classes` (DropClass/DropAdapt), logits cover only those
-        rows and `labels` (class indices, all among `classes`) become positions in it (`targets`)."""
+        rows and `labels` (class indices, all among `classes`) become positions in it (`targets`).
+        Computed in fp32 whatever the autocast: the logits are fp32."""
+        with torch.autocast(emb.device.type, enabled=False):
+            return self._forward(emb, labels, margin, classes)
+
+    def _forward(self, emb: torch.Tensor, labels: torch.Tensor, margin: float,
+                 classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cos = self.cosine(emb, classes)
         if classes is not None:
             lookup = torch.full((self.num_classes,), -1, dtype=torch.long, device=labels.device)
             lookup[classes] = torch.arange(len(classes), device=labels.device)
             labels = lookup[labels]
-            if bool((labels < 0).any()):
-                raise ValueError("a label outside the kept classes reached the head")
-        sin = torch.sqrt((1.0 - cos**2).clamp(0.0, 1.0))
+            if labels.device.type == "cpu":
+                if bool((labels < 0).any()):
+                    raise ValueError("a label outside the kept classes reached the head")
+            else:  # checked on the device: no host sync per step
+                torch._assert_async((labels >= 0).all(), "a label outside the kept classes reached the head")
+        # sin > 0: at cos = +-1 exactly, sqrt's gradient would be 0/0 (NaN) even for a non-target class.
+        sin = torch.sqrt((1.0 - cos**2).clamp(1e-12, 1.0))
         phi = cos * math.cos(margin) - sin * math.sin(margin)  # cos(theta + m)
         # Past theta = pi - m, cos(theta + m) stops decreasing: keep the target logit monotonic.
         phi = torch.where(cos > math.cos(math.pi - margin), phi, cos - math.sin(math.pi - margin) * margin)

@@ -25,12 +25,15 @@ def setup_torch(cfg: Config) -> None:
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.manual_seed(cfg.seed)
+    # Per rank: dropout masks and sampled class tokens differ across ranks (rank 0: the one-process
+    # stream). The model is built from it too, but DDP starts every rank from rank 0's weights; the
+    # data order and crops come from the sampler's own seeds.
+    torch.manual_seed(cfg.seed + int(os.environ.get("RANK", "0")))
 
 
 def run_phases(cfg: Config, phases: list[PhaseConfig], first_index: int, data: DataLayout, exp: ExpLayout,
                init_dir: Path | None) -> Path | None:
-    info = init_distributed(cfg.train.device)
+    info = init_distributed(cfg.train.device, cfg.train.collective_timeout_s)
     try:
         for i, phase in enumerate(phases):
             init_dir = PhaseTrainer(cfg, phase, first_index + i, data, exp, init_dir, info).run()

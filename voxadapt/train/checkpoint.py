@@ -1,5 +1,6 @@
 """Training checkpoints: atomic, complete (model, optimiser, sampler, RNG), loaded without pickles.
 
+Under torchrun the RNG state is every rank's (a list in rank order), each rank restoring its own.
 Files are <phase dir>/checkpoints/ckpt-<step>.pt, or ckpt-<step>-end<epoch>.pt when written at
 the end of an epoch (the ones averaged into the phase's model). Everything inside is tensors,
 numbers, strings, lists and dicts, so `torch.load(weights_only=True)` reads it: a checkpoint
@@ -37,7 +38,17 @@ def is_epoch_end(path: Path) -> bool:
     return "-end" in path.name
 
 
+def check_finite(step: int, content: dict) -> None:
+    """No checkpoint holds a NaN or infinite weight: resuming from one could never recover."""
+    for part in ("model", "head", "distill"):
+        for name, value in (content.get(part) or {}).items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise VoxadaptError(f"step {step}: {part} weight {name} is not finite; no checkpoint written (the earlier "
+                                    "ones hold finite weights): lower the learning rate, set grad_clip, or use fp32")
+
+
 def save_checkpoint(directory: Path, step: int, content: dict, end_of_epoch: int | None = None) -> Path:
+    check_finite(step, content)
     path = checkpoint_path(directory, step, end_of_epoch)
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **content}, tmp)
@@ -57,10 +68,17 @@ def rng_state(device: torch.device) -> dict:
     return state
 
 
-def restore_rng(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
+def restore_rng(state: dict | list[dict], device: torch.device, rank: int = 0) -> bool:
+    """This rank's RNG state from a checkpoint's `rng`: one state per rank (a list, as the trainer
+    saves) or a single one. False, and nothing restored, when it holds none for this rank (a run
+    resumed with more processes than wrote it: the rank keeps its own seed's stream)."""
+    states = state if isinstance(state, list) else [state]
+    if rank >= len(states):
+        return False
+    torch.set_rng_state(states[rank]["torch"])
+    if device.type == "cuda" and states[rank].get("cuda") is not None:
+        torch.cuda.set_rng_state(states[rank]["cuda"], device)
+    return True
 
 
 def load_checkpoint(path: Path, fingerprint: dict) -> dict:

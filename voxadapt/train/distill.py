@@ -38,5 +38,6 @@ class Distiller(nn.Module):
     def loss(self, wav: torch.Tensor, distill_emb: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():
             teacher = self.teacher_head.scale * self.teacher_head.cosine(self.teacher(wav), classes)
-        student = self.head(distill_emb)
-        return kd_loss(student if classes is None else student[:, classes], teacher, self.temperature)
+        with torch.autocast(wav.device.type, enabled=False):  # both sides' logits in fp32, as the AAM head's
+            student = self.head(distill_emb.float())
+            return kd_loss(student if classes is None else student[:, classes], teacher, self.temperature)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -47,7 +50,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def init_distributed(device_name: str) -> DistInfo:
+def init_distributed(device_name: str, timeout_s: float = 1800.0) -> DistInfo:
+    """`timeout_s`: how long a collective waits for the slowest rank (see `main_rank_done`)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -55,8 +59,26 @@ def init_distributed(device_name: str) -> DistInfo:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
     return DistInfo(rank, local, world, device)
+
+
+_main_rank_sections = itertools.count()
+
+
+def main_rank_done(info: DistInfo, poll_s: float = 0.2) -> None:
+    """Every rank calls this after work only rank 0 does (validation, DropAdapt scoring, saving):
+    rank 0 says it is done in the process group's key-value store; the others poll it, sleeping in
+    between, so their wait is not a collective and has no timeout however long rank 0 takes."""
+    if not info.distributed:
+        return
+    key = f"voxadapt/main_rank_done/{next(_main_rank_sections)}"  # every rank counts the same sections
+    store = dist.distributed_c10d._get_default_store()
+    if info.is_main:
+        store.set(key, "1")
+        return
+    while not store.check([key]):
+        time.sleep(poll_s)
 
 
 def barrier(info: DistInfo) -> None:
@@ -73,13 +95,42 @@ def any_rank(info: DistInfo, flag: bool) -> bool:
     return bool(t.item() > 0)
 
 
-def average_over_ranks(info: DistInfo, *values: float) -> tuple[float, ...]:
-    """Mean of per-rank numbers (each rank's loss is over its share of the global batch)."""
+def average_over_ranks(info: DistInfo, values: torch.Tensor) -> list[float]:
+    """Mean over ranks of per-rank numbers held on the device (each rank's loss is over its share
+    of the global batch): one all-reduce and one host transfer for them all."""
+    if info.distributed:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= info.world_size
+    return values.tolist()
+
+
+def mean_over_ranks(info: DistInfo, value: torch.Tensor) -> torch.Tensor:
+    """The mean of a per-rank tensor over the ranks, detached and left on the device (no host sync)."""
+    value = value.detach()
     if not info.distributed:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=info.device if info.device.type == "cuda" else "cpu")
-    dist.all_reduce(t)
-    return tuple((t / info.world_size).tolist())
+        return value
+    value = value.clone()
+    dist.all_reduce(value)
+    return value / info.world_size
+
+
+def all_gather_cat(info: DistInfo, t: torch.Tensor) -> torch.Tensor:
+    """Every rank's `t` (the same shape on all), concatenated in rank order."""
+    if not info.distributed:
+        return t
+    parts = [torch.empty_like(t) for _ in range(info.world_size)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
+def gather_to_main(info: DistInfo, obj: object) -> list | None:
+    """Every rank's `obj` on rank 0 (in rank order); None on the others."""
+    if not info.distributed:
+        return [obj]
+    out = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
 
 
 def broadcast_list(info: DistInfo, values: list[int]) -> list[int]:

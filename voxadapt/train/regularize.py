@@ -10,7 +10,8 @@ from torch import nn
 class L2SP:
     """R = sum over trainable backbone tensors of ||theta - theta_0|| (Frobenius).
 
-    'normalized' (the MHFA authors'): loss = CE / CE.detach() + w * R / (R.detach() + 1e-5)
+    'normalized' (the MHFA authors'): loss = CE / CE.detach() + w * R / (R.detach() + 1e-5), CE.detach()
+                                      being the global batch's (the mean over the ranks)
     'plain':                          loss = CE + w * sum ||theta - theta_0||^2
     """
 
@@ -28,8 +29,10 @@ class L2SP:
         terms = [((p - self.reference[k]) ** 2).sum() for k, p in self.params.items()]
         return torch.stack(terms).sum() if terms else torch.zeros(())
 
-    def loss(self, ce: torch.Tensor) -> torch.Tensor:
+    def loss(self, ce: torch.Tensor, ce_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """`ce_scale` (normalised form): what CE is divided by; under torchrun the mean CE over the
+        ranks, so that the averaged gradients are those of one process with the whole batch."""
         if self.form == "normalized":
             r = self.distance()
-            return ce / ce.detach() + self.weight * r / (r.detach() + 1e-5)
+            return ce / (ce.detach() if ce_scale is None else ce_scale) + self.weight * r / (r.detach() + 1e-5)
         return ce + self.weight * self.squared()

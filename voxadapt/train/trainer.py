@@ -33,7 +33,16 @@ from voxadapt.models.speaker import SpeakerModel, build_model, load_weights, sav
 from voxadapt.train import checkpoint as ckpt_io
 from voxadapt.train.dev_eer import DevEer
 from voxadapt.train.distill import Distiller
-from voxadapt.train.distributed import DistInfo, any_rank, average_over_ranks, barrier, broadcast_list
+from voxadapt.train.distributed import (
+    DistInfo,
+    all_gather_cat,
+    any_rank,
+    average_over_ranks,
+    broadcast_list,
+    gather_to_main,
+    main_rank_done,
+    mean_over_ranks,
+)
 from voxadapt.train.dropadapt import DropAdapt, adaptation_set
 from voxadapt.train.dropclass import DropClass
 from voxadapt.train.interrupt import StopRequested, ignore_sigint_in_workers
@@ -150,6 +159,7 @@ class PhaseTrainer:
             self.dropadapt = DropAdapt(phase.dropadapt, n, self.seed, audio, cfg.data.sample_rate, self.table.classes,
                                        self.phase_dir / "dropadapt.tsv")
         self.head_classes: torch.Tensor | None = None  # rows of the head in the softmax (None: all)
+        self.nonfinite_in_a_row = 0
         resources = {k: self.data.augment_manifest(k) for k in AUGMENT_KINDS}
         augment = Augmenter(cfg.augment, resources, cfg.data.sample_rate) if cfg.augment.probability > 0 else None
         self.dataset = CropBatchDataset(self.table, phase.crop_seconds or cfg.loader.crop_seconds, augment)
@@ -162,6 +172,7 @@ class PhaseTrainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.exp.tensorboard / self.phase.name))
+        main_rank_done(self.info)  # rank 0 alone read the validation audio
 
     def _restore(self) -> int:
         """Load the newest checkpoint if any; returns the step to continue from."""
@@ -178,20 +189,28 @@ class PhaseTrainer:
             self.distiller.head.load_state_dict(ckpt["distill"])
         if self.dropadapt is not None:
             self.dropadapt.dropped = list(ckpt["dropadapt"])
-        self.head_classes = ckpt["head_classes"]
-        ckpt_io.restore_rng(ckpt["rng"], self.info.device)
+        # Loaded on the CPU: the kept classes go where the labels are.
+        self.head_classes = None if ckpt["head_classes"] is None else ckpt["head_classes"].to(self.info.device)
+        if not ckpt_io.restore_rng(ckpt["rng"], self.info.device, self.info.rank):
+            log.warning("phase %s: the checkpoint holds no RNG state for rank %d (written by fewer processes); "
+                        "that rank's dropout goes on from its own seed", self.phase.name, self.info.rank)
         log.info("phase %s: resuming from %s (step %d)", self.phase.name, ckpt["path"].name, ckpt["step"])
         return int(ckpt["step"])
 
     def _save(self, step: int, consumed, end_of_epoch: int | None = None) -> None:  # noqa: ANN001
-        if not self.info.is_main:
-            return
+        """Every rank calls this: each rank's RNG state goes in; rank 0 writes, the others wait."""
+        rng = gather_to_main(self.info, ckpt_io.rng_state(self.info.device))
+        if self.info.is_main:
+            self._write_checkpoint(step, consumed, end_of_epoch, rng)
+        main_rank_done(self.info)
+
+    def _write_checkpoint(self, step: int, consumed, end_of_epoch: int | None, rng: list) -> None:  # noqa: ANN001
         content = {
             "fingerprint": self.fingerprint, "step": step,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "head": {k: v.detach().cpu() for k, v in self.head.state_dict().items()},
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            "sampler": self.sampler.state_dict(at=consumed), "rng": ckpt_io.rng_state(self.info.device),
+            "sampler": self.sampler.state_dict(at=consumed), "rng": rng,
             "distill": {k: v.detach().cpu() for k, v in self.distiller.head.state_dict().items()} if self.distiller else {},
             "dropadapt": self.dropadapt.dropped if self.dropadapt else [],
             "head_classes": self.head_classes.cpu() if self.head_classes is not None else None,
@@ -200,33 +219,69 @@ class PhaseTrainer:
         ckpt_io.prune_checkpoints(self.ckpt_dir, self.phase.average_last)
 
     # ------------------------------------------------------------------------------- steps
-    def _train_step(self, batch: dict, margin: float) -> tuple[float, float]:
+    def _batch_classes(self, labels: torch.Tensor) -> torch.Tensor:
+        """The classes of the global batch (every rank's share), sorted: the softmax is the same for
+        any number of processes. From the labels still on the CPU (no device sync), except under NCCL,
+        which gathers on the GPU. The labels are always among the kept classes (head_classes)."""
+        dev = self.info.device
+        if self.info.distributed and dev.type == "cuda":
+            return torch.unique(all_gather_cat(self.info, labels.to(dev, non_blocking=True)))
+        return torch.unique(all_gather_cat(self.info, labels)).to(dev, non_blocking=True)
+
+    def _train_step(self, batch: dict, margin: float, step: int) -> tuple[float, float]:
+        """One optimiser step (step `step`, from 0); (loss, accuracy) averaged over the ranks. A step
+        with a non-finite loss or gradient norm on any rank is skipped on all of them."""
         phase, dev = self.phase, self.info.device
         wav, labels = batch["wav"].to(dev, non_blocking=True), batch["label"].to(dev, non_blocking=True)
         autocast = torch.autocast(dev.type, dtype=torch.bfloat16 if phase.precision == "bf16" else torch.float16,
                                   enabled=phase.precision != "fp32")
-        total_loss, correct = 0.0, 0
+        # softmax over the (kept) classes present in the global batch, or all kept ones
+        classes = self._batch_classes(batch["label"]) if phase.dropclass.batch_classes_only else self.head_classes
+        stats = torch.zeros(3, dtype=torch.float64, device=dev)  # loss, correct, non-finite: one reduction
         parts = list(zip(wav.chunk(phase.accum_steps), labels.chunk(phase.accum_steps)))
         for i, (w, y) in enumerate(parts):
             sync = i == len(parts) - 1 or not self.info.distributed
             ctx = self.module.no_sync() if not sync else contextlib.nullcontext()
             with ctx:
-                classes = self.head_classes
-                if phase.dropclass.batch_classes_only:  # softmax over the (kept) classes in this batch
-                    classes = torch.unique(y) if classes is None else classes[torch.isin(classes, y)]
                 with autocast:
                     ce, logits, targets = self.module(w, y, margin, classes)
-                loss = self.l2sp.loss(ce) if self.l2sp else ce
+                loss = ce
+                if self.l2sp is not None:  # normalised by the global CE: each rank's share weighs as in one process
+                    loss = self.l2sp.loss(ce, mean_over_ranks(self.info, ce) if self.l2sp.form == "normalized" else None)
                 self.scaler.scale(loss / len(parts)).backward()
-            total_loss += float(ce.detach()) / len(parts)
-            correct += int((logits.argmax(1) == targets).sum())
+            stats[0] += ce.detach() / len(parts)
+            stats[1] += (logits.argmax(1) == targets).sum()
+        self.scaler.unscale_(self.optimizer)  # a no-op unless fp16
+        params = [p for g in self.groups for p in g.params]
         if phase.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_([p for g in self.groups for p in g.params], phase.grad_clip)
-        self.scaler.step(self.optimizer)
+            norm = nn.utils.clip_grad_norm_(params, phase.grad_clip)
+        else:
+            norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        bad = ~torch.isfinite(stats[0])
+        if not self.scaler.is_enabled():  # fp16: the scaler skips overflowing steps and lowers its scale itself
+            bad |= ~torch.isfinite(norm.to(dev))
+        stats[2] = bad
+        loss, correct, nonfinite = average_over_ranks(self.info, stats)  # the step's one host sync
+        if nonfinite > 0:
+            self._skip_step(step)
+        else:
+            self.scaler.step(self.optimizer)
+            self.nonfinite_in_a_row = 0
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return average_over_ranks(self.info, total_loss, correct / len(labels))
+        return loss, correct / len(labels)
+
+    def _skip_step(self, step: int) -> None:
+        """No update from a non-finite loss or gradient; too many in a row stop the run."""
+        self.nonfinite_in_a_row += 1
+        limit = self.cfg.train.max_nonfinite_steps
+        if self.info.is_main:
+            log.warning("phase %s step %d: non-finite loss or gradient norm; step skipped (%d in a row, at most %d)",
+                        self.phase.name, step + 1, self.nonfinite_in_a_row, limit)
+        if self.nonfinite_in_a_row >= limit:
+            raise VoxadaptError(f"phase '{self.phase.name}': {limit} training steps in a row (to step {step + 1}) had a "
+                                "non-finite loss or gradient (train.max_nonfinite_steps); lower the learning rate, set "
+                                "grad_clip or use fp32, and re-run to resume from the last checkpoint")
 
     def _log_epoch(self, epoch: int) -> None:
         if self.writer is None:
@@ -237,6 +292,7 @@ class PhaseTrainer:
         self.writer.add_figure("backend/layer_weights", layer_weight_figure(weights, f"{self.phase.name}, epoch {epoch + 1}"), epoch)
         if self.validator is not None:
             result = self.validator(self.model, str(self.info.device))
+            self._set_train_mode()
             for k, v in result.items():
                 self.writer.add_scalar(f"valid/{k}", v, epoch)
             log.info("phase %s epoch %d: validation EER %.2f%%, minDCF(0.01) %.3f", self.phase.name, epoch + 1,
@@ -256,9 +312,7 @@ class PhaseTrainer:
         log.info("phase %s: %d examples, %d classes, %d batches/epoch, %d epochs; trainable %.2f M of %.2f M (%.1f%%)",
                  phase.name, len(self.table), self.table.num_classes, batches_per_epoch, phase.epochs, n_train / 1e6,
                  n_total / 1e6, 100 * n_train / n_total)
-        self.module.train()
-        if self.model.backbone_frozen:
-            self.model.backbone.eval()  # a frozen feature extractor: no dropout
+        self._set_train_mode()
         stop = StopRequested()
         self.summary = {"trainable_params": n_train, "total_params": n_total, "start_step": step}
         started = time.time()
@@ -273,6 +327,13 @@ class PhaseTrainer:
         self.summary.update(steps=step, seconds=round(time.time() - started, 1))
         self._finish()
         return self.final_dir
+
+    def _set_train_mode(self) -> None:
+        """The one place that decides train/eval mode: at the start and after every evaluation
+        (validation, DropAdapt scoring), which leaves the whole model in training mode."""
+        self.module.train()
+        if self.model.backbone_frozen:
+            self.model.backbone.eval()  # a frozen feature extractor: no dropout
 
     def _drop_due(self, step: int) -> bool:
         return bool((self.dropclass and self.dropclass.due(step)) or (self.dropadapt and self.dropadapt.due(step)))
@@ -291,7 +352,11 @@ class PhaseTrainer:
                     self.head.weight.copy_((torch.rand(self.head.weight.shape, generator=gen) * 2 - 1) * bound)
                 self.optimizer.state.pop(self.head.weight, None)
         if self.dropadapt and self.dropadapt.due(step):
-            newly = self.dropadapt.update(step, self.model, self.head, dev) if self.info.is_main else []
+            newly = []
+            if self.info.is_main:
+                newly = self.dropadapt.update(step, self.model, self.head, dev)
+                self._set_train_mode()
+            main_rank_done(self.info)  # the scoring may outlast the collective timeout
             newly = broadcast_list(self.info, newly)
             if not self.info.is_main:
                 self.dropadapt.dropped.extend(newly)
@@ -324,7 +389,7 @@ class PhaseTrainer:
                 progress = step / batches_per_epoch
                 set_lr(self.optimizer, lr_factor(phase, progress))
                 margin = margin_at(phase, progress)
-                loss, acc = self._train_step(batch, margin)
+                loss, acc = self._train_step(batch, margin, step)
                 step += 1
                 consumed = batch["state_after"]
                 losses.append(loss)
@@ -357,7 +422,7 @@ class PhaseTrainer:
                 continue
             self._save(step, consumed, epoch)
             self._log_epoch(epoch)
-            barrier(self.info)
+            main_rank_done(self.info)  # validation may outlast the collective timeout
         return step
 
     def _finish(self) -> None:
@@ -378,4 +443,4 @@ class PhaseTrainer:
             self.marker.mark_done()
             log.info("phase %s: done; model (average of %d epoch checkpoints) in %s", self.phase.name, len(chosen),
                      self.final_dir)
-        barrier(self.info)
+        main_rank_done(self.info)
