@@ -103,11 +103,11 @@ def state_for_saving(model: SpeakerModel, head: AAMSoftmax) -> dict[str, torch.T
 def save_model_dir(path: Path, cfg: Config, model: SpeakerModel, head: AAMSoftmax, classes: list[str],
                    state: dict[str, torch.Tensor] | None = None) -> None:
     """Write a trained-model directory atomically (`state` overrides the weights, e.g. an average)."""
-    # The normalisation as decided, so the model loads the same where the backbone's directory is absent.
-    backbone = dataclasses.replace(cfg.model.backbone, normalize_waveform=model.backbone.normalize_waveform)
-    pinned = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))
+    if cfg.model.backbone.path:  # the normalisation read from its directory, for where that directory is absent
+        backbone = dataclasses.replace(cfg.model.backbone, normalize_waveform=model.backbone.normalize_waveform)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))
     with atomic_dir(path) as tmp:
-        (tmp / "config.yaml").write_text(dump_yaml(pinned))
+        (tmp / "config.yaml").write_text(dump_yaml(cfg))
         (tmp / "backbone.json").write_text(model.backbone.model.config.to_json_string())
         (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
         save_file(state if state is not None else state_for_saving(model, head), str(tmp / "model.safetensors"),
