@@ -62,6 +62,9 @@ def test_run_sh_asks_for_ssl_model_before_stage_0(tmp_path):
                   "--exp", str(tmp_path / "exp"), env=venv_env(), timeout=120)
     assert proc.returncode != 0
     assert "--ssl_model is not given" in proc.stderr and "model.backbone.path" in proc.stderr, proc.stderr
+    absent = run_sh("run.sh", "--config", "conf/mhfa_wavlm_base_plus.yaml", "--ssl_model", str(tmp_path / "absent"),
+                    "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"), env=venv_env(), timeout=120)
+    assert absent.returncode != 0 and f"--ssl_model {tmp_path / 'absent'}: not found" in absent.stderr, absent.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "exp").exists()
 
 
