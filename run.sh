@@ -125,6 +125,16 @@ expdir="$exp/$name"
 log() { echo "$(date '+%F %T') [run.sh] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
+# Stages 3-4 read the pre-trained backbone: a missing --ssl_model is said now, not after stages 0-2.
+if run_stage 3 || run_stage 4; then
+  if [ -n "$ssl_model" ]; then
+    [ -d "$ssl_model" ] || die "--ssl_model $ssl_model: not found; give an existing local save_pretrained directory"
+  elif [ -z "$(python pyscripts/show_config.py "${common[@]}" --get model.backbone.source)" ]; then
+    die "--ssl_model is not given and $config has no model.backbone.path: stages 3-4 need pre-trained weights;" \
+        "give --ssl_model DIR (a local save_pretrained directory), or model.backbone.arch in the config for a random init"
+  fi
+fi
+
 if run_stage 5; then
   # The corpus's sets, <train> first (voxadapt/layout.py owns the names and paths).
   all_sets=$(python pyscripts/show_config.py "${common[@]}" --get data.sets.all)

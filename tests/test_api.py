@@ -100,7 +100,8 @@ def test_adapters_only_package(micro_pipeline, tmp_path):
     base = tmp_path / "base"
     cfg0 = load_config(None, MICRO)
     build_hf_model("wavlm", "", cfg0.model.backbone.arch, 0).save_pretrained(base)
-    cfg = load_config(None, MICRO + [f"model.backbone.path={base}", "model.backbone.arch={}", "model.adapters.inner=true",
+    cfg = load_config(None, MICRO + [f"model.backbone.path={base}", "model.backbone.arch={}", "model.backbone.normalize_waveform=false",
+                                     "model.adapters.inner=true",
                                      "model.adapters.bottleneck=4"])
     model, head = build_model(cfg, 36)
     with torch.no_grad():

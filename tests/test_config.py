@@ -106,3 +106,26 @@ def test_markers_made_before_a_key_was_added_still_match():
     # Speed options are no part of a phase's fingerprint: a run resumes with them changed.
     fast = load_config(None, ["train.phases.0.compile=true", "train.phases.0.activation_checkpointing=true"])
     assert fast.train.phases[0].fingerprint() == cfg.train.phases[0].fingerprint()
+
+
+# The MHFA authors' published WeSpeaker configs (examples/voxceleb/v4/conf/MHFA/ of
+# BUTSpeechFIT/wespeaker_ssl_public): lr before their scaling by (GPUs x per-GPU batch) / 64.
+AUTHORS_LR = {("mhfa_wavlm_base_plus", "frozen"): 0.1, ("mhfa_wavlm_base_plus", "joint"): 1e-4,
+              ("mhfa_wavlm_base_plus", "large_margin"): 1e-5, ("mhfa_wavlm_large", "frozen"): 0.1,
+              ("mhfa_wavlm_large", "joint"): 5e-5, ("mhfa_wavlm_large", "large_margin"): 1e-5}
+VOX2_DEV_UTTERANCES = 1_092_009
+
+
+@pytest.mark.parametrize("name", ["mhfa_wavlm_base_plus", "mhfa_wavlm_large"])
+def test_voxceleb_configs_follow_the_authors_schedule(name):
+    cfg = load_config(f"conf/{name}.yaml")
+    assert not cfg.augment.speed_perturb and cfg.loader.batches_per_epoch == 0
+    # An epoch is one pass over VoxCeleb2 dev's utterances: 2,132 steps at their 4 x 128 crops.
+    assert VOX2_DEV_UTTERANCES // cfg.loader.batch_size == 2132 and cfg.loader.crop_seconds == 3.0
+    for phase in cfg.train.phases + cfg.adapt.phases:
+        batch = phase.batch_size or cfg.loader.batch_size
+        assert phase.lr * 64 / batch == pytest.approx(AUTHORS_LR[name, phase.name]), phase.name
+        assert (phase.trainable_layers == 0 or phase.backbone_lr == phase.lr) and phase.layer_decay == 1.0  # one lr
+        assert phase.weight_decay == 1e-7 and phase.precision == "fp32" and phase.average_last == 2
+        assert phase.l2sp == "none" and phase.schedule == "exponential"
+    assert cfg.model.backbone.normalize_waveform == (name == "mhfa_wavlm_large")

@@ -13,14 +13,24 @@ from voxadapt.config.checks import require
 @dataclass
 class BackboneConfig:
     type: Literal["wavlm", "hubert", "wav2vec2", "data2vec-audio"] = "wavlm"
-    path: str = ""  # a local save_pretrained directory (pre-trained weights); empty: random init from arch
-    arch: dict[str, Any] = field(default_factory=dict)  # transformers config keys for a config-only model
+    path: str = ""  # a local save_pretrained directory (pre-trained weights; run.sh --ssl_model)
+    arch: dict[str, Any] = field(default_factory=dict)  # transformers config keys for a config-only model (random init)
     random_init: bool = False  # with path: the same architecture, random weights (a control)
-    normalize_waveform: bool | None = None  # None: as the model's preprocessor_config.json says (else off)
+    # Zero-mean unit-variance waveforms, as the model was pre-trained (WavLM Large: true, Base+: false).
+    # None: the path's preprocessor_config.json do_normalize (an error without one); a config-only model: off.
+    normalize_waveform: bool | None = None
 
     def __post_init__(self) -> None:
         require(not (self.random_init and not self.path), "random_init needs path (the architecture to copy)")
         require(not (self.path and self.arch), "give either path (a saved model) or arch (a config-only model)")
+
+    @property
+    def source(self) -> str:
+        """Where the weights come from: 'pretrained' (path), 'random' (arch, or path with random_init),
+        or '' when the config names neither (stages 3-4 then refuse to start; run.sh asks for --ssl_model)."""
+        if self.path:
+            return "random" if self.random_init else "pretrained"
+        return "random" if self.arch else ""
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -21,7 +22,10 @@ from torch.overrides import TorchFunctionMode
 
 from voxadapt.config import AdapterConfig, BackboneConfig
 from voxadapt.errors import VoxadaptError, first_line, located
+from voxadapt.fileio import content_digest, file_digest, read_json
 from voxadapt.models.adapters import Bottleneck, add_inner_adapters, add_lora, chosen_layers
+
+log = logging.getLogger(__name__)
 
 # WavLM's attention passes a boolean padding mask with a float position bias; torch warns on every call.
 warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask and attn_mask")
@@ -233,6 +237,69 @@ def build_hf_model(model_type: str, path: str, arch: dict, seed: int, random_ini
     return random_hf_model(model_type, arch, seed)
 
 
+def require_weights(b: BackboneConfig) -> None:
+    """The config must say where the weights come from: an empty path without arch would build
+    transformers' default architecture (WavLM Base's 94M parameters) with random weights."""
+    if not b.source:
+        raise VoxadaptError(f"model.backbone.path is empty: this config needs pre-trained {b.type} weights; give "
+                            "--ssl_model DIR (a local save_pretrained directory), or model.backbone.arch for a "
+                            "randomly initialised config-only model")
+
+
+def _model_dir(b: BackboneConfig) -> Path:
+    p = Path(b.path)
+    if not p.is_dir():
+        raise VoxadaptError(located(p, None, "model.backbone.path not found",
+                                    "give --ssl_model an existing local save_pretrained directory"))
+    return p
+
+
+# What from_pretrained reads of a save_pretrained directory (single or sharded weights).
+MODEL_FILES = ("config.json", "preprocessor_config.json", "*.safetensors", "*.bin", "*.index.json")
+
+
+def backbone_digest(b: BackboneConfig) -> str:
+    """The backbone as fingerprints hold it: a digest of its directory's config and weights, so the
+    same model under another path (./models/x, models/x, a copy) is the same; '' for a config-only
+    model (its arch is in the config)."""
+    require_weights(b)
+    if not b.path:
+        return ""
+    p = _model_dir(b)
+    read_local_config(p)  # a directory without config.json is named here, not hashed
+    files = sorted({f for pattern in MODEL_FILES for f in p.glob(pattern) if f.is_file()})
+    return content_digest(part for f in files for part in (f.name.encode(), file_digest(f).encode()))
+
+
+def waveform_normalisation(b: BackboneConfig) -> tuple[bool, str]:
+    """(whether waveforms are normalised to zero mean and unit variance, where that was decided).
+    Never a silent default for a saved model: WavLM Large needs it on, Base+ off."""
+    if b.normalize_waveform is not None:
+        return b.normalize_waveform, "model.backbone.normalize_waveform"
+    if not b.path:
+        return False, "default for a config-only model (model.backbone.arch)"
+    pre = _model_dir(b) / "preprocessor_config.json"
+    fix = ("set model.backbone.normalize_waveform to true or false, as the model was pre-trained "
+           "(WavLM Large: true, WavLM Base+: false)")
+    if not pre.is_file():
+        raise VoxadaptError(located(pre, None, "missing, so nothing says whether the model expects normalised waveforms", fix))
+    data = read_json(pre, fix)
+    do_normalize = data.get("do_normalize") if isinstance(data, dict) else None
+    if not isinstance(do_normalize, bool):
+        raise VoxadaptError(located(pre, None, "has no do_normalize: true/false", fix))
+    return do_normalize, str(pre)
+
+
+def check_backbone(b: BackboneConfig) -> None:
+    """Before a training stage writes anything: the weights are named, found, and the waveform
+    normalisation is decided."""
+    require_weights(b)
+    if b.path:
+        read_local_config(_model_dir(b))
+    waveform_normalisation(b)
+
+
 def backbone_from_config(b: BackboneConfig, seed: int):  # noqa: ANN201 - a transformers model
     """The configured backbone before fine-tuning (also the L2-SP reference)."""
+    require_weights(b)
     return build_hf_model(b.type, b.path, b.arch, seed, b.random_init)

@@ -9,7 +9,8 @@ A trained-model directory (exp/<name>/model/, or any phase's output) holds:
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import logging
 from pathlib import Path
 
 import torch
@@ -20,9 +21,18 @@ from voxadapt.config import Config, ModelConfig, dump_yaml
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import atomic_dir, read_json, read_safetensors
 from voxadapt.models.aam import AAMSoftmax
-from voxadapt.models.backbone import MODEL_TYPES, SSLBackbone, backbone_from_config, random_hf_model
+from voxadapt.models.backbone import (
+    MODEL_TYPES,
+    SSLBackbone,
+    backbone_digest,
+    backbone_from_config,
+    random_hf_model,
+    waveform_normalisation,
+)
 from voxadapt.models.clstoken import ClassTokenBackend
 from voxadapt.models.mhfa import MHFA, WeightedSumASP
+
+log = logging.getLogger(__name__)
 
 
 class SpeakerModel(nn.Module):
@@ -57,11 +67,20 @@ def make_backend(cfg: ModelConfig, num_states: int, hidden: int) -> nn.Module:
 
 
 def normalize_waveform(cfg: ModelConfig) -> bool:
-    """Whether the backbone expects zero-mean unit-variance input (its preprocessor config says)."""
-    if cfg.backbone.normalize_waveform is not None:
-        return cfg.backbone.normalize_waveform
-    pre = Path(cfg.backbone.path) / "preprocessor_config.json" if cfg.backbone.path else None
-    return bool(pre and pre.is_file() and json.loads(pre.read_text()).get("do_normalize", False))
+    """Whether the backbone expects zero-mean unit-variance input, logged with where that was decided."""
+    on, source = waveform_normalisation(cfg.backbone)
+    log.info("waveform normalisation: %s (from %s)", "on" if on else "off", source)
+    return on
+
+
+def model_fingerprint(cfg: ModelConfig) -> dict:
+    """The model section as training reads it: the backbone by its content digest and the waveform
+    normalisation as decided, not by path strings (a moved or re-linked model is the same); the
+    teacher is fingerprinted by its weights beside this."""
+    out = dataclasses.asdict(cfg)
+    out["backbone"].update(path=backbone_digest(cfg.backbone), normalize_waveform=waveform_normalisation(cfg.backbone)[0])
+    out["distill"]["teacher"] = bool(cfg.distill.teacher)
+    return out
 
 
 def build_model(cfg: Config, num_classes: int) -> tuple[SpeakerModel, AAMSoftmax]:
@@ -84,6 +103,9 @@ def state_for_saving(model: SpeakerModel, head: AAMSoftmax) -> dict[str, torch.T
 def save_model_dir(path: Path, cfg: Config, model: SpeakerModel, head: AAMSoftmax, classes: list[str],
                    state: dict[str, torch.Tensor] | None = None) -> None:
     """Write a trained-model directory atomically (`state` overrides the weights, e.g. an average)."""
+    if cfg.model.backbone.path:  # the normalisation read from its directory, for where that directory is absent
+        backbone = dataclasses.replace(cfg.model.backbone, normalize_waveform=model.backbone.normalize_waveform)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))
     with atomic_dir(path) as tmp:
         (tmp / "config.yaml").write_text(dump_yaml(cfg))
         (tmp / "backbone.json").write_text(model.backbone.model.config.to_json_string())

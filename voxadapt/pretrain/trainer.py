@@ -223,10 +223,15 @@ def pretrain(cfg: Config, work: Path, nj: int) -> dict:
 
 
 def export(cfg: Config, result: dict, out_dir: Path, command: str) -> None:
-    """save_pretrained (safetensors + config.json) plus a note of how the model was made."""
+    """save_pretrained (safetensors + config.json, preprocessor_config.json) plus a note of how the model was made."""
+    from transformers import Wav2Vec2FeatureExtractor
+
     model = result.pop("model")
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
+        # Pre-trained on raw waveforms: said in the file fine-tuning reads it from (models/backbone.py).
+        Wav2Vec2FeatureExtractor(sampling_rate=cfg.data.sample_rate, do_normalize=False,
+                                 return_attention_mask=True).save_pretrained(tmp)
         (tmp / "pretraining.json").write_text(json.dumps({
             "objective": "HuBERT-style masked prediction of MFCC k-means units, WavLM-style denoising",
             "command": command, "pretrain": dataclasses.asdict(cfg.pretrain), "arch": cfg.model.backbone.arch,

@@ -13,6 +13,7 @@ import torch
 from voxadapt.config import Config, PhaseConfig, dump_yaml
 from voxadapt.fileio import write_text_atomic
 from voxadapt.layout import DataLayout, ExpLayout
+from voxadapt.models.backbone import check_backbone
 from voxadapt.train.distributed import init_distributed, shutdown
 from voxadapt.train.trainer import PhaseTrainer
 
@@ -43,6 +44,7 @@ def run_phases(cfg: Config, phases: list[PhaseConfig], first_index: int, data: D
 
 
 def run(cfg: Config, data: DataLayout, exp: ExpLayout) -> None:
+    check_backbone(cfg.model.backbone)  # before anything is written
     setup_torch(cfg)
     exp.root.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -29,7 +29,7 @@ from voxadapt.fileio import StageMarker, file_digest, text_digest, write_text_at
 from voxadapt.layout import AUGMENT_KINDS, DataLayout, ExpLayout
 from voxadapt.models.aam import AAMSoftmax
 from voxadapt.models.backbone import backbone_from_config
-from voxadapt.models.speaker import SpeakerModel, build_model, load_weights, save_model_dir
+from voxadapt.models.speaker import SpeakerModel, build_model, load_weights, model_fingerprint, save_model_dir
 from voxadapt.train import checkpoint as ckpt_io
 from voxadapt.train.dev_eer import DevEer
 from voxadapt.train.distill import Distiller
@@ -104,9 +104,14 @@ class PhaseTrainer:
         else:
             self.table = ExampleTable.from_manifest(data.cuts(train), sr, speeds, init_classes)
         digest = text_digest("\n".join(self.table.classes))
+        # What this stage reads: the backbone by content, stage 2's augmentation manifests (not the
+        # corpora and generator settings stage 2 made them from).
+        stage2_only = ("musan_root", "rirs_root", "generated_noises", "generated_music", "generated_rirs", "generated_seconds")
+        augment = {k: v for k, v in dataclasses.asdict(cfg.augment).items() if k not in stage2_only}
+        augment["resources"] = {k: file_digest(m) if (m := data.augment_manifest(k)).is_file() else "" for k in AUGMENT_KINDS}
         self.fingerprint = {
-            "model": dataclasses.asdict(cfg.model), "phase": phase.fingerprint(),
-            "loader": cfg.loader.fingerprint(), "augment": dataclasses.asdict(cfg.augment),
+            "model": model_fingerprint(cfg.model), "phase": phase.fingerprint(),
+            "loader": cfg.loader.fingerprint(), "augment": augment,
             "seed": cfg.seed, "classes": digest,
             "init": file_digest(init_dir / "model.safetensors") if init_dir else "pretrained",
             "teacher": file_digest(Path(cfg.model.distill.teacher) / "model.safetensors") if cfg.model.distill.teacher else "",
