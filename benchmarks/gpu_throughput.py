@@ -16,7 +16,10 @@ delivers, and training runs at the slower of the two), DDP (one process: no grad
 between GPUs, which costs more the more GPUs and nodes share a step), and the trainer's work
 around the step (per-step logging, DropClass/DropAdapt, validation and checkpoints).
 
-The projection: epochs x crops per epoch / crops per second, summed over the phases. Crops per
+The configs' batch sizes are global (4 GPUs in the MHFA authors' run): one device takes its share,
+global / --devices crops per step. The projection: epochs x crops per epoch / crops per second,
+summed over the phases, on one device and on --devices of them (that many times faster: DDP's
+cost is not counted). Crops per
 epoch are what our sampler draws: one per training example, i.e. per VoxCeleb2 utterance and
 speed (speed perturbation makes 3 examples of each); "one crop per utterance" is the epoch of
 WeSpeaker and of the MHFA authors' logs.
@@ -84,9 +87,11 @@ def gpu_utilisation(device: torch.device) -> str:
         return "n/a"
 
 
-def measure_phase(cfg, phase, classes: int, device: torch.device, steps: int, warmup: int, small: bool) -> dict:  # noqa: ANN001
-    """Timed training steps of one phase, with its settings, on random crops held on the device."""
-    batch = phase.batch_size or cfg.loader.batch_size
+def measure_phase(cfg, phase, classes: int, device: torch.device, steps: int, warmup: int, small: bool,  # noqa: ANN001
+                  devices: int) -> dict:
+    """Timed training steps of one phase, with its settings, on random crops held on the device:
+    one device's share of the global batch."""
+    batch = max(1, (phase.batch_size or cfg.loader.batch_size) // devices)
     seconds = phase.crop_seconds or cfg.loader.crop_seconds
     if small:
         batch, seconds = 4, 1.0
@@ -159,6 +164,8 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="a small model, batch 4 x 1 s: the table on a CPU")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--devices", type=int, default=4, help="GPUs the configs' global batch is split over "
+                        "(the configs are the authors' 4-GPU run); also the second projection column")
     parser.add_argument("--utterances", type=int, default=400, help="utterances embedded per extraction row")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS))
     parser.add_argument("--variants", default="", help="comma-separated phase options also measured, each on its "
@@ -176,10 +183,10 @@ def main() -> None:
         examples = VOX2_DEV_UTTERANCES * (3 if cfg.augment.speed_perturb else 1)
         total = total_per_utt = 0.0
         for phase in [*cfg.train.phases, *cfg.adapt.phases]:
-            r = measure_phase(cfg, phase, classes, device, args.steps, args.warmup, args.small)
+            r = measure_phase(cfg, phase, classes, device, args.steps, args.warmup, args.small, args.devices)
             if device.type == "cuda":
                 torch.cuda.empty_cache()  # the phase's model and optimiser are gone: give their memory back
-            per_epoch = (cfg.loader.batches_per_epoch * r["batch"]) if cfg.loader.batches_per_epoch else examples
+            per_epoch = (cfg.loader.batches_per_epoch * r["batch"] * args.devices) if cfg.loader.batches_per_epoch else examples
             phase_time = phase.epochs * per_epoch / r["crops_s"]
             total += phase_time
             total_per_utt += phase.epochs * VOX2_DEV_UTTERANCES / r["crops_s"]
@@ -190,21 +197,23 @@ def main() -> None:
             for variant in filter(None, args.variants.split(",")):
                 changed = dataclasses.replace(phase, **({"fused_optimizer": False} if variant == "no_fused_optimizer"
                                                         else {variant: True}))
-                v = measure_phase(cfg, changed, classes, device, args.steps, args.warmup, args.small)
+                v = measure_phase(cfg, changed, classes, device, args.steps, args.warmup, args.small, args.devices)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 rows.append(f"| {label} | {phase.name} + {variant} | {v['batch']} x {v['seconds']:g} s | "
                             f"{v['steps_s']:.2f} | {v['crops_s']:.0f} | {v['memory_gb']:.1f} | {v['utilisation']} | "
                             f"{v['crops_s'] / r['crops_s']:.2f}x the row above |")
-        projection.append(f"| {label} | {classes:,} classes, {examples:,} examples | {hours(total)} | {hours(total_per_utt)} |")
+        projection.append(f"| {label} | {classes:,} classes, {examples:,} examples | {hours(total)} | "
+                          f"{hours(total / args.devices)} | {hours(total_per_utt)} |")
         r = measure_extraction(cfg, device, args.utterances, args.small)
         extraction.append(f"| {label} | {r['fp32_rate']:.0f} | {r['bf16_rate']:.0f} | {r['cosine_min']:.5f} | "
                           f"{hours(VOX1_SECONDS / r['fp32_rate'])} / {hours(VOX1_SECONDS / r['bf16_rate'])} |")
     print("| model | phase | crops per step | steps/s | crops/s | peak memory (GB) | GPU utilisation | projected phase time |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
-    print("\n| model | VoxCeleb2 dev | whole schedule, our epochs | whole schedule, one crop per utterance per epoch |")
-    print("|---|---|---|---|")
+    print(f"\n| model | VoxCeleb2 dev | whole schedule, one device | on {args.devices} devices (no DDP cost) | "
+          "whole schedule, one crop per utterance per epoch, one device |")
+    print("|---|---|---|---|---|")
     print("\n".join(projection))
     print(f"\n| model | extraction fp32 (audio s/s) | bf16 (audio s/s) | min cosine bf16 to fp32 | VoxCeleb1 "
           f"({VOX1_UTTERANCES:,} utterances, 352 h): fp32 / bf16 |")

@@ -148,9 +148,9 @@ def test_throughput_benchmark_dry_run_prints_the_tables():
                            "--variants", "activation_checkpointing"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for row in ("| WavLM Base+ | frozen (bf16, trainable 0) |", "| WavLM Base+ | joint (bf16, trainable -1) |",
+    for row in ("| WavLM Base+ | frozen (fp32, trainable 0) |", "| WavLM Base+ | joint (fp32, trainable -1) |",
                 "| WavLM Base+ | large_margin", "| WavLM Base+ | joint + activation_checkpointing |",
-                "10 x 3,276,027 crops", "whole schedule", "VoxCeleb1 (153,516 utterances",
+                "10 x 1,092,009 crops", "whole schedule, one device", "on 4 devices", "VoxCeleb1 (153,516 utterances",
                 "Not measured: the data loader", "DDP (one process"):
         assert row in proc.stdout, proc.stdout
 
