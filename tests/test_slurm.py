@@ -82,3 +82,43 @@ def test_training_example_script_under_sbatch(slurm, tiny_data, tmp_path):
     assert (tmp_path / "exp" / "mhfa_tiny" / "model" / "model.safetensors").is_file()
     assert filecmp.cmp(tmp_path / "exp" / "mhfa_tiny" / "model" / "model.safetensors",
                        tmp_path / "exp" / "mhfa_tiny" / "main" / "final" / "model.safetensors")
+
+
+def _job_field(slurm, job: str, field: str) -> str:
+    import os
+    import re
+    import subprocess
+
+    out = subprocess.run(["scontrol", "-o", "show", "job", job], env={**os.environ, **slurm.env}, capture_output=True,
+                         text=True).stdout
+    found = re.search(rf"\b{field}=(\S+)", out)
+    return found.group(1) if found else ""
+
+
+def test_time_limit_warning_saves_requeues_and_resumes(slurm, tiny_data, tmp_path):
+    """The warning before the time limit (--signal=B:USR1@300 in the script; sent here at once
+    with scancel, as Slurm would): a checkpoint, a requeue, and the requeued job resumes from it."""
+    import os
+    import subprocess
+    import time
+
+    env = {**os.environ, **venv_env(), **slurm.env}
+    write_config(tmp_path / "micro.yaml", MICRO + ["train.phases.0.epochs=1", "train.phases.0.average_last=1"])
+    job = subprocess.run(["sbatch", "--parsable", "--nodes=1", "--cpus-per-task=2", "--mem=4G",
+                          f"--output={tmp_path}/slurm-%j.out", str(ROOT / "local" / "slurm_train.sbatch"),
+                          "--config", str(tmp_path / "micro.yaml"), "--data", str(tiny_data), "--exp", str(tmp_path / "exp")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    ckpts = tmp_path / "exp" / "mhfa_tiny" / "main" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(ckpts.glob("ckpt-*.pt")):
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--batch", "--signal=USR1", job], env=env, check=True)
+    while time.time() < deadline and _job_field(slurm, job, "JobState") not in ("COMPLETED", "FAILED", "CANCELLED"):
+        time.sleep(0.5)
+    out = (tmp_path / f"slurm-{job}.out").read_text()
+    log = (tmp_path / "exp" / "mhfa_tiny" / "log" / "train.log").read_text()
+    assert _job_field(slurm, job, "JobState") == "COMPLETED", out[-3000:] + log[-3000:]
+    assert _job_field(slurm, job, "Restarts") == "1", out[-3000:]
+    assert "requeueing job" in out, out[-3000:]
+    assert "resuming from ckpt-" in log, log[-3000:]
+    assert (tmp_path / "exp" / "mhfa_tiny" / "model" / "model.safetensors").is_file()
