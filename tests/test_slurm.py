@@ -131,7 +131,7 @@ def test_time_limit_warning_saves_requeues_and_resumes(slurm, tiny_data, tmp_pat
     deadline = time.time() + 300
     while time.time() < deadline and not list(ckpts.glob("ckpt-*.pt")):
         time.sleep(0.1)
-    # The step has the job's CPUs (srun of Slurm 22.05 to 23.02 gives one per task unless told), seen
+    # The step has the job's CPUs (srun of some Slurm releases gives one per task unless told), seen
     # in the CPU affinity that Slurm's task plug-in gives the trainer.
     trainers = [p for p in Path("/proc").glob("[0-9]*") if _is_trainer(p, tmp_path)]
     assert trainers and all(len(os.sched_getaffinity(int(p.name))) == 2 for p in trainers), trainers
