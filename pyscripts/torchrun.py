@@ -3,8 +3,8 @@
 traceback (each worker has already printed its own 'ERROR: ...' line), and a stop signal leaves
 the workers time to save their checkpoint.
 
-Exit codes: 0 done; 130 interrupted (Ctrl-C, SIGTERM, SIGUSR1) after the workers saved a
-checkpoint: run the same command to resume; 1 a worker failed."""
+Exit codes: 0 done; 130 interrupted (Ctrl-C, SIGTERM, SIGUSR1; the workers save a checkpoint
+first): run the same command to resume; 1 a worker failed."""
 
 import os
 import signal
@@ -14,11 +14,15 @@ INTERRUPTED = 130
 
 
 def main() -> None:
-    # SIGUSR1 (Slurm's warning before the time limit) is for the workers, which save and stop;
-    # torchrun would die of it. Ignored here and so in every child until the trainer handles it.
+    # SIGUSR1 (Slurm's warning before the time limit) asks the workers to save and stop. torchrun
+    # passes it on to them like SIGTERM (each worker is in its own process group, out of reach of
+    # a signal to torchrun's), then waits for them. Ignored until then, and by every child until
+    # the trainer handles it: torchrun would die of it (and one without --signals_to_handle
+    # cannot pass it on).
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    # On SIGTERM/SIGINT torchrun signals its workers and kills them after this many seconds
-    # (default 30): too short to write a large checkpoint to a network file system.
+    os.environ.setdefault("PET_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
+    # On a signal torchrun kills its workers after this many seconds (default 30): too short to
+    # write a large checkpoint to a network file system.
     os.environ.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "300")
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -28,8 +32,10 @@ def main() -> None:
         torchrun_main(sys.argv[1:])
     except ChildFailedError as err:
         codes = {f.exitcode for f in err.failures.values()}
-        if codes == {INTERRUPTED}:
-            print("ERROR: training interrupted after saving a checkpoint; run the same command to resume", file=sys.stderr)
+        # Ranks that stop on a signal leave together, behind the checkpoint's barrier; others may
+        # then die of torchrun's clean-up.
+        if INTERRUPTED in codes:
+            print("ERROR: training interrupted; run the same command to resume from the last checkpoint", file=sys.stderr)
             sys.exit(INTERRUPTED)
         ranks = ", ".join(str(r) for r in sorted(err.failures)) or "?"
         print(f"ERROR: training process(es) {ranks} failed (exit code {', '.join(map(str, sorted(codes)))}); "

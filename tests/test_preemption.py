@@ -1,17 +1,19 @@
 """scancel / preemption of a 2-process torchrun run: SIGTERM to the whole process group mid-epoch.
 
 Slurm signals every process of a job step (torchrun, the trainers and their DataLoader workers),
-as os.killpg does here. The run must save a checkpoint at the signal, every rank must wait for it,
+as os.killpg on each of their process groups does here. The run must save a checkpoint at the signal, every rank must wait for it,
 the exit must be clean, and the resumed run must end where an uninterrupted one does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +89,27 @@ def torchrun_args(tiny_data, exp, over) -> list[str]:
             "--data", str(tiny_data), "--exp", str(exp)]
 
 
+def process_groups(root: int) -> set[int]:
+    """The process groups of `root` and its descendants (torchrun starts each worker in its own)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, pp in parent.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    groups = set()
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(pid))
+    return groups
+
+
 def final_weights(exp):
     (final,) = exp.glob("*/main/final/model.safetensors")
     return load_file(str(final))
@@ -107,7 +130,8 @@ def test_sigterm_to_the_process_group_saves_waits_and_resumes_to_the_same_weight
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not (ckpts / "ckpt-000000006.pt").exists():
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGTERM)  # as scancel does: torchrun, both ranks, their loader workers
+    for group in process_groups(proc.pid):  # as scancel does: torchrun, both ranks, their loader workers
+        os.killpg(group, signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
 
     assert proc.returncode == 130, out[-3000:]
