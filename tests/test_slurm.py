@@ -74,9 +74,9 @@ def test_stage5_through_slurm_equals_local(slurm, slurm_opts, tiny_data, tmp_pat
         assert all(np.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a), s
 
 
-def _submit_training(slurm, tiny_data, tmp_path: Path, *sbatch_opts: str) -> str:
-    """local/slurm_train.sbatch for one epoch of the micro model; the job id."""
-    write_config(tmp_path / "micro.yaml", MICRO + ["train.phases.0.epochs=1", "train.phases.0.average_last=1"])
+def _submit_training(slurm, tiny_data, tmp_path: Path, *sbatch_opts: str, epochs: int = 1) -> str:
+    """local/slurm_train.sbatch for the micro model; the job id."""
+    write_config(tmp_path / "micro.yaml", MICRO + [f"train.phases.0.epochs={epochs}", "train.phases.0.average_last=1"])
     return subprocess.run(["sbatch", "--parsable", "--nodes=1", "--cpus-per-task=2", "--mem=4G", *sbatch_opts,
                            f"--output={tmp_path}/slurm-%j.out", str(ROOT / "local" / "slurm_train.sbatch"),
                            "--config", str(tmp_path / "micro.yaml"), "--data", str(tiny_data), "--exp", str(tmp_path / "exp")],
@@ -126,7 +126,7 @@ def _is_trainer(proc: Path, exp_root: Path) -> bool:
 def test_time_limit_warning_saves_requeues_and_resumes(slurm, tiny_data, tmp_path):
     """The warning before the time limit (--signal=B:USR1@300 in the script; sent here at once
     with scancel, as Slurm would): a checkpoint, a requeue, and the requeued job resumes from it."""
-    job = _submit_training(slurm, tiny_data, tmp_path)
+    job = _submit_training(slurm, tiny_data, tmp_path, epochs=3)  # still training when the warning comes
     ckpts = tmp_path / "exp" / "mhfa_tiny" / "main" / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and not list(ckpts.glob("ckpt-*.pt")):
