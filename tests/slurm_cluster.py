@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+# cred_expire: a requeued job waits this long before it starts again (default 120 s); then the
+# scheduler's next periodic pass starts it (sched_interval, default 60 s).
 SLURM_CONF = """ClusterName=voxadapt-test
 SlurmctldHost=localhost
 SlurmUser=root
@@ -19,13 +21,15 @@ SlurmdUser=root
 SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool
 SlurmctldPidFile={root}/slurmctld.pid
 SlurmdPidFile={root}/slurmd.pid
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/affinity
 SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2

@@ -7,7 +7,13 @@ started for these tests and stopped afterwards; otherwise the tests are skipped,
 from __future__ import annotations
 
 import filecmp
+import os
+import re
 import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
 
 import kaldiio
 import numpy as np
@@ -68,17 +74,72 @@ def test_stage5_through_slurm_equals_local(slurm, slurm_opts, tiny_data, tmp_pat
         assert all(np.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a), s
 
 
-def test_training_example_script_under_sbatch(slurm, tiny_data, tmp_path):
-    import subprocess
-
-    write_config(tmp_path / "micro.yaml", MICRO + ["train.phases.0.epochs=1", "train.phases.0.average_last=1"])
-    proc = subprocess.run(["sbatch", "--wait", "--nodes=1", "--cpus-per-task=2", "--mem=4G",
+def _submit_training(slurm, tiny_data, tmp_path: Path, *sbatch_opts: str, epochs: int = 1) -> str:
+    """local/slurm_train.sbatch for the micro model; the job id."""
+    write_config(tmp_path / "micro.yaml", MICRO + [f"train.phases.0.epochs={epochs}", "train.phases.0.average_last=1"])
+    return subprocess.run(["sbatch", "--parsable", "--nodes=1", "--cpus-per-task=2", "--mem=4G", *sbatch_opts,
                            f"--output={tmp_path}/slurm-%j.out", str(ROOT / "local" / "slurm_train.sbatch"),
-                           "--config", str(tmp_path / "micro.yaml"), "--data", str(tiny_data), "--exp",
-                           str(tmp_path / "exp")], cwd=ROOT, env={**__import__("os").environ, **venv_env(), **slurm.env},
-                          capture_output=True, text=True, timeout=900)
-    out = "".join(p.read_text() for p in tmp_path.glob("slurm-*.out"))
-    assert proc.returncode == 0, out[-3000:] + proc.stderr
+                           "--config", str(tmp_path / "micro.yaml"), "--data", str(tiny_data), "--exp", str(tmp_path / "exp")],
+                          cwd=ROOT, env={**os.environ, **venv_env(), **slurm.env}, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def _job_field(slurm, job: str, field: str) -> str:
+    out = subprocess.run(["scontrol", "-o", "show", "job", job], env={**os.environ, **slurm.env}, capture_output=True,
+                         text=True).stdout
+    found = re.search(rf"\b{field}=(\S+)", out)
+    return found.group(1) if found else ""
+
+
+def _wait_finished(slurm, job: str, deadline: float) -> str:
+    while time.time() < deadline and _job_field(slurm, job, "JobState") not in ("COMPLETED", "FAILED", "CANCELLED"):
+        time.sleep(0.5)
+    return _job_field(slurm, job, "JobState")
+
+
+def test_training_example_script_under_sbatch(slurm, tiny_data, tmp_path):
+    """The script trains to the final model, not requeued; with one node the rendezvous port is
+    torchrun's free one, so a port that the old formula (29500 + job id % 1000) would pick, held by
+    another job or program, is no obstacle."""
+    job = _submit_training(slurm, tiny_data, tmp_path, "--hold")
+    with socket.socket() as taken:
+        taken.bind(("", 29500 + int(job) % 1000))
+        taken.listen()
+        subprocess.run(["scontrol", "release", job], env={**os.environ, **slurm.env}, check=True)
+        state = _wait_finished(slurm, job, time.time() + 300)
+    out = (tmp_path / f"slurm-{job}.out").read_text()
+    assert state == "COMPLETED", out[-3000:]
+    assert _job_field(slurm, job, "Restarts") == "0" and "requeue" not in out, out[-3000:]
     assert (tmp_path / "exp" / "mhfa_tiny" / "model" / "model.safetensors").is_file()
     assert filecmp.cmp(tmp_path / "exp" / "mhfa_tiny" / "model" / "model.safetensors",
                        tmp_path / "exp" / "mhfa_tiny" / "main" / "final" / "model.safetensors")
+
+
+def _is_trainer(proc: Path, exp_root: Path) -> bool:
+    try:
+        args = (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(a.endswith(b"pyscripts/train.py") for a in args) and str(exp_root).encode() in b" ".join(args)
+
+
+def test_time_limit_warning_saves_requeues_and_resumes(slurm, tiny_data, tmp_path):
+    """The warning before the time limit (--signal=B:USR1@300 in the script; sent here at once
+    with scancel, as Slurm would): a checkpoint, a requeue, and the requeued job resumes from it."""
+    job = _submit_training(slurm, tiny_data, tmp_path, epochs=3)  # still training when the warning comes
+    ckpts = tmp_path / "exp" / "mhfa_tiny" / "main" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(ckpts.glob("ckpt-*.pt")):
+        time.sleep(0.1)
+    # The step has the job's CPUs (srun of some Slurm releases gives one per task unless told), seen
+    # in the CPU affinity that Slurm's task plug-in gives the trainer.
+    trainers = [p for p in Path("/proc").glob("[0-9]*") if _is_trainer(p, tmp_path)]
+    assert trainers and all(len(os.sched_getaffinity(int(p.name))) == 2 for p in trainers), trainers
+    subprocess.run(["scancel", "--batch", "--signal=USR1", job], env={**os.environ, **slurm.env}, check=True)
+    state = _wait_finished(slurm, job, deadline)
+    out = (tmp_path / f"slurm-{job}.out").read_text()
+    log = (tmp_path / "exp" / "mhfa_tiny" / "log" / "train.log").read_text()
+    assert state == "COMPLETED", out[-3000:] + log[-3000:]
+    assert _job_field(slurm, job, "Restarts") == "1" and "requeueing job" in out, out[-3000:]
+    assert "resuming from ckpt-" in log, log[-3000:]
+    assert (tmp_path / "exp" / "mhfa_tiny" / "model" / "model.safetensors").is_file()

@@ -1,5 +1,7 @@
-"""Stopping a training run cleanly: Ctrl-C or SIGTERM (Slurm preemption) finishes the current step,
-saves a checkpoint and exits; DataLoader workers leave the decision to the main process."""
+"""Stopping a training run cleanly: Ctrl-C, SIGTERM (scancel, Slurm's time limit, preemption) and
+SIGUSR1 (the warning Slurm sends before the time limit, sbatch --signal=USR1@N) all finish the
+current step, save a checkpoint and exit. Slurm signals every process of the step, DataLoader
+workers included: they ignore these signals and leave the decision to the main process."""
 
 from __future__ import annotations
 
@@ -8,17 +10,19 @@ import signal
 
 log = logging.getLogger(__name__)
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
 
 class StopRequested:
-    """SIGINT/SIGTERM (Ctrl-C, Slurm preemption): finish the step, save, exit."""
+    """A stop signal sets `flag`; the training loop saves and stops after the step."""
 
     def __init__(self) -> None:
         self.flag = False
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._old = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
 
     def _handle(self, signum, _frame) -> None:  # noqa: ANN001
         if not self.flag:
-            log.warning("got signal %d: saving a checkpoint after this step", signum)
+            log.warning("got signal %s: saving a checkpoint after this step", signal.Signals(signum).name)
         self.flag = True
 
     def restore(self) -> None:
@@ -27,5 +31,8 @@ class StopRequested:
 
 
 def ignore_sigint_in_workers(_worker_id: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    """DataLoader worker_init_fn: the stop signals ignored. Torch's workers die on a SIGTERM that
+    does not come from their parent, which would fail the step before the main process can save;
+    the main process ends them when it is done."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)

@@ -412,6 +412,9 @@ class PhaseTrainer:
                 end_of_epoch = step % batches_per_epoch == 0
                 if any_rank(self.info, stop.flag):
                     self._save(step, consumed, epoch if end_of_epoch else None)
+                    # No rank exits before rank 0's checkpoint is on disk: torchrun kills the
+                    # survivors soon after the first worker exits.
+                    barrier(self.info)
                     log.warning("interrupted: checkpoint saved at step %d; re-run the stage to resume", step)
                     return -1
                 if end_of_epoch:
