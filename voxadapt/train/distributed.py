@@ -81,11 +81,6 @@ def main_rank_done(info: DistInfo, poll_s: float = 0.2) -> None:
         time.sleep(poll_s)
 
 
-def barrier(info: DistInfo) -> None:
-    if info.distributed:
-        dist.barrier()
-
-
 def any_rank(info: DistInfo, flag: bool) -> bool:
     """True on every rank if `flag` is true on any (e.g. one rank got Ctrl-C)."""
     if not info.distributed:

@@ -411,10 +411,9 @@ class PhaseTrainer:
                              np.mean(accs[-log_every:]), margin, self.optimizer.param_groups[0]["lr"], time.time() - t0)
                 end_of_epoch = step % batches_per_epoch == 0
                 if any_rank(self.info, stop.flag):
+                    # _save returns on every rank only once rank 0's checkpoint is on disk: torchrun
+                    # kills the survivors soon after the first worker exits.
                     self._save(step, consumed, epoch if end_of_epoch else None)
-                    # No rank exits before rank 0's checkpoint is on disk: torchrun kills the
-                    # survivors soon after the first worker exits.
-                    barrier(self.info)
                     log.warning("interrupted: checkpoint saved at step %d; re-run the stage to resume", step)
                     return -1
                 if end_of_epoch:
