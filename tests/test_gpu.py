@@ -213,6 +213,45 @@ def test_training_on_the_gpu_resumes_after_a_kill(tiny_data, tmp_path):
     assert (exp / "mhfa_tiny" / "main" / "done.json").is_file()
 
 
+needs_two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+
+
+@needs_two_gpus
+def test_a_2_gpu_nccl_run_signalled_mid_epoch_saves_and_resumes(tiny_data, tmp_path):
+    """scancel on two GPUs: NCCL ranks, loader workers, DropClass over the global batch's classes and
+    the class + distillation tokens; SIGTERM to every process group mid-epoch (test_preemption's
+    run, on the GPUs): both ranks save at one step, rank 1 waits for rank 0's write, and the resumed
+    run ends at the uninterrupted run's weights within GPU rounding."""
+    from test_preemption import overrides, signal_then_resume
+
+    from voxadapt.config import load_config as load
+    from voxadapt.data.examples import ExampleTable
+    from voxadapt.layout import DataLayout
+    from voxadapt.models.speaker import save_model_dir
+
+    cfg = load(None, MICRO)
+    classes = ExampleTable.from_manifest(DataLayout(tiny_data).cuts(cfg.data.sets.train), cfg.data.sample_rate,
+                                         cfg.augment.speeds if cfg.augment.speed_perturb else []).classes
+    save_model_dir(tmp_path / "teacher", cfg, *build_model(cfg, len(classes)), classes)
+    (tmp_path / "run").mkdir()
+    signal_then_resume(tiny_data, overrides(tmp_path / "teacher") + ["train.device=cuda"], tmp_path / "run", exact=False)
+
+
+@needs_two_gpus
+def test_rank_0_work_longer_than_the_nccl_timeout(tiny_data, tmp_path):
+    """NCCL's watchdog, not only gloo's: rank 0's first validation sleeps 6 s, the collective timeout
+    is 3 s, and the run still finishes (the other rank waits outside any collective)."""
+    from test_ddp import PROBE, torchrun
+
+    (tmp_path / "probe.py").write_text(PROBE)
+    (tmp_path / "probes").mkdir()
+    over = MICRO + ["train.device=cuda", "loader.batches_per_epoch=3", "train.collective_timeout_s=3"]
+    proc = torchrun(2, tiny_data, tmp_path / "exp", over, tmp_path / "probe.py",
+                    {"PROBE_DIR": str(tmp_path / "probes"), "SLOW_VALIDATION_S": "6"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "validation EER" in proc.stderr and (tmp_path / "exp" / "mhfa_tiny" / "main" / "done.json").is_file()
+
+
 @needs_cuda
 def test_bf16_aam_head_gives_fp32_logits_and_finite_gradients_near_cosine_1():
     """Embeddings within cosine ~0.99995 of their class weights: in bf16 the cosine would round to

@@ -116,7 +116,13 @@ def final_weights(exp):
 
 
 def test_sigterm_to_the_process_group_saves_waits_and_resumes_to_the_same_weights(tiny_data, teacher, tmp_path):
-    over = overrides(teacher)
+    signal_then_resume(tiny_data, overrides(teacher), tmp_path, exact=True)
+
+
+def signal_then_resume(tiny_data, over: list[str], tmp_path: Path, exact: bool) -> None:
+    """A 2-process run signalled mid-epoch saves at the signal on both ranks, rank 1 leaves only after
+    rank 0's slow write, and the resumed run ends at an uninterrupted run's weights (bit for bit when
+    `exact`; on GPUs, whose kernels need not be deterministic, within a tolerance)."""
     env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     launcher = tmp_path / "launcher.py"
     launcher.write_text(SLOW_SAVE_LAUNCHER.replace("TRAIN_PY", repr(str(ROOT / "pyscripts" / "train.py"))))
@@ -149,4 +155,7 @@ def test_sigterm_to_the_process_group_saves_waits_and_resumes_to_the_same_weight
     ref, got = final_weights(tmp_path / "whole"), final_weights(exp)
     assert ref.keys() == got.keys()
     for k in ref:
-        assert np.array_equal(ref[k].numpy(), got[k].numpy()), k
+        if exact:
+            assert np.array_equal(ref[k].numpy(), got[k].numpy()), k
+        else:
+            np.testing.assert_allclose(got[k].float().numpy(), ref[k].float().numpy(), rtol=1e-3, atol=1e-5, err_msg=k)
