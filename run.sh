@@ -56,9 +56,24 @@ Options:
   --extract_sets 'SET ...'                        (stage 5: these sets only; default: all)
   --binary true|false                             (stage 6: false writes Kaldi's text forms; default: $binary)
   --nproc_per_node N --nnodes N --node_rank R --master_addr H --master_port P   (torchrun, stages 3-4)
+  --set KEY=VALUE                                 (one config value, repeatable; e.g. --set loader.batch_size=1024)
 Every stage is resumable: re-running a finished stage does nothing.
 A trained model on new data (your Kaldi dir and trial list): local/evaluate.sh --model exp/<name> ..."
 
+# --set KEY=VALUE (repeatable) overrides one config value; Kaldi's option parser takes one value per name.
+sets=()
+args=()
+while [ $# -gt 0 ]; do
+  if [ "$1" = --set ]; then
+    [ $# -ge 2 ] || { echo "ERROR: $0: option '--set' needs a value (KEY=VALUE, e.g. --set loader.batch_size=128)" >&2; exit 1; }
+    sets+=(--set "$2")
+    shift 2
+  else
+    args+=("$1")
+    shift
+  fi
+done
+set -- ${args[@]+"${args[@]}"}
 . utils/parse_options.sh
 if [ $# -ne 0 ]; then echo "ERROR: $0: unexpected argument '$1' (see $0 --help)" >&2; exit 1; fi
 
@@ -118,7 +133,7 @@ add_override model.backbone.path "$ssl_model"
 add_override data.kaldi.train_dir "$train_dir"
 add_override data.kaldi.test_dir "$test_dir"
 add_override data.kaldi.trials "$trials"
-common=(--config "$config" ${overrides[@]+"${overrides[@]}"})
+common=(--config "$config" ${overrides[@]+"${overrides[@]}"} ${sets[@]+"${sets[@]}"})
 
 name=$(python pyscripts/show_config.py "${common[@]}" --get name)
 expdir="$exp/$name"

@@ -47,6 +47,11 @@ from voxadapt.errors import VoxadaptError
     (["--nj=4"], ["write options as '--name value', not '--nj=4'"]),
     (["--nj"], ["option '--nj' needs a value"]),
     (["stage5"], ["unexpected argument 'stage5'"]),
+    (["--set"], ["option '--set' needs a value"]),
+    (["--set", "train.phases.0.lrr=1"], ["unknown key 'train.phases.0.lrr'"]),
+    # --set reaches the config: without the degraded copy the corpus has no test_degraded set
+    (["--set", "data.degraded.enabled=false", "--stage", "5", "--extract_sets", "vox3"],
+     ["--extract_sets: 'vox3' is not a set of this corpus (train dev test)"]),
     (["--stage", "5", "--extract_sets", "vox3"], ["--extract_sets: 'vox3' is not a set of this corpus (train dev test test_degraded)"]),
 ])
 def test_run_sh_checks_its_options_before_anything_runs(tmp_path, args, fragments):
