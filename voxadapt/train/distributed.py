@@ -81,15 +81,6 @@ def main_rank_done(info: DistInfo, poll_s: float = 0.2) -> None:
         time.sleep(poll_s)
 
 
-def any_rank(info: DistInfo, flag: bool) -> bool:
-    """True on every rank if `flag` is true on any (e.g. one rank got Ctrl-C)."""
-    if not info.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=info.device if info.device.type == "cuda" else "cpu")
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
 def average_over_ranks(info: DistInfo, values: torch.Tensor) -> list[float]:
     """Mean over ranks of per-rank numbers held on the device (each rank's loss is over its share
     of the global batch): one all-reduce and one host transfer for them all."""
