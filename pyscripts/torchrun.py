@@ -32,7 +32,7 @@ def main() -> None:
         torchrun_main(sys.argv[1:])
     except ChildFailedError as err:
         codes = {f.exitcode for f in err.failures.values()}
-        # Ranks that stop on a signal leave together, behind the checkpoint's barrier; others may
+        # Ranks that stop on a signal leave together, once the checkpoint is written; others may
         # then die of torchrun's clean-up.
         if INTERRUPTED in codes:
             print("ERROR: training interrupted; run the same command to resume from the last checkpoint", file=sys.stderr)

@@ -100,6 +100,15 @@ def _trainer(tiny_data, tmp_path, extra: list[str]):  # noqa: ANN202
                         init_distributed("cpu"))
 
 
+def _fused_on_cpu(monkeypatch) -> None:  # noqa: ANN001
+    """The trainer's optimiser fused on the CPU too, so a CPU run takes the GPU's path: a non-finite step
+    skipped on the device (the optimiser's found_inf), no host read in a step."""
+    from voxadapt.train import optim
+    from voxadapt.train import trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "make_optimizer", lambda groups, phase, fused=False: optim.make_optimizer(groups, phase, True))
+
+
 def _inject_nan(monkeypatch, bad_steps: set[int] | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The loss of the steps in `bad_steps` (all if None) made NaN; (head weight before, after) per step."""
     from voxadapt.train import trainer as trainer_mod
@@ -126,29 +135,98 @@ def _inject_nan(monkeypatch, bad_steps: set[int] | None) -> list[tuple[torch.Ten
 
 
 @pytest.mark.slow
-def test_a_non_finite_step_is_skipped_and_logged(tiny_data, tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("on_device", [False, True], ids=["host", "device"])
+def test_a_non_finite_step_is_skipped_and_logged(tiny_data, tmp_path, monkeypatch, caplog, on_device):
     calls = _inject_nan(monkeypatch, {2})
+    if on_device:
+        _fused_on_cpu(monkeypatch)
     trainer = _trainer(tiny_data, tmp_path, [])
     with caplog.at_level(logging.WARNING):
         final = trainer.run()
+    assert trainer.skip_on_device == on_device
     assert len(calls) == 5
     for i, (before, after) in enumerate(calls):
         assert torch.isfinite(after).all()
         if i:  # (step 1 has lr 0: the warm-up's start)
             assert torch.equal(before, after) == (i == 2), i  # no update from the NaN step, the others learn
     assert "step 3: non-finite loss or gradient norm; step skipped (1 in a row" in caplog.text
-    assert trainer.nonfinite_in_a_row == 0 and (final / "model.safetensors").is_file()
+    assert trainer.nonfinite_run == 0 and (final / "model.safetensors").is_file()
 
 
 @pytest.mark.slow
-def test_non_finite_steps_in_a_row_stop_the_run_and_no_checkpoint_holds_nan(tiny_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("on_device", [False, True], ids=["host", "device"])
+def test_non_finite_steps_in_a_row_stop_the_run_and_no_checkpoint_holds_nan(tiny_data, tmp_path, monkeypatch, on_device):
     calls = _inject_nan(monkeypatch, None)
+    if on_device:
+        _fused_on_cpu(monkeypatch)
     trainer = _trainer(tiny_data, tmp_path, ["train.max_nonfinite_steps=4"])
     with pytest.raises(VoxadaptError, match=r"4 training steps in a row \(to step 4\) had a non-finite loss"):
         trainer.run()
-    assert len(calls) == 4 and all(torch.equal(before, after) for before, after in calls)
+    # The host sees a skipped step at once; on the device, at the next sync (the epoch end, step 5).
+    assert len(calls) == (5 if on_device else 4) and all(torch.equal(before, after) for before, after in calls)
     saved = ckpt_io.list_checkpoints(trainer.ckpt_dir)
     assert [p.name for p in saved] == ["ckpt-000000003.pt"]  # MICRO's checkpoint_every_steps
     ckpt = torch.load(saved[0], weights_only=True)
     assert all(torch.isfinite(v).all() for part in ("model", "head") for v in ckpt[part].values())
     assert torch.equal(ckpt["head"]["weight"], calls[0][0])
+
+
+@pytest.mark.slow
+def test_the_host_reads_the_device_once_per_sync_every_steps(tiny_data, tmp_path, monkeypatch, caplog):
+    """On the GPU's path (a fused optimiser) a training step reads nothing from the device, not even a
+    non-finite one: the statistics, the stop flag and the skipped steps are read in one transfer every
+    SYNC_EVERY steps, and still logged step by step."""
+    from voxadapt.train import trainer as trainer_mod
+
+    steps = 2 * trainer_mod.SYNC_EVERY
+    calls = _inject_nan(monkeypatch, {3})
+    _fused_on_cpu(monkeypatch)
+    trainer = _trainer(tiny_data, tmp_path, [f"loader.batches_per_epoch={steps}", "train.phases.0.checkpoint_every_steps=0"])
+    synced_at, reads, in_step = [], [], [False]
+    real_average, real_step = trainer_mod.average_over_ranks, trainer_mod.PhaseTrainer._train_step
+
+    def average(*args):  # noqa: ANN002, ANN202
+        synced_at.append(len(calls))
+        return real_average(*args)
+
+    def step(self, *args):  # noqa: ANN001, ANN002, ANN202
+        in_step[0] = True
+        try:
+            return real_step(self, *args)
+        finally:
+            in_step[0] = False
+
+    def reader(name: str):  # noqa: ANN202
+        real = getattr(torch.Tensor, name)
+
+        def read(self, *args):  # noqa: ANN001, ANN002, ANN202
+            if in_step[0]:
+                reads.append(name)
+            return real(self, *args)
+        return read
+
+    monkeypatch.setattr(trainer_mod, "average_over_ranks", average)
+    monkeypatch.setattr(trainer_mod.PhaseTrainer, "_train_step", step)
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, reader(name))
+    with caplog.at_level(logging.WARNING):
+        trainer.run()
+    assert len(calls) == steps and reads == []
+    assert synced_at == list(range(trainer_mod.SYNC_EVERY, steps + 1, trainer_mod.SYNC_EVERY))
+    assert "step 4: non-finite loss or gradient norm; step skipped (1 in a row" in caplog.text
+    assert torch.equal(calls[3][0], calls[3][1]) and not torch.equal(calls[4][0], calls[4][1])
+
+
+@pytest.mark.slow
+def test_fused_sgd_survives_a_skipped_first_step_and_a_head_reinitialisation(tiny_data, tmp_path, monkeypatch):
+    """torch's fused SGD leaves its momentum buffers uninitialised when its first step is skipped on
+    the device, and fails on a parameter without one (the head after a DropClass re-initialisation):
+    the trainer starts them at zero, so training goes on with finite weights."""
+    calls = _inject_nan(monkeypatch, {0})
+    _fused_on_cpu(monkeypatch)
+    trainer = _trainer(tiny_data, tmp_path, ["train.phases.0.optimizer=sgd",
+                                             "train.phases.0.dropclass={every_steps: 2, drop: 4, reinit_head: true}"])
+    trainer.run()
+    assert trainer.skip_on_device and len(calls) == 5
+    assert torch.equal(*calls[0]) and all(torch.isfinite(after).all() and not torch.equal(before, after)
+                                          for before, after in calls[1:])

@@ -31,7 +31,7 @@ from voxadapt.layout import dir_marker
 from voxadapt.models.backbone import random_hf_model
 from voxadapt.pretrain.targets import HOP, FrameTargets, fit_targets, mfcc, num_frames
 from voxadapt.train import checkpoint as ckpt_io
-from voxadapt.train.interrupt import StopRequested, ignore_sigint_in_workers
+from voxadapt.train.interrupt import StopRequested, ignore_stop_signals_in_workers
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def pretrain(cfg: Config, work: Path, nj: int) -> dict:
 
     try:
         model.train()
-        loader = make_loader(dataset, sampler, p.num_workers, worker_init_fn=ignore_sigint_in_workers)
+        loader = make_loader(dataset, sampler, p.num_workers, worker_init_fn=ignore_stop_signals_in_workers)
         losses, accs = [], []
         for batch in loader:
             for g in opt.param_groups:

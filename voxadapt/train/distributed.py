@@ -60,7 +60,23 @@ def init_distributed(device_name: str, timeout_s: float = 1800.0) -> DistInfo:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
+        global _host_group
+        # Host-side agreement (the stop flag, every step) must not wait for the GPU: a gloo group on the CPU.
+        _host_group = dist.new_group(backend="gloo") if device.type == "cuda" else None
     return DistInfo(rank, local, world, device)
+
+
+_host_group = None
+
+
+def any_rank(info: DistInfo, flag: bool) -> bool:
+    """True on every rank if `flag` (a host-side flag, e.g. a stop signal) is true on any: an
+    all-reduce of one number on the CPU, never waiting for a GPU, so it can run every step."""
+    if not info.distributed:
+        return flag
+    t = torch.tensor([float(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_host_group)
+    return bool(t.item() > 0)
 
 
 _main_rank_sections = itertools.count()
@@ -79,15 +95,6 @@ def main_rank_done(info: DistInfo, poll_s: float = 0.2) -> None:
         return
     while not store.check([key]):
         time.sleep(poll_s)
-
-
-def any_rank(info: DistInfo, flag: bool) -> bool:
-    """True on every rank if `flag` is true on any (e.g. one rank got Ctrl-C)."""
-    if not info.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=info.device if info.device.type == "cuda" else "cpu")
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
 
 
 def average_over_ranks(info: DistInfo, values: torch.Tensor) -> list[float]:

@@ -30,7 +30,7 @@ class StopRequested:
             signal.signal(s, h)
 
 
-def ignore_sigint_in_workers(_worker_id: int) -> None:
+def ignore_stop_signals_in_workers(_worker_id: int) -> None:
     """DataLoader worker_init_fn: the stop signals ignored. Torch's workers die on a SIGTERM that
     does not come from their parent, which would fail the step before the main process can save;
     the main process ends them when it is done."""

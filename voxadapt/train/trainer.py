@@ -45,11 +45,29 @@ from voxadapt.train.distributed import (
 )
 from voxadapt.train.dropadapt import DropAdapt, adaptation_set
 from voxadapt.train.dropclass import DropClass
-from voxadapt.train.interrupt import StopRequested, ignore_sigint_in_workers
+from voxadapt.train.interrupt import StopRequested, ignore_stop_signals_in_workers
 from voxadapt.train.optim import ParamGroup, lr_factor, make_optimizer, margin_at, param_groups, set_lr, set_trainable
 from voxadapt.train.regularize import L2SP
 
 log = logging.getLogger(__name__)
+
+# Steps between the host's reads of the training statistics (also read at an epoch end, a
+# checkpoint, a DropClass/DropAdapt point, a stop request and a step the host saw skipped): a GPU
+# step itself never waits for the device.
+SYNC_EVERY = 10
+
+
+@dataclasses.dataclass
+class StepStats:
+    """One step as the host reads it at a sync: loss and accuracy over the global batch."""
+
+    step: int  # from 1
+    loss: float
+    accuracy: float
+    nonfinite: bool  # skipped
+    in_a_row: int  # non-finite steps in a row, to this one
+    margin: float
+    lrs: list[float]  # of the optimiser's groups
 
 
 def prepare_for_phase(model: SpeakerModel, head: AAMSoftmax, phase: PhaseConfig, tf32: bool,
@@ -141,6 +159,11 @@ class PhaseTrainer:
             self.groups.append(ParamGroup("distill", list(self.distiller.head.parameters()), phase.lr))
         self.optimizer = make_optimizer(self.groups, phase, fused=phase.fused_optimizer and dev.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=phase.precision == "fp16" and dev.type == "cuda")
+        # A fused optimiser skips its update (and step count) on the device when `found_inf` is set, as for
+        # GradScaler: a non-finite step then needs no host read. Otherwise (CPU, a non-fused optimiser, or
+        # fp16, whose scaler skips overflows itself) the host decides each step.
+        self.skip_on_device = bool(self.optimizer.defaults.get("fused")) and not self.scaler.is_enabled()
+        self._zero_momentum([p for g in self.optimizer.param_groups for p in g["params"]])  # a checkpoint's, on resume, replace them
         if phase.precision == "fp16" and dev.type != "cuda":
             raise VoxadaptError(f"phase '{phase.name}': precision fp16 needs a GPU; use bf16 or fp32 on CPU")
         self.l2sp = None
@@ -164,7 +187,8 @@ class PhaseTrainer:
             self.dropadapt = DropAdapt(phase.dropadapt, n, self.seed, audio, cfg.data.sample_rate, self.table.classes,
                                        self.phase_dir / "dropadapt.tsv")
         self.head_classes: torch.Tensor | None = None  # rows of the head in the softmax (None: all)
-        self.nonfinite_in_a_row = 0
+        self.nonfinite_run = torch.zeros((), dtype=torch.float64, device=dev)  # non-finite steps in a row
+        self.pending: list[tuple[int, torch.Tensor, float, list[float]]] = []  # steps the host has not read yet
         resources = {k: self.data.augment_manifest(k) for k in AUGMENT_KINDS}
         augment = Augmenter(cfg.augment, resources, cfg.data.sample_rate) if cfg.augment.probability > 0 else None
         self.dataset = CropBatchDataset(self.table, phase.crop_seconds or cfg.loader.crop_seconds, augment)
@@ -178,6 +202,14 @@ class PhaseTrainer:
 
             self.writer = SummaryWriter(str(self.exp.tensorboard / self.phase.name))
         main_rank_done(self.info)  # rank 0 alone read the validation audio
+
+    def _zero_momentum(self, params: list[torch.Tensor]) -> None:
+        """SGD's momentum buffers of `params` made zero rather than left to the first step: the same
+        update (no dampening), and torch's fused SGD needs them: it takes every buffer or none, and
+        leaves them uninitialised when its first step is skipped (found_inf)."""
+        if self.phase.optimizer == "sgd" and self.phase.momentum:
+            for p in params:
+                self.optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
 
     def _restore(self) -> int:
         """Load the newest checkpoint if any; returns the step to continue from."""
@@ -233,16 +265,17 @@ class PhaseTrainer:
             return torch.unique(all_gather_cat(self.info, labels.to(dev, non_blocking=True)))
         return torch.unique(all_gather_cat(self.info, labels)).to(dev, non_blocking=True)
 
-    def _train_step(self, batch: dict, margin: float, step: int) -> tuple[float, float]:
-        """One optimiser step (step `step`, from 0); (loss, accuracy) averaged over the ranks. A step
-        with a non-finite loss or gradient norm on any rank is skipped on all of them."""
+    def _train_step(self, batch: dict, margin: float, step: int) -> bool:
+        """One optimiser step (step `step`, from 0). A step with a non-finite loss or gradient norm on
+        any rank is skipped on all of them. Its statistics stay on the device, in `pending` until the
+        next sync; returns True where the host decided (and so knows) that the step was skipped."""
         phase, dev = self.phase, self.info.device
         wav, labels = batch["wav"].to(dev, non_blocking=True), batch["label"].to(dev, non_blocking=True)
         autocast = torch.autocast(dev.type, dtype=torch.bfloat16 if phase.precision == "bf16" else torch.float16,
                                   enabled=phase.precision != "fp32")
         # softmax over the (kept) classes present in the global batch, or all kept ones
         classes = self._batch_classes(batch["label"]) if phase.dropclass.batch_classes_only else self.head_classes
-        stats = torch.zeros(3, dtype=torch.float64, device=dev)  # loss, correct, non-finite: one reduction
+        stats = torch.zeros(5, dtype=torch.float64, device=dev)  # loss, correct, examples, non-finite, in a row
         parts = list(zip(wav.chunk(phase.accum_steps), labels.chunk(phase.accum_steps)))
         for i, (w, y) in enumerate(parts):
             sync = i == len(parts) - 1 or not self.info.distributed
@@ -256,6 +289,7 @@ class PhaseTrainer:
                 self.scaler.scale(loss / len(parts)).backward()
             stats[0] += ce.detach() / len(parts)
             stats[1] += (logits.argmax(1) == targets).sum()
+        stats[2] = len(labels)
         self.scaler.unscale_(self.optimizer)  # a no-op unless fp16
         params = [p for g in self.groups for p in g.params]
         if phase.grad_clip > 0:
@@ -265,28 +299,49 @@ class PhaseTrainer:
         bad = ~torch.isfinite(stats[0])
         if not self.scaler.is_enabled():  # fp16: the scaler skips overflowing steps and lowers its scale itself
             bad |= ~torch.isfinite(norm.to(dev))
-        stats[2] = bad
-        loss, correct, nonfinite = average_over_ranks(self.info, stats)  # the step's one host sync
-        if nonfinite > 0:
-            self._skip_step(step)
+        bad = (mean_over_ranks(self.info, bad.double()) > 0).double()  # on any rank: an all-reduce, async on NCCL
+        self.nonfinite_run = self.nonfinite_run * bad + bad
+        stats[3], stats[4] = bad, self.nonfinite_run
+        self.pending.append((step + 1, stats, margin, [g["lr"] for g in self.optimizer.param_groups]))
+        skipped = False
+        if self.skip_on_device:
+            self.optimizer.found_inf = bad.float()
+            self.optimizer.step()
+            del self.optimizer.found_inf
         else:
-            self.scaler.step(self.optimizer)
-            self.nonfinite_in_a_row = 0
+            skipped = bool(bad)  # the host decides: a host read each step (on a CPU, nothing to wait for)
+            if not skipped:
+                self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss, correct / len(labels)
+        return skipped
 
-    def _skip_step(self, step: int) -> None:
-        """No update from a non-finite loss or gradient; too many in a row stop the run."""
-        self.nonfinite_in_a_row += 1
+    def _sync(self) -> list[StepStats]:
+        """The host reads the steps since the last sync, with one all-reduce and one transfer for their
+        statistics; writes them to TensorBoard, warns of each skipped step and stops the run at
+        train.max_nonfinite_steps non-finite steps in a row. Every rank calls it at the same steps, so
+        all make the same decisions."""
+        values = average_over_ranks(self.info, torch.cat([stats for _, stats, _, _ in self.pending]))
+        steps = [StepStats(step, loss, correct / examples, bad > 0, round(run), margin, lrs)
+                 for (step, _, margin, lrs), (loss, correct, examples, bad, run)
+                 in zip(self.pending, zip(*[iter(values)] * 5))]
+        self.pending = []
         limit = self.cfg.train.max_nonfinite_steps
-        if self.info.is_main:
-            log.warning("phase %s step %d: non-finite loss or gradient norm; step skipped (%d in a row, at most %d)",
-                        self.phase.name, step + 1, self.nonfinite_in_a_row, limit)
-        if self.nonfinite_in_a_row >= limit:
-            raise VoxadaptError(f"phase '{self.phase.name}': {limit} training steps in a row (to step {step + 1}) had a "
-                                "non-finite loss or gradient (train.max_nonfinite_steps); lower the learning rate, set "
-                                "grad_clip or use fp32, and re-run to resume from the last checkpoint")
+        for s in steps:
+            if self.writer is not None:
+                self.writer.add_scalar("train/loss", s.loss, s.step)
+                self.writer.add_scalar("train/accuracy", s.accuracy, s.step)
+                self.writer.add_scalar("train/margin", s.margin, s.step)
+                for g, lr in zip(self.optimizer.param_groups, s.lrs):
+                    self.writer.add_scalar(f"lr/{g['name']}", lr, s.step)
+            if s.nonfinite and self.info.is_main:
+                log.warning("phase %s step %d: non-finite loss or gradient norm; step skipped (%d in a row, at most %d)",
+                            self.phase.name, s.step, s.in_a_row, limit)
+            if s.in_a_row >= limit:
+                raise VoxadaptError(f"phase '{self.phase.name}': {limit} training steps in a row (to step {s.step}) had a "
+                                    "non-finite loss or gradient (train.max_nonfinite_steps); lower the learning rate, set "
+                                    "grad_clip or use fp32, and re-run to resume from the last checkpoint")
+        return steps
 
     def _log_epoch(self, epoch: int) -> None:
         if self.writer is None:
@@ -356,6 +411,7 @@ class PhaseTrainer:
                     bound = (6.0 / sum(self.head.weight.shape)) ** 0.5  # Xavier-uniform, seeded per draw
                     self.head.weight.copy_((torch.rand(self.head.weight.shape, generator=gen) * 2 - 1) * bound)
                 self.optimizer.state.pop(self.head.weight, None)
+                self._zero_momentum([self.head.weight])
         if self.dropadapt and self.dropadapt.due(step):
             newly = []
             if self.info.is_main:
@@ -379,7 +435,7 @@ class PhaseTrainer:
         # One loader for the phase: its workers persist across epochs. The sampler runs in this
         # process (each `for` starts it afresh), so set_epoch, restrict and a restart still apply.
         loader = make_loader(self.dataset, self.sampler, loader_workers(self.cfg.loader.num_workers),
-                             worker_init_fn=ignore_sigint_in_workers, pin_memory=self.info.device.type == "cuda")
+                             worker_init_fn=ignore_stop_signals_in_workers, pin_memory=self.info.device.type == "cuda")
         while step < phase.epochs * batches_per_epoch:
             epoch = step // batches_per_epoch
             self.sampler.set_epoch(epoch)
@@ -394,23 +450,25 @@ class PhaseTrainer:
                 progress = step / batches_per_epoch
                 set_lr(self.optimizer, lr_factor(phase, progress))
                 margin = margin_at(phase, progress)
-                loss, acc = self._train_step(batch, margin, step)
+                skipped = self._train_step(batch, margin, step)
                 step += 1
                 consumed = batch["state_after"]
-                losses.append(loss)
-                accs.append(acc)
-                if self.writer is not None:
-                    self.writer.add_scalar("train/loss", loss, step)
-                    self.writer.add_scalar("train/accuracy", acc, step)
-                    self.writer.add_scalar("train/margin", margin, step)
-                    for g in self.optimizer.param_groups:
-                        self.writer.add_scalar(f"lr/{g['name']}", g["lr"], step)
-                if self.info.is_main and (step % log_every == 0 or step % batches_per_epoch == 0):
-                    log.info("phase %s epoch %d step %d/%d: loss %.3f acc %.3f margin %.3f lr %.2e (%.1f s)",
-                             phase.name, epoch + 1, step - epoch * batches_per_epoch, batches_per_epoch, np.mean(losses[-log_every:]),
-                             np.mean(accs[-log_every:]), margin, self.optimizer.param_groups[0]["lr"], time.time() - t0)
                 end_of_epoch = step % batches_per_epoch == 0
-                if any_rank(self.info, stop.flag):
+                save_due = bool(phase.checkpoint_every_steps) and step % phase.checkpoint_every_steps == 0
+                drop_due = self._drop_due(step)
+                stopping = any_rank(self.info, stop.flag)  # on the host: the GPU is not waited for
+                if not (stopping or skipped or end_of_epoch or save_due or drop_due or step % SYNC_EVERY == 0):
+                    continue
+                steps = self._sync()
+                for s in steps:
+                    losses.append(s.loss)
+                    accs.append(s.accuracy)
+                    if self.info.is_main and (s.step % log_every == 0 or s.step % batches_per_epoch == 0):
+                        log.info("phase %s epoch %d step %d/%d: loss %.3f acc %.3f margin %.3f lr %.2e (%.1f s)",
+                                 phase.name, epoch + 1, s.step - epoch * batches_per_epoch, batches_per_epoch,
+                                 np.mean(losses[-log_every:]), np.mean(accs[-log_every:]), s.margin, s.lrs[0],
+                                 time.time() - t0)
+                if stopping:
                     # _save returns on every rank only once rank 0's checkpoint is on disk: torchrun
                     # kills the survivors soon after the first worker exits.
                     self._save(step, consumed, epoch if end_of_epoch else None)
@@ -418,9 +476,9 @@ class PhaseTrainer:
                     return -1
                 if end_of_epoch:
                     break
-                if phase.checkpoint_every_steps and step % phase.checkpoint_every_steps == 0:
+                if save_due:
                     self._save(step, consumed)
-                if self._drop_due(step):
+                if drop_due:
                     # Batches prefetched under the old classes must not be used: restart from here.
                     self.sampler.state = consumed
                     restart = True
