@@ -108,6 +108,26 @@ def test_markers_made_before_a_key_was_added_still_match():
     assert fast.train.phases[0].fingerprint() == cfg.train.phases[0].fingerprint()
 
 
+def test_cnn_grad_scale_checks_and_old_fingerprints():
+    """cnn_grad_scale > 0 only with the whole backbone trained and no adapters; a fingerprint written
+    before the key existed is that of a frozen CNN (0), never of a trained one."""
+    from voxadapt.config.loader import upgrade_fingerprint
+
+    with pytest.raises(ConfigError, match="cnn_grad_scale > 0 trains the CNN below every transformer layer"):
+        load_config(None, ["train.phases.0.trainable_layers=2", "train.phases.0.cnn_grad_scale=0.1"])
+    with pytest.raises(ConfigError, match="cnn_grad_scale must be in"):
+        load_config(None, ["train.phases.0.cnn_grad_scale=-0.1"])
+    with pytest.raises(ConfigError, match=r"phase 'main': cnn_grad_scale > 0 fine-tunes the whole backbone; with model.adapters"):
+        load_config(None, ["model.adapters.lora=true", "train.phases.0.cnn_grad_scale=0.1"])
+    with pytest.raises(ConfigError, match="phase 'lm': cnn_grad_scale"):
+        load_config(None, ["model.adapters.inner=true", "adapt.phases=[{name: lm, trainable_layers: -1, cnn_grad_scale: 0.5}]"])
+    frozen = load_config(None).train.phases[0].fingerprint()
+    old = {k: v for k, v in frozen.items() if k != "cnn_grad_scale"}
+    assert "cnn_grad_scale" in frozen and upgrade_fingerprint({"phase": old}) == {"phase": frozen}
+    trained = load_config(None, ["train.phases.0.cnn_grad_scale=0.1"]).train.phases[0].fingerprint()
+    assert upgrade_fingerprint({"phase": old})["phase"] != trained
+
+
 # The MHFA authors' published WeSpeaker configs (examples/voxceleb/v4/conf/MHFA/ of
 # BUTSpeechFIT/wespeaker_ssl_public): lr before their scaling by (GPUs x per-GPU batch) / 64.
 AUTHORS_LR = {("mhfa_wavlm_base_plus", "frozen"): 0.1, ("mhfa_wavlm_base_plus", "joint"): 1e-4,
@@ -128,4 +148,5 @@ def test_voxceleb_configs_follow_the_authors_schedule(name):
         assert (phase.trainable_layers == 0 or phase.backbone_lr == phase.lr) and phase.layer_decay == 1.0  # one lr
         assert phase.weight_decay == 1e-7 and phase.precision == "fp32" and phase.average_last == 2
         assert phase.l2sp == "none" and phase.schedule == "exponential"
+        assert phase.cnn_grad_scale == (0.1 if phase.trainable_layers == -1 else 0.0)  # their feature_grad_mult
     assert cfg.model.backbone.normalize_waveform == (name == "mhfa_wavlm_large")

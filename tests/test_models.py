@@ -106,7 +106,75 @@ def test_layerwise_rates_land_on_the_right_layers(cfg):
     set_trainable(model, head, 0)
     assert model.backbone_frozen and [g.name for g in param_groups(model, head, phase)] == ["backend"]
     assert sum(len(p) for _, p, _ in backbone_groups(model)) == len(
-        [p for n, p in model.backbone.model.named_parameters() if not n.startswith(("feature_extractor", "masked_spec"))])
+        [p for n, p in model.backbone.model.named_parameters() if not n.startswith("masked_spec")])
+
+
+def _cnn_step(cfg, scale: float, lengths: torch.Tensor | None):
+    """(embeddings, CNN gradients, other backbone gradients) of one training step of the micro model
+    with the CNN's gradient scaled by `scale` (0: frozen): the same weights, inputs and dropout each time."""
+    model, head = build_model(cfg, 5)
+    set_trainable(model, head, -1, scale)
+    model.train()
+    wav, labels = torch.randn(3, 16000, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2])
+    torch.manual_seed(2)
+    emb = model(wav, lengths)
+    head(emb, labels, 0.2)[0].backward()
+    cnn = model.backbone.model.feature_extractor
+    above = [p for n, p in model.backbone.model.named_parameters() if p.grad is not None and not n.startswith("feature_extractor")]
+    return emb.detach(), [p.grad for p in cnn.parameters()], [p.grad for p in above], param_groups(model, head, cfg.train.phases[0])
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_cnn_gradient_is_scaled_and_the_forward_pass_unchanged(cfg, monkeypatch, batched):
+    """cnn_grad_scale s: the CNN's gradients are s times those of an unscaled run, everything else
+    (embeddings, the other gradients) is as with s = 1; on both CNN paths: one utterance at a time
+    (CPU, unequal lengths) and one batched call (GPU, equal lengths)."""
+    lengths = None if batched else torch.tensor([16000, 12000, 9000])
+    if batched:
+        monkeypatch.setattr("voxadapt.models.backbone.cpu_tuned", lambda _device: False)
+    emb1, cnn1, above1, groups1 = _cnn_step(cfg, 1.0, lengths)
+    emb, cnn, above, groups = _cnn_step(cfg, 0.1, lengths)
+    assert torch.equal(emb, emb1) and len(cnn) == len(cnn1) > 0
+    assert all(g is not None and g.abs().sum() > 0 for g in cnn1)
+    for g, g1 in zip(cnn, cnn1):
+        assert torch.allclose(g, 0.1 * g1, rtol=1e-4, atol=1e-5 * float(g1.abs().max())), float((g - 0.1 * g1).abs().max() / g1.abs().max())
+    assert len(above) == len(above1) > 0 and all(torch.equal(a, b) for a, b in zip(above, above1))
+    # The CNN trains at the input embedding's lr.
+    by_name = {g.name: g for g in groups}
+    assert by_name["cnn"].lr == by_name["embedding"].lr
+    assert len(by_name["cnn"].params) == len(cnn)
+
+
+def test_cnn_stays_frozen_at_scale_zero(cfg):
+    """cnn_grad_scale 0 (the default): no gradient reaches the CNN, it is not in the optimiser, and
+    the embeddings are those of a run that trains the CNN."""
+    emb0, cnn0, above0, groups0 = _cnn_step(cfg, 0.0, torch.tensor([16000, 12000, 9000]))
+    emb, _, above, _ = _cnn_step(cfg, 0.1, torch.tensor([16000, 12000, 9000]))
+    assert torch.equal(emb0, emb) and all(g is None for g in cnn0)
+    assert len(above0) == len(above) and all(torch.equal(a, b) for a, b in zip(above0, above))
+    assert "cnn" not in {g.name for g in groups0}
+    model, head = build_model(cfg, 5)
+    set_trainable(model, head, -1)
+    in_optimizer = {id(p) for g in param_groups(model, head, cfg.train.phases[0]) for p in g.params}
+    assert not in_optimizer & {id(p) for p in model.backbone.model.feature_extractor.parameters()}
+    with pytest.raises(ValueError, match="needs trainable_layers -1"):
+        set_trainable(model, head, 1, 0.1)
+
+
+def test_l2sp_covers_a_trained_cnn(cfg):
+    """With the CNN trained, L2-SP's parameters (the trainable backbone tensors, as the trainer
+    picks them) include the CNN, its reference the pre-trained CNN."""
+    model, head = build_model(cfg, 5)
+    set_trainable(model, head, -1, 0.1)
+    ref = build_hf_model(cfg.model.backbone.type, "", cfg.model.backbone.arch, cfg.seed).state_dict()
+    params = {k: p for k, p in model.backbone.model.named_parameters() if p.requires_grad and k in ref}
+    cnn = [k for k in params if k.startswith("feature_extractor.")]
+    assert cnn and set(cnn) == {f"feature_extractor.{n}" for n, _ in model.backbone.model.feature_extractor.named_parameters()}
+    reg = L2SP(params, ref, "plain", 0.01)
+    with torch.no_grad():
+        assert float(reg.squared()) == 0.0
+        params[cnn[0]].add_(0.1)
+        assert float(reg.squared()) == pytest.approx(0.01 * params[cnn[0]].numel(), rel=1e-4)
 
 
 def test_l2sp_is_zero_at_start_and_grows(cfg):

@@ -197,3 +197,34 @@ def test_one_and_two_processes_give_the_same_loss_curve(tiny_data, tmp_path):
     assert len(runs[1]) == len(runs[2]) == 22
     np.testing.assert_allclose(runs[2][:5], runs[1][:5], rtol=1e-4)
     np.testing.assert_allclose(runs[2], runs[1], rtol=2e-2)
+
+
+def test_cnn_trains_with_a_scaled_gradient_and_resumes(tiny_data, tmp_path):
+    """cnn_grad_scale 0.1 in a real phase (with L2-SP): every CNN tensor moves from the pre-trained
+    weights, and a run resumed from the first epoch's checkpoint (its optimiser holding the CNN's
+    group) ends with the same weights."""
+    import shutil
+
+    from voxadapt.models.backbone import backbone_from_config
+
+    overrides = DETERMINISTIC + ["loader.batches_per_epoch=3", "train.phases=[{name: main, epochs: 2, lr: 0.005, "
+                                 "backbone_lr: 0.001, cnn_grad_scale: 0.1, l2sp: normalized, average_last: 2}]"]
+    exp = tmp_path / "exp"
+    proc = train(tiny_data, exp, overrides)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = load_config(None, overrides)
+    pretrained = backbone_from_config(cfg.model.backbone, cfg.seed).feature_extractor.state_dict()
+    trained = final_weights(exp)
+    assert pretrained
+    for k, v in pretrained.items():
+        assert not torch.equal(trained[f"backbone.model.feature_extractor.{k}"], v), k
+    again = tmp_path / "again"
+    shutil.copytree(exp, again)
+    phase = again / "mhfa_tiny" / "main"
+    shutil.rmtree(phase / "final")
+    (phase / "done.json").unlink()
+    (phase / "checkpoints" / "ckpt-000000006-end0001.pt").unlink()
+    resumed = train(tiny_data, again, overrides)
+    assert resumed.returncode == 0 and "resuming from ckpt-000000003-end0000.pt" in resumed.stderr, resumed.stderr[-3000:]
+    got = final_weights(again)
+    assert got.keys() == trained.keys() and all(torch.equal(got[k], trained[k]) for k in trained)

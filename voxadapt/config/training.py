@@ -49,6 +49,9 @@ class PhaseConfig:
     name: str = "main"
     epochs: int = 10
     trainable_layers: int = -1  # -1: every transformer layer (+ its input embedding); 0: frozen; k: top k
+    # > 0: the CNN feature encoder trains too (needs trainable_layers -1), at the input embedding's lr,
+    # with its gradient multiplied by this (the forward pass unchanged); 0: the CNN stays frozen.
+    cnn_grad_scale: float = 0.0
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 5e-3  # back-end and AAM head
     backbone_lr: float = 2e-5  # the top transformer layer
@@ -99,6 +102,9 @@ class PhaseConfig:
                  "name must be a word (it names exp/<name>/<phase>/)")
         require(self.epochs >= 1, "epochs must be >= 1")
         require(self.trainable_layers >= -1, "trainable_layers must be -1 (all), 0 (frozen) or k > 0")
+        require(0 <= self.cnn_grad_scale <= 1, "cnn_grad_scale must be in [0, 1] (0: the CNN stays frozen)")
+        require(not self.cnn_grad_scale or self.trainable_layers == -1,
+                 "cnn_grad_scale > 0 trains the CNN below every transformer layer: set trainable_layers -1 or cnn_grad_scale 0")
         require(self.lr > 0 and self.backbone_lr >= 0 and 0 < self.layer_decay <= 1, "need lr > 0, backbone_lr >= 0, "
                  "0 < layer_decay <= 1")
         require(0 <= self.margin < 1.5 and self.scale > 0, "need 0 <= margin < 1.5 and scale > 0")

@@ -2,9 +2,10 @@
 
 The backbone runs the model's own modules (CNN feature encoder, feature projection, transformer
 encoder) and records the transformer input and every layer's output with forward hooks, so no
-model code is copied. The CNN encoder is always frozen; utterances of unequal lengths go through it
-one at a time (GroupNorm over time would otherwise see padding); the transformer runs batched with
-a padding mask, so a batched embedding equals the unbatched one.
+model code is copied. The CNN encoder is frozen unless a phase trains it with a scaled-down gradient
+(cnn_grad_scale); utterances of unequal lengths go through it one at a time (GroupNorm over time
+would otherwise see padding); the transformer runs batched with a padding mask, so a batched
+embedding equals the unbatched one.
 """
 
 from __future__ import annotations
@@ -90,7 +91,10 @@ class SSLBackbone(nn.Module):
         self.num_layers = cfg.num_hidden_layers
         self.hidden_size = cfg.hidden_size
         self.stable_layer_norm = bool(getattr(cfg, "do_stable_layer_norm", False))
-        model.feature_extractor._freeze_parameters()  # the CNN encoder is never trained
+        # Frozen unless set_trainable says otherwise (then with its gradient scaled by cnn_grad_scale).
+        # _freeze_parameters also stops transformers from making the waveform require a gradient.
+        model.feature_extractor._freeze_parameters()
+        self.cnn_grad_scale = 0.0
         if hasattr(model, "masked_spec_embed") and model.masked_spec_embed is not None:
             model.masked_spec_embed.requires_grad_(False)  # only used for SpecAugment masking
         self._states: list[torch.Tensor] = []
@@ -162,6 +166,8 @@ class SSLBackbone(nn.Module):
         if self.normalize_waveform:
             wav = _normalize(wav, lengths)
         feats, mask = self._cnn(wav, lengths)
+        if self.training and feats.requires_grad:  # the CNN trains: its gradient scaled, the forward pass unchanged
+            feats = ScaleGrad.apply(feats, self.cnn_grad_scale)
         hidden = self.model.feature_projection(feats)
         hidden = hidden[0] if isinstance(hidden, tuple) else hidden
         self._states, self._mask = [], mask
@@ -178,6 +184,20 @@ class SSLBackbone(nn.Module):
         for i, adapter in zip(self.inter_layers, self.inter_adapters):  # state i+1 is layer i's output
             states[i + 1] = states[i + 1] + self.adapter_config.scale * adapter(states[i + 1])
         return states, mask
+
+
+class ScaleGrad(torch.autograd.Function):
+    """Identity forward; the backward pass multiplies the gradient by `scale` (fairseq's
+    feature_grad_mult): the CNN below gets `scale` times the gradient the layers above pass down."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # noqa: ANN001
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+        return grad * ctx.scale, None
 
 
 def cpu_tuned(device: torch.device) -> bool:

@@ -40,6 +40,8 @@ def backbone_groups(model: SpeakerModel) -> list[tuple[str, list[nn.Parameter], 
 
     Depth 0 is the top transformer layer; the input embedding (feature projection, positional
     convolution and, for post-LN encoders, the input LayerNorm) sits below layer 0, at depth L.
+    The CNN feature encoder ("cnn", trained only with a phase's cnn_grad_scale > 0) gets the input
+    embedding's depth, so its lr: its gradient is already scaled down instead.
     """
     bb = model.backbone
     enc = bb.model.encoder
@@ -52,23 +54,31 @@ def backbone_groups(model: SpeakerModel) -> list[tuple[str, list[nn.Parameter], 
     else:
         embed += norm
     groups.append(("embedding", embed, L))
+    groups.append(("cnn", _own(bb.model.feature_extractor), L))
     return groups
 
 
-def set_trainable(model: SpeakerModel, head: AAMSoftmax, trainable_layers: int) -> None:
+def set_trainable(model: SpeakerModel, head: AAMSoftmax, trainable_layers: int, cnn_grad_scale: float = 0.0) -> None:
     """Back-end, head and adapters always train; of the pre-trained backbone, the top
-    `trainable_layers` transformer layers (-1: all, with the input embedding)."""
-    for p in model.backbone.parameters():
-        p.requires_grad_(False)
+    `trainable_layers` transformer layers (-1: all, with the input embedding) and, with
+    `cnn_grad_scale` > 0, the CNN feature encoder, its gradient scaled by that factor."""
     L = model.backbone.num_layers
-    for name, params, depth in backbone_groups(model):
-        on = trainable_layers == -1 or (name != "embedding" and depth < trainable_layers)
-        for p in params:
-            p.requires_grad_(on)
-    for p in list(model.backend.parameters()) + list(head.parameters()) + adapter_params(model):
-        p.requires_grad_(True)
     if trainable_layers > L:
         raise ValueError(f"trainable_layers {trainable_layers} exceeds the backbone's {L} layers")
+    if cnn_grad_scale and trainable_layers != -1:
+        raise ValueError("cnn_grad_scale > 0 needs trainable_layers -1")
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    for name, params, depth in backbone_groups(model):
+        if name == "cnn":
+            on = cnn_grad_scale > 0
+        else:
+            on = trainable_layers == -1 or (name != "embedding" and depth < trainable_layers)
+        for p in params:
+            p.requires_grad_(on)
+    model.backbone.cnn_grad_scale = cnn_grad_scale
+    for p in list(model.backend.parameters()) + list(head.parameters()) + adapter_params(model):
+        p.requires_grad_(True)
 
 
 def param_groups(model: SpeakerModel, head: AAMSoftmax, phase: PhaseConfig) -> list[ParamGroup]:

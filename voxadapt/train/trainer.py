@@ -143,7 +143,7 @@ class PhaseTrainer:
         if self.init_dir:
             load_weights(self.init_dir / "model.safetensors", model, head)
         try:
-            set_trainable(model, head, phase.trainable_layers)
+            set_trainable(model, head, phase.trainable_layers, phase.cnn_grad_scale)
         except ValueError as err:
             raise VoxadaptError(f"phase '{phase.name}': {err}") from None
         self.model, self.head = prepare_for_phase(model, head, phase, cfg.train.tf32, dev)
