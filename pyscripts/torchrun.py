@@ -16,9 +16,9 @@ INTERRUPTED = 130
 def main() -> None:
     # SIGUSR1 (Slurm's warning before the time limit) asks the workers to save and stop. torchrun
     # passes it on to them like SIGTERM (each worker is in its own process group, out of reach of
-    # a signal to torchrun's), then waits for them. Ignored until then, and by every child until
-    # the trainer handles it: torchrun would die of it (and one without --signals_to_handle
-    # cannot pass it on).
+    # a signal to torchrun's), then waits for them. Ignored until torchrun handles it, which would
+    # die of it otherwise; its workers start with the default action (a trainer ends at once
+    # outside a training phase, handles it inside one).
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     os.environ.setdefault("PET_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
     # On a signal torchrun kills its workers after this many seconds (default 30): too short to

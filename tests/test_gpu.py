@@ -294,7 +294,8 @@ def test_bf16_aam_head_gives_fp32_logits_and_finite_gradients_near_cosine_1():
 @needs_cuda
 def test_training_steps_make_no_host_sync(tiny_data, tmp_path, monkeypatch, caplog):
     """In the training loop on the GPU (bf16, the fused optimiser), a step waits for the device
-    nowhere, not even one with a NaN loss, which the optimiser skips on the device: under
+    nowhere, not even one with a NaN loss, which the optimiser skips on the device, nor the softmax
+    over the batch's classes (taken from the CPU labels): under
     torch.cuda.set_sync_debug_mode("error") any .item(), float() or int() of a device tensor or
     data-dependent shape in a step raises. (The host reads the device at the syncs between steps.)"""
     import logging
@@ -304,7 +305,8 @@ def test_training_steps_make_no_host_sync(tiny_data, tmp_path, monkeypatch, capl
     from voxadapt.train.distributed import init_distributed
 
     cfg = load_config(None, MICRO + GPU + ["train.phases.0.precision=bf16", "train.phases.0.epochs=1",
-                                           "train.phases.0.average_last=1", "loader.batches_per_epoch=6"])
+                                           "train.phases.0.average_last=1", "loader.batches_per_epoch=6",
+                                           "train.phases.0.dropclass.batch_classes_only=true"])
     trainer = trainer_mod.PhaseTrainer(cfg, cfg.train.phases[0], 0, DataLayout(tiny_data), ExpLayout(tmp_path), None,
                                        init_distributed("cuda"))
     real_step, real_forward = trainer_mod.PhaseTrainer._train_step, trainer_mod.TrainModule.forward

@@ -115,6 +115,27 @@ def test_training_example_script_under_sbatch(slurm, tiny_data, tmp_path):
                        tmp_path / "exp" / "mhfa_tiny" / "main" / "final" / "model.safetensors")
 
 
+def test_scancel_saves_a_checkpoint_before_the_kill(slurm, tiny_data, tmp_path):
+    """scancel (as the time limit and preemption do): SIGTERM to every process of the job, SIGKILL
+    after KillWait. The step's first process (run.sh) must not die of it, or Slurm kills the
+    training mid-save: the trainer saves after the step it is in, and the job ends cancelled."""
+    job = _submit_training(slurm, tiny_data, tmp_path, epochs=3)
+    ckpts = tmp_path / "exp" / "mhfa_tiny" / "main" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(ckpts.glob("ckpt-*.pt")):
+        time.sleep(0.1)
+    first = sorted(p.name for p in ckpts.glob("ckpt-*.pt"))
+    subprocess.run(["scancel", job], env={**os.environ, **slurm.env}, check=True)
+    state = _wait_finished(slurm, job, deadline)  # CANCELLED at once; the processes end after it
+    while time.time() < deadline and any(_is_trainer(p, tmp_path) for p in Path("/proc").glob("[0-9]*")):
+        time.sleep(0.2)
+    log = (tmp_path / "exp" / "mhfa_tiny" / "log" / "train.log").read_text()
+    assert state == "CANCELLED", state
+    assert "checkpoint saved at step" in log, log[-3000:]
+    assert sorted(p.name for p in ckpts.glob("ckpt-*.pt"))[-1] > first[-1], log[-3000:]
+    assert _job_field(slurm, job, "Restarts") == "0"
+
+
 def _is_trainer(proc: Path, exp_root: Path) -> bool:
     try:
         args = (proc / "cmdline").read_bytes().split(b"\0")

@@ -130,7 +130,7 @@ class TrainConfig:
     tf32: bool = True  # on CUDA, float32 matmuls and convolutions in TF32 (what bf16 autocast leaves in fp32)
     # A step whose loss or gradient norm is not finite is skipped; this many in a row stop the run.
     max_nonfinite_steps: int = 10
-    # torchrun: how long a collective (gradient all-reduce, barrier) may wait for a rank. Rank 0's
+    # torchrun: how long a collective (e.g. the gradient all-reduce) may wait for a rank. Rank 0's
     # own work (validation, DropAdapt scoring, checkpoints, averaging) is waited for without limit.
     collective_timeout_s: float = 1800.0
 

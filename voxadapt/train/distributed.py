@@ -62,7 +62,7 @@ def init_distributed(device_name: str, timeout_s: float = 1800.0) -> DistInfo:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
         global _host_group
         # Host-side agreement (the stop flag, every step) must not wait for the GPU: a gloo group on the CPU.
-        _host_group = dist.new_group(backend="gloo") if device.type == "cuda" else None
+        _host_group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s)) if device.type == "cuda" else None
     return DistInfo(rank, local, world, device)
 
 
@@ -118,11 +118,12 @@ def mean_over_ranks(info: DistInfo, value: torch.Tensor) -> torch.Tensor:
 
 
 def all_gather_cat(info: DistInfo, t: torch.Tensor) -> torch.Tensor:
-    """Every rank's `t` (the same shape on all), concatenated in rank order."""
+    """Every rank's `t` (the same shape on all), concatenated in rank order; a CPU tensor over the
+    host group, so under NCCL too it never waits for a GPU."""
     if not info.distributed:
         return t
     parts = [torch.empty_like(t) for _ in range(info.world_size)]
-    dist.all_gather(parts, t.contiguous())
+    dist.all_gather(parts, t.contiguous(), group=_host_group if t.device.type == "cpu" else None)
     return torch.cat(parts)
 
 

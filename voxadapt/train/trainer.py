@@ -258,12 +258,9 @@ class PhaseTrainer:
     # ------------------------------------------------------------------------------- steps
     def _batch_classes(self, labels: torch.Tensor) -> torch.Tensor:
         """The classes of the global batch (every rank's share), sorted: the softmax is the same for
-        any number of processes. From the labels still on the CPU (no device sync), except under NCCL,
-        which gathers on the GPU. The labels are always among the kept classes (head_classes)."""
-        dev = self.info.device
-        if self.info.distributed and dev.type == "cuda":
-            return torch.unique(all_gather_cat(self.info, labels.to(dev, non_blocking=True)))
-        return torch.unique(all_gather_cat(self.info, labels)).to(dev, non_blocking=True)
+        any number of processes. From the labels still on the CPU, gathered on the host: no device
+        sync. The labels are always among the kept classes (head_classes)."""
+        return torch.unique(all_gather_cat(self.info, labels)).to(self.info.device, non_blocking=True)
 
     def _train_step(self, batch: dict, margin: float, step: int) -> bool:
         """One optimiser step (step `step`, from 0). A step with a non-finite loss or gradient norm on
