@@ -99,12 +99,8 @@ def main_rank_done(info: DistInfo, poll_s: float = 0.2) -> None:
 
 def average_over_ranks(info: DistInfo, values: torch.Tensor) -> list[float]:
     """Mean over ranks of per-rank numbers held on the device (each rank's loss is over its share
-    of the global batch): one all-reduce and one host transfer for them all."""
-    if info.distributed:
-        values = values.clone()
-        dist.all_reduce(values)
-        values /= info.world_size
-    return values.tolist()
+    of the global batch), read by the host: one all-reduce and one transfer for them all."""
+    return mean_over_ranks(info, values).tolist()
 
 
 def mean_over_ranks(info: DistInfo, value: torch.Tensor) -> torch.Tensor:
