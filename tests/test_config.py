@@ -150,3 +150,12 @@ def test_voxceleb_configs_follow_the_authors_schedule(name):
         assert phase.l2sp == "none" and phase.schedule == "exponential"
         assert phase.cnn_grad_scale == (0.1 if phase.trainable_layers == -1 else 0.0)  # their feature_grad_mult
     assert cfg.model.backbone.normalize_waveform == (name == "mhfa_wavlm_large")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.max_nonfinite_steps=0", "max_nonfinite_steps must be >= 1"),
+    ("train.collective_timeout_s=0", "collective_timeout_s must be > 0"),
+])
+def test_training_guards_refuse_impossible_values(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
