@@ -42,18 +42,17 @@ die() { echo "ERROR: $0: $*" >&2; exit 1; }
 [[ "$stage" =~ ^[0-2]$ ]] && [[ "$stop_stage" =~ ^[0-2]$ ]] || die "--stage and --stop_stage must be 0, 1 or 2"
 [ "$stage" -le "$stop_stage" ] || die "--stage $stage is after --stop_stage $stop_stage; nothing would run"
 name="${name:-$(basename "$data_dir")}"
-if [ -z "$out" ]; then
-  if [ -f "$model/voxadapt-model.json" ]; then out="$(dirname "$model")/eval/$name"; else out="$model/eval/$name"; fi
-fi
 . ./path.sh
 . ./cmd.sh
 log() { echo "$(date '+%F %T') [evaluate.sh] $*"; }
 
-# The model dir stage 5's jobs load, and the config they read extraction settings from.
-mapfile -t paths < <(python pyscripts/evaluate.py paths --model "$model")
-[ "${#paths[@]}" -eq 2 ] || exit 1
+# Experiment or package, Python decides: the model dir stage 5's jobs load, the config they read
+# extraction settings from, and the default output dir.
+mapfile -t paths < <(python pyscripts/evaluate.py paths --model "$model" --name "$name")
+[ "${#paths[@]}" -eq 3 ] || exit 1
 model_dir="${paths[0]}"
 config="${paths[1]}"
+out="${out:-${paths[2]}}"
 # Two evaluations into one directory would overwrite each other's files: the second stops.
 mkdir -p "$out"
 . utils/lock.sh

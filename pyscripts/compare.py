@@ -47,9 +47,9 @@ def main(argv):
                         help="add the MFCC-statistics row (no training; computed once under --exp)")
     parser.add_argument("--nj", type=int, default=2, help="jobs for the MFCC statistics")
     args = parser.parse_args(argv)
+    from voxadapt import mfcc_reference
     from voxadapt.config import load_config
     from voxadapt.layout import DataLayout, ExpLayout
-    from voxadapt.report import mfcc_reference
     from voxadapt.report.comparison import Run, derived_config, load_system, markdown, overlay_sections, scored_lists, share_stage3
 
     exp, data = Path(args.exp).resolve(), Path(args.data).resolve()

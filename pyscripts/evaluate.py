@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The Python steps of local/evaluate.sh: 'paths' prints the model dir and config of an experiment
-or package (for the shell), 'prepare' validates and copies the data dir and trial list, 'score'
+"""The Python steps of local/evaluate.sh: 'paths' prints the model dir, config and default output
+dir of an experiment or package (for the shell), 'prepare' validates and copies the data dir and trial list, 'score'
 scores with the model's back-end and prints the results table."""
 
 from voxadapt.pyscript import make_parser, run_main
@@ -13,20 +13,21 @@ def main(argv):
     parser.add_argument("--data-dir", help="prepare: your Kaldi data dir")
     parser.add_argument("--trials", help="prepare: its trial list (Kaldi or VoxCeleb format)")
     parser.add_argument("--eval-dir", help="the evaluation directory (data/, embeddings/, scores/)")
-    parser.add_argument("--name", default="eval", help="score: the trial list's name in the results")
+    parser.add_argument("--name", default="eval", help="the trial list's name in the results and the default output dir")
     parser.add_argument("--cohort-scp", default="", help="score: AS-norm cohort x-vectors instead of the model's")
     parser.add_argument("--nj", type=int, default=1, help="prepare: processes decoding the audio")
     args = parser.parse_args(argv)
     from pathlib import Path
 
-    from voxadapt.layout import EvalLayout
-    from voxadapt.stages.evaluate import ModelSource, prepare_eval_data, score_eval
+    from voxadapt.layout import EvalLayout, ModelSource
+    from voxadapt.stages.evaluate import prepare_eval_data, score_eval
 
     source = ModelSource.find(args.model)
     out = EvalLayout(Path(args.eval_dir or "."))
     if args.step == "paths":
         print(source.model)
         print(source.config)
+        print(source.eval_dir(args.name))
     elif args.step == "prepare":
         prepare_eval_data(Path(args.data_dir), Path(args.trials), out.data_dir, source.config, args.nj)
     else:

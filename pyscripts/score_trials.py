@@ -34,39 +34,33 @@ def main(argv):
     args = parser.parse_args(argv)
     from pathlib import Path
 
-    import numpy as np
-
     from voxadapt.backend import kaldi_format as kf
     from voxadapt.backend.enrollment import enrolment_side
     from voxadapt.backend.plda import Plda
-    from voxadapt.backend.scoring import Backend, Embeddings, score_trials, write_scores
-    from voxadapt.data.trials import read_trials
+    from voxadapt.backend.scoring import Backend, Embeddings, write_scores
+    from voxadapt.backend.trial_list import score_list, with_cohort
     from voxadapt.errors import VoxadaptError
-    from voxadapt.report.results import evaluate
 
     if args.backend and (args.mean or args.lda or args.plda):
         raise VoxadaptError("give --backend DIR or single files (--mean, --lda, --plda), not both")
     if args.plda and not args.lda:
         raise VoxadaptError("--plda needs the LDA it was trained after: give --lda (Kaldi's transform.mat)")
     emb = Embeddings.from_scp(args.scp)
-    enroll = enrolment_side(emb, args.enroll_scp, args.enroll_map, args.num_utts)
+    enrolment = enrolment_side(emb, args.enroll_scp, args.enroll_map, args.num_utts)
     if args.backend:
         backend = Backend.load(Path(args.backend))
-        if args.cohort_scp:  # e.g. x-vectors of the evaluation domain instead of the training speakers
-            backend.cohort = Embeddings.from_scp(args.cohort_scp).matrix
     else:
         backend = Backend(kf.read_vector(args.mean) if args.mean else emb.matrix.mean(0),
                           kf.read_matrix(args.lda) if args.lda else None,
-                          Plda(*kf.read_plda(args.plda)) if args.plda else None,
-                          Embeddings.from_scp(args.cohort_scp).matrix if args.cohort_scp else None)
+                          Plda(*kf.read_plda(args.plda)) if args.plda else None)
+    backend = with_cohort(backend, args.cohort_scp)  # e.g. x-vectors of the evaluation domain
     if args.plda_smoothing and backend.plda is not None:
         backend.plda = backend.plda.smoothed(args.plda_smoothing)
-    trials = read_trials(args.trials)
-    scores = score_trials(backend, emb, trials, [args.method], args.top_n, args.trials, enroll)[args.method]
-    write_scores(Path(args.out), trials, scores)
-    labels = np.array([t.target for t in trials])
-    summary = f", EER {100 * evaluate(scores, labels, [], None)['eer']:.2f}%" if labels.any() and not labels.all() else ""
-    print(f"{args.out}: {len(trials)} trials scored with {args.method}{summary}")
+    scored = score_list(args.trials, emb, backend, [args.method], args.top_n, enrolment)
+    write_scores(Path(args.out), scored.trials, scored.scores[args.method])
+    metrics = scored.metrics.get(args.method)
+    summary = f", EER {100 * metrics['eer']:.2f}%" if metrics else ""
+    print(f"{args.out}: {len(scored.trials)} trials scored with {args.method}{summary}")
     return 0
 
 

@@ -10,11 +10,11 @@ import pytest
 import yaml
 from helpers import ROOT, TINY, assert_clean_error, run_py
 
+from voxadapt import mfcc_reference
 from voxadapt.config import load_config
 from voxadapt.data.trials import Trial
 from voxadapt.errors import ConfigError
 from voxadapt.layout import DataLayout, ExpLayout
-from voxadapt.report import mfcc_reference
 from voxadapt.report.comparison import Run, System, TrialList, derived_config, markdown, overlay_sections
 
 

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, assert_clean_error, hold_lock, kill_group, run_sh, venv_env
+from helpers import ROOT, assert_clean_error, hold_lock, kill_group, run_py, run_sh, venv_env
 
 from voxadapt.backend.calibration import Calibration
 
@@ -239,6 +239,21 @@ def test_a_second_evaluation_into_one_directory_stops(micro_pipeline, tmp_path):
         kill_group(holder)
     assert_clean_error(proc, f"another evaluation is using {out}", "give this one another --out")
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+def test_evaluate_sh_is_told_the_model_dir_config_and_default_output_by_python(tmp_path):
+    """One resolver decides "experiment or package" for the shell too: an experiment's evaluations go
+    to <exp>/eval/<name>, a package's beside it, in eval/<name>."""
+    exp, pkg = tmp_path / "exp" / "sys", tmp_path / "shipped" / "pkg"
+    for f in (exp / "model" / "config.yaml", exp / "backend" / "mean.vec", exp / "backend" / "calibration.json",
+              pkg / "voxadapt-model.json", pkg / "config.yaml", pkg / "backend" / "mean.vec", pkg / "calibration.json"):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("")
+    for model, expected in ((exp, [exp / "model", exp / "model" / "config.yaml", exp / "eval" / "mine"]),
+                            (pkg, [pkg, pkg / "config.yaml", tmp_path / "shipped" / "eval" / "mine"])):
+        proc = run_py("evaluate.py", "paths", "--model", str(model), "--name", "mine")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines() == [str(p) for p in expected]
 
 
 def test_run_sh_points_new_test_sets_to_evaluate_sh(tmp_path):

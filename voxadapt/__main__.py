@@ -211,49 +211,33 @@ def _score(v, args) -> int:  # noqa: ANN001
     import json
     from pathlib import Path
 
-    import numpy as np
-
-    from voxadapt.backend.enrollment import enrolment_side, model_durations
-    from voxadapt.backend.quality import trial_quality
-    from voxadapt.backend.scoring import Embeddings, score_trials, write_scores
+    from voxadapt.backend.enrollment import enrolment_side
+    from voxadapt.backend.scoring import Embeddings, write_scores
+    from voxadapt.backend.trial_list import score_list, with_cohort
     from voxadapt.data.kaldi_dir import read_table
-    from voxadapt.data.trials import read_enroll_map, read_trials
     from voxadapt.errors import DataError, VoxadaptError, located
-    from voxadapt.report.results import evaluate
 
     if args.json and not args.out:
         raise VoxadaptError("--json prints a summary on stdout; give --out for the scores")
-    trials = read_trials(args.trials)
-    if args.cohort_scp:
-        v.backend.cohort = Embeddings.from_scp(args.cohort_scp).matrix
-    emb = Embeddings.from_scp(args.scp)
-    enroll = enrolment_side(emb, args.enroll_scp, args.enroll_map, args.num_utts)
-    scores = score_trials(v.backend, emb, trials, [v.method], v.manifest["asnorm_top_n"], args.trials, enroll)[v.method]
-    cal = v.calibrations[v.method]
-    llr = None
-    if not cal.quality:
-        llr = cal.llr(scores)
-    elif args.utt2dur:
-        table = read_table(Path(args.utt2dur), check_order=False)
+    durations = None
+    if args.utt2dur:
         try:
-            durations = {k: float(line.value) for k, line in table.items()}
+            durations = {k: float(line.value) for k, line in read_table(Path(args.utt2dur), check_order=False).items()}
         except ValueError:
             raise DataError(located(args.utt2dur, None, "durations must be numbers of seconds",
                                     "make it with Kaldi's utils/data/get_utt2dur.sh")) from None
-        if args.enroll_map:
-            durations = model_durations(durations, read_enroll_map(args.enroll_map))
-        quality = trial_quality(cal.form, trials, durations, v.backend, emb, v.manifest["asnorm_top_n"], args.utt2dur,
-                                enroll)
-        llr = cal.llr(scores, quality)
-    write_scores(args.out or None, trials, scores, llr)
-    labels = np.array([t.target for t in trials])
-    summary: dict = {"trials": len(trials), "method": v.method, "scores": args.out, "llr": llr is not None}
-    if labels.any() and not labels.all():
-        summary.update(evaluate(scores, labels, [0.01, 0.05], llr))
+    emb = Embeddings.from_scp(args.scp)
+    enrolment = enrolment_side(emb, args.enroll_scp, args.enroll_map, args.num_utts)
+    scored = score_list(args.trials, emb, with_cohort(v.backend, args.cohort_scp), [v.method], v.manifest["asnorm_top_n"],
+                        enrolment, {v.method: v.calibrations[v.method]}, durations, args.utt2dur, p_targets=[0.01, 0.05])
+    scores, llr = scored.scores[v.method], scored.llrs[v.method]
+    write_scores(args.out or None, scored.trials, scores, llr)
+    summary: dict = {"trials": len(scored.trials), "method": v.method, "scores": args.out, "llr": llr is not None,
+                     **scored.metrics.get(v.method, {})}
     if args.json:
         print(json.dumps(summary))
     elif "eer" in summary:
-        print(f"EER {100 * summary['eer']:.2f}% over {len(trials)} trials ({v.method})"
+        print(f"EER {100 * summary['eer']:.2f}% over {len(scored.trials)} trials ({v.method})"
               + ("" if llr is not None else "; no LLRs: this calibration needs durations (--utt2dur)"), file=sys.stderr)
     return 0
 

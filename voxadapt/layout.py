@@ -21,8 +21,11 @@ A package (<exp>/<name>/package/, `PackageLayout`) and an evaluation directory (
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from voxadapt.errors import VoxadaptError, located
 
 CORPORA = ("synthetic", "voxceleb", "kaldi")
 CUTS = "cuts.jsonl.gz"
@@ -249,3 +252,43 @@ class PackageLayout:
     @property
     def onnx(self) -> Path:
         return self.root / "model.onnx"
+
+
+def is_package(path: str | Path) -> bool:
+    return PackageLayout(Path(path)).manifest.is_file()
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a trained experiment (exp/<name>) or a package keeps what evaluation needs."""
+
+    model: Path  # trained-model dir or package: what stage 5's jobs load
+    backend: Path  # mean.vec, lda.mat, plda, cohort.ark
+    calibration: Path
+    config: Path
+
+    @classmethod
+    def find(cls, path: str | Path) -> ModelSource:
+        """The one answer to "a trained experiment or a package?" (local/evaluate.sh asks it too)."""
+        path = Path(path)
+        if is_package(path):
+            pkg = PackageLayout(path)
+            source = cls(path, pkg.backend, pkg.calibration, pkg.config)
+        elif path.is_dir() and (os.path.lexists(ExpLayout(path).model) or ExpLayout(path).backend.is_dir()):
+            exp = ExpLayout(path)
+            source = cls(exp.model, exp.backend, exp.calibration, exp.model / "config.yaml")
+        else:
+            raise VoxadaptError(located(path, None, "neither an experiment (exp/<name> with model/ and backend/) "
+                                        "nor a package (voxadapt-model.json)", "give one of them with --model"))
+        if source.model.is_symlink() and not source.model.exists():
+            raise VoxadaptError(located(source.model, None, f"points to {os.readlink(source.model)}, which does "
+                                        "not exist", "re-run stage 4 of the experiment"))
+        for needed, made_by in ((source.config, "stages 3-4"), (source.backend / "mean.vec", "stage 6"),
+                                (source.calibration, "stage 6")):
+            if not needed.is_file():
+                raise VoxadaptError(located(needed, None, "missing", f"run {made_by} of the experiment first"))
+        return source
+
+    def eval_dir(self, name: str) -> Path:
+        """local/evaluate.sh's default output: <exp>/<name>/eval/<data>, or eval/<data> beside a package."""
+        return self.model.parent / "eval" / name  # exp/<name>/model's parent, or the package's

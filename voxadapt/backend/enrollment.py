@@ -8,6 +8,7 @@ models already averaged elsewhere come with their num_utts table.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,12 +65,28 @@ def utterances_and_models(utterances: Embeddings, models: Embeddings, source: st
                       np.concatenate([ones if utterances.counts is None else utterances.counts, models.counts]))
 
 
-def enrolment_side(test: Embeddings, enroll_scp: str | None, enroll_map: str | None,
-                   num_utts: str | None) -> Embeddings | None:
-    """The enrolment side a scoring command's options describe; None: the test side's utterances.
+@dataclass
+class EnrolmentSide:
+    """The first column's side of a trial list: None scores the test side's utterances. `model_utts`
+    names the utterances of models averaged here (their durations and speakers are theirs)."""
+
+    embeddings: Embeddings | None = None
+    model_utts: dict[str, list[str]] = field(default_factory=dict)
+
+    def with_model_durations(self, durations: dict[str, float]) -> dict[str, float]:
+        return model_durations(durations, self.model_utts)
+
+    def with_model_speakers(self, speaker_of: dict[str, str]) -> dict[str, str]:
+        return speaker_of | {m: speaker_of[utts[0]] for m, utts in self.model_utts.items() if utts[0] in speaker_of}
+
+
+def enrolment_side(test: Embeddings, enroll_scp: str | None = None, enroll_map: str | Path | None = None,
+                   num_utts: str | None = None, with_utterances: bool = False) -> EnrolmentSide:
+    """The enrolment side a scoring command's options describe.
 
     --enroll-map averages utterance x-vectors (of --enroll-scp, else of the test side) into models;
     --num-utts gives the counts of models already averaged (--enroll-scp, e.g. Kaldi's spk_xvector.scp).
+    `with_utterances`: the map's models are scored beside the utterances (a set's lists may name either).
     """
     if enroll_map and num_utts:
         raise VoxadaptError("give --enroll-map (utterances averaged here) or --num-utts (models averaged already), "
@@ -78,10 +95,14 @@ def enrolment_side(test: Embeddings, enroll_scp: str | None, enroll_map: str | N
         raise VoxadaptError("--num-utts counts the models of --enroll-scp: give --enroll-scp spk_xvector.scp too")
     utterances = Embeddings.from_scp(enroll_scp) if enroll_scp else test
     if enroll_map:
-        return speaker_models(utterances, read_enroll_map(enroll_map), enroll_map)
+        model_utts = read_enroll_map(enroll_map)
+        models = speaker_models(utterances, model_utts, enroll_map)
+        if with_utterances:
+            models = utterances_and_models(utterances, models, enroll_map)
+        return EnrolmentSide(models, model_utts)
     if num_utts:
-        return with_num_utts(utterances, read_num_utts(num_utts), num_utts)
-    return utterances if enroll_scp else None
+        return EnrolmentSide(with_num_utts(utterances, read_num_utts(num_utts), num_utts))
+    return EnrolmentSide(utterances if enroll_scp else None)
 
 
 def model_durations(durations: dict[str, float], enroll_map: dict[str, list[str]]) -> dict[str, float]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from voxadapt.config import Config, load_config
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import read_safetensors
-from voxadapt.layout import PackageLayout
+from voxadapt.layout import PackageLayout, is_package
 from voxadapt.models.aam import AAMSoftmax
 from voxadapt.models.backbone import build_hf_model
 from voxadapt.models.speaker import SpeakerModel, hf_model_from_json, load_weights, speaker_model_around
@@ -25,10 +25,6 @@ class LoadedModel:
     cfg: Config
     head: AAMSoftmax | None = None  # trained-model directories only
     classes: list[str] | None = None
-
-
-def is_package(path: Path) -> bool:
-    return PackageLayout(Path(path)).manifest.is_file()
 
 
 def load_speaker_model(path: str | Path, device: str = "cpu") -> LoadedModel:

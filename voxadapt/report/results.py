@@ -1,4 +1,5 @@
-"""results.json and the RESULTS.md table: EER and DCFs per trial list and scoring method."""
+"""What a scored trial list leaves: its directory (scores, LLRs, plots), and results.json and the
+RESULTS.md table (EER and DCFs per trial list and scoring method)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from voxadapt.fileio import atomic_path
+from voxadapt.backend.scoring import write_scores
+from voxadapt.backend.trial_list import ScoredList
+from voxadapt.fileio import atomic_dir, atomic_path
 from voxadapt.metrics import actual_dcf, cllr, eer, min_dcf
 from voxadapt.report.bootstrap import metric_interval
 
@@ -61,3 +64,22 @@ def write_results(results_json: Path, results_md: Path, name: str, results: dict
                        f"log-likelihood ratios at the Bayes threshold; Cllr (bits) measures those LLRs at every prior. The EER's "
                        f"interval is a bootstrap over the list's speakers (report/bootstrap.py).\n\n{table}")
     return table
+
+
+def write_list_dir(out_dir: Path, title: str, scored: ScoredList) -> None:
+    """One scored list's directory (scores, calibrated LLRs, DET and histogram plots), written whole:
+    a kill leaves no half-scored list."""
+    from voxadapt.metrics import roc
+    from voxadapt.report.plots import det_figure, histogram_figure, save_figure
+
+    with atomic_dir(out_dir) as out:
+        curves = {}
+        for m, scores in scored.scores.items():
+            write_scores(out / f"{m}.score", scored.trials, scores)
+            llr = scored.llrs[m]
+            if llr is not None:
+                write_scores(out / f"{m}.llr", scored.trials, llr)
+            r = roc(scores, scored.labels)
+            curves[f"{m} (EER {100 * scored.metrics[m]['eer']:.2f}%)"] = (r.p_fa, r.p_miss)
+        save_figure(det_figure(curves, title), out / "det.png")
+        save_figure(histogram_figure({m: (s, scored.labels) for m, s in scored.scores.items()}, title), out / "histogram.png")

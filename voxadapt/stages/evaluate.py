@@ -11,55 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from voxadapt.backend.calibration import load_calibrations
-from voxadapt.backend.scoring import Embeddings
+from voxadapt.backend.scoring import Backend, Embeddings
+from voxadapt.backend.trial_list import score_list, with_cohort
 from voxadapt.config import load_config
 from voxadapt.data.kaldi_dir import DataDir, tables_digest
 from voxadapt.data.split import utterance_durations
 from voxadapt.data.trials import read_trials, write_trials
 from voxadapt.data.validate import validate_data_dir
-from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import StageMarker, atomic_dir, file_digest
-from voxadapt.layout import EvalLayout, ExpLayout, PackageLayout, dir_marker
-from voxadapt.models.loading import is_package
-from voxadapt.stages.score import load_scoring_backend, score_list
+from voxadapt.layout import EvalLayout, ModelSource, dir_marker
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a trained experiment (exp/<name>) or a package keeps what evaluation needs."""
-
-    model: Path  # trained-model dir or package: what stage 5's jobs load
-    backend: Path  # mean.vec, lda.mat, plda, cohort.ark
-    calibration: Path
-    config: Path
-
-    @classmethod
-    def find(cls, path: str | Path) -> ModelSource:
-        path = Path(path)
-        if is_package(path):
-            pkg = PackageLayout(path)
-            source = cls(path, pkg.backend, pkg.calibration, pkg.config)
-        elif path.is_dir() and (os.path.lexists(ExpLayout(path).model) or ExpLayout(path).backend.is_dir()):
-            exp = ExpLayout(path)
-            source = cls(exp.model, exp.backend, exp.calibration, exp.model / "config.yaml")
-        else:
-            raise VoxadaptError(located(path, None, "neither an experiment (exp/<name> with model/ and backend/) "
-                                        "nor a package (voxadapt-model.json)", "give one of them with --model"))
-        if source.model.is_symlink() and not source.model.exists():
-            raise VoxadaptError(located(source.model, None, f"points to {os.readlink(source.model)}, which does "
-                                        "not exist", "re-run stage 4 of the experiment"))
-        for needed, made_by in ((source.config, "stages 3-4"), (source.backend / "mean.vec", "stage 6"),
-                                (source.calibration, "stage 6")):
-            if not needed.is_file():
-                raise VoxadaptError(located(needed, None, "missing", f"run {made_by} of the experiment first"))
-        return source
 
 
 def prepare_eval_data(data_dir: Path, trials: Path, out: Path, config: Path, nj: int) -> None:
@@ -85,15 +50,17 @@ def prepare_eval_data(data_dir: Path, trials: Path, out: Path, config: Path, nj:
 def score_eval(source: ModelSource, out: EvalLayout, name: str, cohort_scp: str = "") -> str:
     """Score the checked trial list with the model's back-end into scores/<name>/, results.json and
     RESULTS.md; returns the results table."""
-    from voxadapt.report.results import write_results
+    from voxadapt.report.results import write_list_dir, write_results
 
     cfg = load_config(source.config)
     sc = dataclasses.replace(cfg.scoring, asnorm_cohort=cohort_scp or cfg.scoring.asnorm_cohort)
     calibrations = load_calibrations(source.calibration)
     sc.methods = [m for m in sc.methods if m in calibrations]
-    backend = load_scoring_backend(source.backend, sc)
+    backend = with_cohort(Backend.load(source.backend), sc.asnorm_cohort)
     emb = Embeddings.from_scp(out.xvector_scp)
     d = DataDir.load(out.data_dir)
-    results = {name: score_list(out.scores(name), f"{cfg.name}: {name}", out.trials, emb, utterance_durations(d),
-                                backend, calibrations, sc, d.utt2spk)}
+    scored = score_list(out.trials, emb, backend, sc.methods, sc.asnorm_top_n, calibrations=calibrations,
+                        durations=utterance_durations(d), speaker_of=d.utt2spk, p_targets=sc.p_targets)
+    write_list_dir(out.scores(name), f"{cfg.name}: {name}", scored)
+    results = {name: scored.metrics}
     return write_results(out.results_json, out.results_md, cfg.name, results, sc.p_targets)

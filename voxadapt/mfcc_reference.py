@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from voxadapt.backend.scoring import Embeddings, write_scores
+from voxadapt.backend.scoring import Backend, Embeddings, write_scores
+from voxadapt.backend.trial_list import score_list
 from voxadapt.config import Config
 from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
-from voxadapt.data.trials import read_trials
 from voxadapt.fileio import StageMarker, file_digest
 from voxadapt.layout import DataLayout, ExpLayout, trial_lists
 
@@ -58,7 +58,7 @@ def utterance_stats(set_dir: Path, sr: int, nj: int) -> Embeddings:
 
 def run(cfg: Config, data: DataLayout, exp: ExpLayout, nj: int = 1) -> str:
     """Embed the training set and every scored set, score their trial lists; returns the table."""
-    from voxadapt.report.results import evaluate, results_table, write_results
+    from voxadapt.report.results import results_table, write_results
 
     sets = cfg.data.sets
     lists = {name: (s, f) for s in sets.scored for name, f in trial_lists(data.set_dir(s)).items()}
@@ -73,18 +73,15 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout, nj: int = 1) -> str:
         emb[s] = utterance_stats(data.set_dir(s), cfg.data.sample_rate, nj)
     train = emb[sets.train].matrix.astype(np.float64)
     mean, std = train.mean(0), train.std(0) + 1e-6
+    # Standardised statistics are the x-vectors: cosine scoring with a zero mean is the reference's score.
+    backend = Backend(np.zeros(2 * CEPSTRA, dtype=np.float32))
     results = {}
     for name, (s, f) in lists.items():
-        e = emb[s]
-        x = (e.matrix - mean) / std
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        trials = read_trials(f)
-        scores = np.einsum("ij,ij->i", x[[e.index[t.enroll] for t in trials]], x[[e.index[t.test] for t in trials]])
-        write_scores(exp.scores(name) / "cosine.score", trials, scores)
-        spk = DataDir.load(data.set_dir(s)).utt2spk
-        labels = np.array([t.target for t in trials])
-        speakers = (np.array([spk[t.enroll] for t in trials]), np.array([spk[t.test] for t in trials]))
-        results[name] = {"cosine": evaluate(scores, labels, cfg.scoring.p_targets, None, speakers)}
+        standardised = Embeddings(emb[s].ids, ((emb[s].matrix - mean) / std).astype(np.float32))
+        scored = score_list(f, standardised, backend, ["cosine"], cfg.scoring.asnorm_top_n,
+                            speaker_of=DataDir.load(data.set_dir(s)).utt2spk, p_targets=cfg.scoring.p_targets)
+        write_scores(exp.scores(name) / "cosine.score", scored.trials, scored.scores["cosine"])
+        results[name] = scored.metrics
     table = write_results(exp.results_json, exp.results_md, NAME, results, cfg.scoring.p_targets)
     marker.mark_done()
     return table
