@@ -96,7 +96,7 @@ def measure_phase(cfg, phase, classes: int, device: torch.device, steps: int, wa
     if small:
         batch, seconds = 4, 1.0
     model, head = build_model(cfg, classes)
-    set_trainable(model, head, phase.trainable_layers, phase.cnn_grad_scale)
+    set_trainable(model, head, phase.trainable_layers, phase.cnn_grad_scale, phase.train_embedding)
     model, head = prepare_for_phase(model, head, phase, cfg.train.tf32, device)
     groups = param_groups(model, head, phase)
     optimizer = make_optimizer(groups, phase, fused=phase.fused_optimizer and device.type == "cuda")
