@@ -58,7 +58,7 @@ class PhaseConfig:
     cnn_grad_scale: float = 0.0
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 5e-3  # back-end and AAM head
-    backbone_lr: float = 2e-5  # the top transformer layer
+    backbone_lr: float = 2e-5  # the top transformer layer (layer_decay_from "top") or the bottom one ("bottom")
     adapter_lr: float = 1e-3  # adapters, LoRA factors (and LayerNorms trained with them)
     # Layer-wise rates. "top": the top layer gets backbone_lr, layer i (0 = bottom) backbone_lr *
     # layer_decay^(L-1-i), so upper layers move most; "bottom": the MHFA authors' SLT22 code, layer i

@@ -87,7 +87,8 @@ class SSLBackbone(nn.Module):
         super().__init__()
         cfg = model.config
         if getattr(cfg, "layerdrop", 0.0):
-            raise VoxadaptError("layerdrop must be 0: skipped layers vanish from the hidden states")
+            raise VoxadaptError("the transformers model's own layerdrop must be 0 (its skipped layers leave no hidden "
+                                "state); set a training phase's layerdrop instead")
         self.model = model
         self.normalize_waveform = normalize_waveform
         self.num_layers = cfg.num_hidden_layers
