@@ -195,8 +195,11 @@ def main() -> None:
                         f"{r['memory_gb']:.1f} | {r['utilisation']} | {phase.epochs} x {per_epoch:,} crops: "
                         f"{hours(phase_time)} |")
             for variant in filter(None, args.variants.split(",")):
-                changed = dataclasses.replace(phase, **({"fused_optimizer": False} if variant == "no_fused_optimizer"
-                                                        else {variant: True}))
+                change = {"fused_optimizer": False} if variant == "no_fused_optimizer" else {variant: True}
+                if variant == "compile" and phase.layerdrop:  # refused with layerdrop (a recompilation per drop pattern)
+                    change["layerdrop"] = 0.0
+                    variant += ", layerdrop 0"
+                changed = dataclasses.replace(phase, **change)
                 v = measure_phase(cfg, changed, classes, device, args.steps, args.warmup, args.small, args.devices)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
