@@ -96,7 +96,7 @@ def measure_phase(cfg, phase, classes: int, device: torch.device, steps: int, wa
     if small:
         batch, seconds = 4, 1.0
     model, head = build_model(cfg, classes)
-    set_trainable(model, head, phase.trainable_layers, phase.cnn_grad_scale)
+    set_trainable(model, head, phase.trainable_layers, phase.cnn_grad_scale, phase.train_embedding)
     model, head = prepare_for_phase(model, head, phase, cfg.train.tf32, device)
     groups = param_groups(model, head, phase)
     optimizer = make_optimizer(groups, phase, fused=phase.fused_optimizer and device.type == "cuda")
@@ -195,8 +195,11 @@ def main() -> None:
                         f"{r['memory_gb']:.1f} | {r['utilisation']} | {phase.epochs} x {per_epoch:,} crops: "
                         f"{hours(phase_time)} |")
             for variant in filter(None, args.variants.split(",")):
-                changed = dataclasses.replace(phase, **({"fused_optimizer": False} if variant == "no_fused_optimizer"
-                                                        else {variant: True}))
+                change = {"fused_optimizer": False} if variant == "no_fused_optimizer" else {variant: True}
+                if variant == "compile" and phase.layerdrop:  # refused with layerdrop (a recompilation per drop pattern)
+                    change["layerdrop"] = 0.0
+                    variant += ", layerdrop 0"
+                changed = dataclasses.replace(phase, **change)
                 v = measure_phase(cfg, changed, classes, device, args.steps, args.warmup, args.small, args.devices)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()

@@ -149,7 +149,23 @@ def test_voxceleb_configs_follow_the_authors_schedule(name):
         assert phase.weight_decay == 1e-7 and phase.precision == "fp32" and phase.average_last == 2
         assert phase.l2sp == "none" and phase.schedule == "exponential"
         assert phase.cnn_grad_scale == (0.1 if phase.trainable_layers == -1 else 0.0)  # their feature_grad_mult
+        # Their layer_drop 0.05 wherever the backbone trains (train_hubert.py puts every parameter in the optimiser).
+        assert phase.layerdrop == (0.05 if phase.trainable_layers == -1 else 0.0) and phase.train_embedding
     assert cfg.model.backbone.normalize_waveform == (name == "mhfa_wavlm_large")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.phases.0.layerdrop=1.0"], r"layerdrop must be in \[0, 1\)"),
+    (["train.phases.0.layerdrop=0.1", "train.phases.0.trainable_layers=0"],
+     "phase 'main': layerdrop > 0 does nothing in a frozen phase"),
+    (["train.phases.0.layerdrop=0.1", "train.phases.0.compile=true"], "layerdrop > 0 with compile: true would recompile"),
+    (["train.phases.0.layer_decay_from=middle"], "layer_decay_from"),
+])
+def test_layerdrop_and_layer_decay_from_refuse_what_cannot_work(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+    # With adapters a phase that keeps the pre-trained weights frozen still trains (in training mode).
+    load_config(None, ["model.adapters.inner=true", "train.phases.0.trainable_layers=0", "train.phases.0.layerdrop=0.1"])
 
 
 @pytest.mark.parametrize("override, message", [

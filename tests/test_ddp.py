@@ -18,6 +18,7 @@ from test_train import _losses
 
 from voxadapt.config import PhaseConfig, load_config
 from voxadapt.layout import DataLayout, ExpLayout
+from voxadapt.models.speaker import build_model
 from voxadapt.train import checkpoint as ckpt_io
 from voxadapt.train.distributed import DistInfo, init_distributed
 from voxadapt.train.trainer import PhaseTrainer
@@ -107,10 +108,17 @@ def test_frozen_backbone_stays_in_eval_mode_through_validation_and_dropadapt(tin
 
 
 @pytest.mark.slow
-def test_one_and_two_processes_agree_with_normalized_l2sp_and_batch_classes(tiny_data, tmp_path):
+def test_one_and_two_processes_agree_with_normalized_l2sp_batch_classes_and_layerdrop(tiny_data, tmp_path):
+    """LayerDrop's draws are shared by the ranks, so DDP (looking for unused parameters) sees the same
+    skipped layers on each, and L2-SP leaves those layers out, so no gradient reaches them after DDP
+    counted them unused: the run is that of one process."""
     over = MICRO + [f"model.backbone.arch={NO_DROPOUT}", "train.phases.0.epochs=1", "train.phases.0.average_last=1",
                     "train.phases.0.l2sp=normalized", "train.phases.0.dropclass.batch_classes_only=true",
-                    "loader.batches_per_epoch=6"]
+                    "train.phases.0.layerdrop=0.5", "loader.batches_per_epoch=6"]
+    cfg = load_config(None, over)
+    model, _ = build_model(cfg, 2)
+    model.backbone.enable_layerdrop(0.5)
+    assert any(model.backbone.draw_layer_drops(cfg.seed * 1000, step) for step in range(6))  # phase 0's seed
     losses = {}
     for n in (1, 2):
         exp = tmp_path / f"exp{n}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -107,6 +108,111 @@ def test_layerwise_rates_land_on_the_right_layers(cfg):
     assert model.backbone_frozen and [g.name for g in param_groups(model, head, phase)] == ["backend"]
     assert sum(len(p) for _, p, _ in backbone_groups(model)) == len(
         [p for n, p in model.backbone.model.named_parameters() if not n.startswith("masked_spec")])
+
+
+@pytest.mark.parametrize("direction", ["top", "bottom"])
+def test_layer_decay_direction_for_a_factor_below_one(cfg, direction):
+    """layer_decay 0.9. "top" (ours): the top layer gets backbone_lr, each layer below 0.9 x the one
+    above, the input embedding and CNN the smallest rate. "bottom" (the MHFA authors' SLT22
+    ModelTrainer: LR_Transformer * LLRD_factor^i, i = 0 the bottom layer): the bottom layer gets
+    backbone_lr and upper layers less; the embedding and CNN, which that code never trains, the
+    bottom layer's rate."""
+    phase = dataclasses.replace(cfg.train.phases[0], layer_decay=0.9, layer_decay_from=direction)
+    model, head = build_model(cfg, 5)
+    set_trainable(model, head, -1, 0.1)
+    lrs = {g.name: g.lr for g in param_groups(model, head, phase)}
+    L, base = model.backbone.num_layers, phase.backbone_lr
+    for i in range(L):
+        assert lrs[f"layer{i}"] == pytest.approx(base * 0.9 ** (L - 1 - i if direction == "top" else i)), i
+    lowest = base * 0.9**L if direction == "top" else base
+    assert lrs["embedding"] == pytest.approx(lowest) and lrs["cnn"] == pytest.approx(lowest)
+    assert lrs["backend"] == phase.lr
+
+
+@pytest.mark.parametrize("stable", [False, True])
+def test_train_embedding_false_trains_the_transformer_layers_only(stable):
+    """train_embedding false (the MHFA authors' SLT22 optimiser): feature projection, positional
+    convolution and the encoder's LayerNorm (after the input for post-LN, after the top layer for
+    pre-LN encoders) stay pre-trained and out of the optimiser; the layers, back-end and head train.
+    true (the default, their WeSpeaker recipe): those train too."""
+    cfg = load_config(None, MICRO)
+    cfg.model.backbone.arch = {**cfg.model.backbone.arch, "do_stable_layer_norm": stable}
+    model, head = build_model(cfg, 5)
+    hf, phase = model.backbone.model, cfg.train.phases[0]
+    assert model.backbone.stable_layer_norm == stable
+    embed = {id(p) for m in (hf.feature_projection, hf.encoder.pos_conv_embed, hf.encoder.layer_norm) for p in m.parameters()}
+    layers = [p for layer in model.backbone.layers for p in layer.parameters()]
+
+    def trained() -> set[int]:
+        return {id(p) for g in param_groups(model, head, phase) for p in g.params}
+
+    set_trainable(model, head, -1)
+    assert embed <= trained()
+    set_trainable(model, head, -1, 0.0, train_embedding=False)
+    assert not embed & trained() and not any(p.requires_grad for p in hf.parameters() if id(p) in embed)
+    assert all(p.requires_grad for p in layers) and {id(p) for p in layers} <= trained()
+    assert {id(p) for p in list(model.backend.parameters()) + list(head.parameters())} <= trained()
+    assert "embedding" not in {g.name for g in param_groups(model, head, phase)}
+
+
+LAYERDROP_ARCH = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 64,
+                  "conv_dim": [16] * 7, "num_conv_pos_embeddings": 8, "num_conv_pos_embedding_groups": 4}
+
+
+@pytest.mark.parametrize("kind", ["wavlm", "hubert", "wav2vec2", "data2vec-audio"])
+def test_layerdrop_passes_a_dropped_layers_input_through_in_training_only(kind):
+    """LayerDrop: the drops are a function of seed and step; in training a dropped layer's hidden
+    state equals its input (still L + 1 states) and its weights get no gradient; in eval mode every
+    layer runs, as without LayerDrop. WavLM's layer 0 (which computes the position bias) never drops."""
+    extra = {"conv_pos_kernel_size": 5, "num_conv_pos_embeddings": 2} if kind == "data2vec-audio" else {}
+    cfg = load_config(None, [f"model.backbone.type={kind}", "model.backend.heads=2"])
+    cfg.model.backbone.arch = {**LAYERDROP_ARCH, **extra}
+    model, head = build_model(cfg, 4)
+    set_trainable(model, head, -1)
+    bb, L = model.backbone, 3
+    wav = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        plain = bb(wav)[0]
+    bb.enable_layerdrop(0.5)
+    assert bb.droppable_layers() == (list(range(1, L)) if kind == "wavlm" else list(range(L)))
+    draws = [bb.draw_layer_drops(7, s) for s in range(30)]
+    assert draws == [bb.draw_layer_drops(7, s) for s in range(30)]  # the same on every rank and resume
+    assert all(d <= set(bb.droppable_layers()) for d in draws)
+    step = next(s for s, d in enumerate(draws) if 0 < len(d) < len(bb.droppable_layers()))
+    drops = bb.draw_layer_drops(7, step)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(bb(wav)[0], plain))  # eval: every layer runs
+    model.train()
+    states, _ = bb(wav)
+    assert len(states) == L + 1
+    for i in range(L):
+        assert torch.equal(states[i + 1], states[i]) == (i in drops), i
+    head(model(wav), torch.tensor([0, 1]), 0.2)[0].backward()
+    for i, layer in enumerate(bb.layers):
+        assert all((p.grad is None) == (i in drops) for p in layer.parameters()), i
+
+
+def test_l2sp_leaves_out_the_skipped_layers(cfg):
+    """The L2-SP terms of the layers LayerDrop skips are left out: no gradient reaches them at all
+    (under DDP, which has already counted them unused, one would be an error)."""
+    model, head = build_model(cfg, 5)
+    set_trainable(model, head, -1)
+    ref = build_hf_model(cfg.model.backbone.type, "", cfg.model.backbone.arch, cfg.seed).state_dict()
+    params = {k: p for k, p in model.backbone.model.named_parameters() if p.requires_grad}
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(0.01)
+    bb = model.backbone
+    bb.enable_layerdrop(0.5)
+    step = next(s for s in range(30) if bb.draw_layer_drops(3, s))
+    skip = bb.dropped_parameter_names()
+    assert skip and skip == {k for k in params if k.startswith(tuple(f"encoder.layers.{i}." for i in bb.layer_drops))}
+    for form in ("normalized", "plain"):
+        L2SP(params, ref, form, 0.1).loss(torch.tensor(2.0, requires_grad=True), None, skip).backward()
+        assert all((p.grad is None) == (k in skip) for k, p in params.items()), (form, step)
+        for p in params.values():
+            p.grad = None
 
 
 def _cnn_step(cfg, scale: float, lengths: torch.Tensor | None):

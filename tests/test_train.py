@@ -200,15 +200,15 @@ def test_one_and_two_processes_give_the_same_loss_curve(tiny_data, tmp_path):
 
 
 def test_cnn_trains_with_a_scaled_gradient_and_resumes(tiny_data, tmp_path):
-    """cnn_grad_scale 0.1 in a real phase (with L2-SP): every CNN tensor moves from the pre-trained
-    weights, and a run resumed from the first epoch's checkpoint (its optimiser holding the CNN's
-    group) ends with the same weights."""
+    """cnn_grad_scale 0.1 in a real phase (with L2-SP and LayerDrop): every CNN tensor moves from the
+    pre-trained weights, and a run resumed from the first epoch's checkpoint (its optimiser holding
+    the CNN's group; LayerDrop's draws made from seed and step) ends with the same weights."""
     import shutil
 
     from voxadapt.models.backbone import backbone_from_config
 
     overrides = DETERMINISTIC + ["loader.batches_per_epoch=3", "train.phases=[{name: main, epochs: 2, lr: 0.005, "
-                                 "backbone_lr: 0.001, cnn_grad_scale: 0.1, l2sp: normalized, average_last: 2}]"]
+                                 "backbone_lr: 0.001, cnn_grad_scale: 0.1, l2sp: normalized, layerdrop: 0.5, average_last: 2}]"]
     exp = tmp_path / "exp"
     proc = train(tiny_data, exp, overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]

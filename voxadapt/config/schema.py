@@ -25,7 +25,8 @@ RENAMED: dict[int, dict[str, str]] = {2: {"augment.aug_prob": "augment.probabili
 # section): a marker or checkpoint without the key was made at that default.
 ADDED: dict[str, Any] = {"model.subcenters": 1, "phase.inter_topk": 0, "phase.inter_margin": 0.0,
                          "scoring.calibration_qmf": False, "synthetic.test_utts_per_speaker": 0,
-                         "phase.dropadapt.max_utts": 0, "phase.cnn_grad_scale": 0.0}
+                         "phase.dropadapt.max_utts": 0, "phase.cnn_grad_scale": 0.0,
+                         "phase.train_embedding": True, "phase.layer_decay_from": "top", "phase.layerdrop": 0.0}
 
 
 # ----------------------------------------------------------------------------------------- top
@@ -54,9 +55,12 @@ class Config:
         require(not cal or cal in sets, f"scoring.calibration_set '{cal}' is not a data set of corpus "
                  f"'{self.data.corpus}' ({', '.join(sets)}); set it to '' to calibrate on held-out training "
                  "speakers (conf/mhfa_kaldi.yaml does)")
-        for p in self.train.phases + self.adapt.phases:  # the CNN trains only with the whole backbone, not with adapters
+        for p in self.train.phases + self.adapt.phases:  # options that depend on the model: adapters, a backbone in training mode
             require(not (p.cnn_grad_scale and self.model.adapters.enabled),
                      f"phase '{p.name}': cnn_grad_scale > 0 fine-tunes the whole backbone; with model.adapters "
                      "(inner, inter or lora) set it to 0")
+            require(not (p.layerdrop and p.trainable_layers == 0 and not self.model.adapters.enabled),
+                     f"phase '{p.name}': layerdrop > 0 does nothing in a frozen phase (trainable_layers 0, no adapters): "
+                     "its backbone runs in eval mode; set layerdrop 0")
 
 

@@ -49,14 +49,25 @@ class PhaseConfig:
     name: str = "main"
     epochs: int = 10
     trainable_layers: int = -1  # -1: every transformer layer (+ its input embedding); 0: frozen; k: top k
+    # With trainable_layers -1: whether the input embedding (feature projection, positional convolution)
+    # and the encoder's own LayerNorm train too. true: as the MHFA authors' WeSpeaker recipe (every
+    # parameter in the optimiser); false: as their SLT22 code (only the transformer layers).
+    train_embedding: bool = True
     # > 0: the CNN feature encoder trains too (needs trainable_layers -1), at the input embedding's lr,
     # with its gradient multiplied by this (the forward pass unchanged); 0: the CNN stays frozen.
     cnn_grad_scale: float = 0.0
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 5e-3  # back-end and AAM head
-    backbone_lr: float = 2e-5  # the top transformer layer
+    backbone_lr: float = 2e-5  # the top transformer layer (layer_decay_from "top") or the bottom one ("bottom")
     adapter_lr: float = 1e-3  # adapters, LoRA factors (and LayerNorms trained with them)
-    layer_decay: float = 1.0  # transformer layer i gets backbone_lr * layer_decay^(L-1-i)
+    # Layer-wise rates. "top": the top layer gets backbone_lr, layer i (0 = bottom) backbone_lr *
+    # layer_decay^(L-1-i), so upper layers move most; "bottom": the MHFA authors' SLT22 code, layer i
+    # gets backbone_lr * layer_decay^i, so the bottom layer gets backbone_lr and upper layers less.
+    layer_decay: float = 1.0
+    layer_decay_from: Literal["top", "bottom"] = "top"
+    # LayerDrop: in training, each transformer layer is skipped with this probability (its hidden state
+    # is then its input), drawn per step from the seed, the same on every process. 0: off.
+    layerdrop: float = 0.0
     weight_decay: float = 1e-4
     momentum: float = 0.9  # SGD
     warmup_epochs: float = 0.0
@@ -107,6 +118,9 @@ class PhaseConfig:
                  "cnn_grad_scale > 0 trains the CNN below every transformer layer: set trainable_layers -1 or cnn_grad_scale 0")
         require(self.lr > 0 and self.backbone_lr >= 0 and 0 < self.layer_decay <= 1, "need lr > 0, backbone_lr >= 0, "
                  "0 < layer_decay <= 1")
+        require(0 <= self.layerdrop < 1, "layerdrop must be in [0, 1) (0: off)")
+        require(not (self.layerdrop and self.compile),
+                 "layerdrop > 0 with compile: true would recompile the encoder for each pattern of dropped layers; set one of them off")
         require(0 <= self.margin < 1.5 and self.scale > 0, "need 0 <= margin < 1.5 and scale > 0")
         require(self.inter_topk >= 0 and 0 <= self.inter_margin < 0.5, "need inter_topk >= 0 and 0 <= inter_margin < 0.5")
         require(not (self.inter_topk and self.inter_margin and not self.margin),

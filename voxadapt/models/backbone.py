@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import types
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -85,7 +87,8 @@ class SSLBackbone(nn.Module):
         super().__init__()
         cfg = model.config
         if getattr(cfg, "layerdrop", 0.0):
-            raise VoxadaptError("layerdrop must be 0: skipped layers vanish from the hidden states")
+            raise VoxadaptError("the transformers model's own layerdrop must be 0 (its skipped layers leave no hidden "
+                                "state); set a training phase's layerdrop instead")
         self.model = model
         self.normalize_waveform = normalize_waveform
         self.num_layers = cfg.num_hidden_layers
@@ -99,6 +102,8 @@ class SSLBackbone(nn.Module):
             model.masked_spec_embed.requires_grad_(False)  # only used for SpecAugment masking
         self._states: list[torch.Tensor] = []
         self._mask: torch.Tensor | None = None
+        self.layerdrop = 0.0  # set by enable_layerdrop for a phase that trains with it
+        self.layer_drops: frozenset[int] = frozenset()  # the layers the current training step skips
         layers = model.encoder.layers
         layers[0].register_forward_pre_hook(self._record_input, with_kwargs=True)
         for layer in layers:
@@ -122,6 +127,36 @@ class SSLBackbone(nn.Module):
         (ContiguousLinearInputs around the encoder on a CPU), or it runs other operations."""
         self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={
             "use_reentrant": False, "context_fn": lambda: (contextlib.nullcontext(), self._linear_input_mode())})
+
+    def enable_layerdrop(self, p: float) -> None:
+        """LayerDrop for a training phase: each step (draw_layer_drops) skips each droppable layer with
+        probability p. A skipped layer passes its input through, so its hidden state equals the one
+        below and the back-end still gets L + 1 states; in eval mode every layer runs. transformers'
+        own layerdrop is not used: its skipped layers would leave no hidden state, and its draws come
+        from each process's RNG, not shared across processes."""
+        self.layerdrop = p
+        for layer in self.layers:
+            layer.dropped = False
+            layer.forward = types.MethodType(_skip_or_forward, layer)  # a bound method: deepcopy rebinds it
+
+    def droppable_layers(self) -> list[int]:
+        """WavLM's layer 0 computes the relative position bias every layer above reads, so it always
+        runs (transformers never drops it either); any layer of the other backbones may be dropped."""
+        first = 1 if hasattr(self.layers[0].attention, "rel_attn_embed") else 0
+        return list(range(first, self.num_layers))
+
+    def draw_layer_drops(self, seed: int, step: int) -> frozenset[int]:
+        """The layers training step `step` skips: a function of seed and step only, so every process,
+        micro-batch and resume draws the same ones (and DDP sees the same unused parameters on all ranks)."""
+        draws = np.random.default_rng(np.random.SeedSequence([seed, 9_000_011, step])).random(self.num_layers)
+        self.layer_drops = frozenset(i for i in self.droppable_layers() if draws[i] < self.layerdrop)
+        for i, layer in enumerate(self.layers):
+            layer.dropped = i in self.layer_drops
+        return self.layer_drops
+
+    def dropped_parameter_names(self) -> set[str]:
+        """Names (in the transformers model) of the parameters of the layers this step skips."""
+        return {f"encoder.layers.{i}.{n}" for i in self.layer_drops for n, _ in self.layers[i].named_parameters()}
 
     def _linear_input_mode(self) -> contextlib.AbstractContextManager:
         """ContiguousLinearInputs where the model runs CPU-tuned; on a GPU its copies cost time and
@@ -184,6 +219,14 @@ class SSLBackbone(nn.Module):
         for i, adapter in zip(self.inter_layers, self.inter_adapters):  # state i+1 is layer i's output
             states[i + 1] = states[i + 1] + self.adapter_config.scale * adapter(states[i + 1])
         return states, mask
+
+
+def _skip_or_forward(layer: nn.Module, hidden_states: torch.Tensor, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    """A transformer layer's forward under LayerDrop: in training, a layer this step drops returns its
+    input (with WavLM's position bias, which the layers above read); otherwise the layer's own forward."""
+    if layer.training and layer.dropped:
+        return (hidden_states, kwargs["position_bias"]) if "position_bias" in kwargs else hidden_states
+    return type(layer).forward(layer, hidden_states, *args, **kwargs)
 
 
 class ScaleGrad(torch.autograd.Function):

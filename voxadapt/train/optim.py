@@ -58,10 +58,12 @@ def backbone_groups(model: SpeakerModel) -> list[tuple[str, list[nn.Parameter], 
     return groups
 
 
-def set_trainable(model: SpeakerModel, head: AAMSoftmax, trainable_layers: int, cnn_grad_scale: float = 0.0) -> None:
+def set_trainable(model: SpeakerModel, head: AAMSoftmax, trainable_layers: int, cnn_grad_scale: float = 0.0,
+                  train_embedding: bool = True) -> None:
     """Back-end, head and adapters always train; of the pre-trained backbone, the top
-    `trainable_layers` transformer layers (-1: all, with the input embedding) and, with
-    `cnn_grad_scale` > 0, the CNN feature encoder, its gradient scaled by that factor."""
+    `trainable_layers` transformer layers (-1: all, with the input embedding and the encoder's
+    LayerNorm unless `train_embedding` is false) and, with `cnn_grad_scale` > 0, the CNN feature
+    encoder, its gradient scaled by that factor."""
     L = model.backbone.num_layers
     if trainable_layers > L:
         raise ValueError(f"trainable_layers {trainable_layers} exceeds the backbone's {L} layers")
@@ -76,9 +78,20 @@ def set_trainable(model: SpeakerModel, head: AAMSoftmax, trainable_layers: int, 
             on = trainable_layers == -1 or (name != "embedding" and depth < trainable_layers)
         for p in params:
             p.requires_grad_(on)
+    if not train_embedding:  # the MHFA authors' SLT22 optimiser: transformer layers only
+        hf = model.backbone.model
+        for p in _own(hf.feature_projection) + _own(hf.encoder.pos_conv_embed) + _own(hf.encoder.layer_norm):
+            p.requires_grad_(False)
     model.backbone.cnn_grad_scale = cnn_grad_scale
     for p in list(model.backend.parameters()) + list(head.parameters()) + adapter_params(model):
         p.requires_grad_(True)
+
+
+def decay_exponent(phase: PhaseConfig, depth: int, num_layers: int) -> int:
+    """The power of layer_decay for a group `depth` layers below the top one. "top": the depth
+    itself; "bottom" (the MHFA authors' SLT22 code): the layer's index from the bottom, the input
+    embedding and CNN (which that code never trains) at the bottom layer's rate."""
+    return depth if phase.layer_decay_from == "top" else max(num_layers - 1 - depth, 0)
 
 
 def param_groups(model: SpeakerModel, head: AAMSoftmax, phase: PhaseConfig) -> list[ParamGroup]:
@@ -90,7 +103,8 @@ def param_groups(model: SpeakerModel, head: AAMSoftmax, phase: PhaseConfig) -> l
     for name, params, depth in backbone_groups(model):
         trainable = [p for p in params if p.requires_grad and id(p) not in taken]
         if trainable and phase.backbone_lr > 0:
-            groups.append(ParamGroup(name, trainable, phase.backbone_lr * phase.layer_decay**depth))
+            power = decay_exponent(phase, depth, model.backbone.num_layers)
+            groups.append(ParamGroup(name, trainable, phase.backbone_lr * phase.layer_decay**power))
     return groups
 
 

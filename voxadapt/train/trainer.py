@@ -79,6 +79,8 @@ def prepare_for_phase(model: SpeakerModel, head: AAMSoftmax, phase: PhaseConfig,
     head.inter_margin_ratio = phase.inter_margin / phase.margin if phase.margin else 0.0
     if phase.activation_checkpointing:  # transformers recomputes each layer in the backward pass
         model.backbone.enable_activation_checkpointing()
+    if phase.layerdrop:
+        model.backbone.enable_layerdrop(phase.layerdrop)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     model, head = model.to(dev), head.to(dev)
@@ -143,7 +145,7 @@ class PhaseTrainer:
         if self.init_dir:
             load_weights(self.init_dir / "model.safetensors", model, head)
         try:
-            set_trainable(model, head, phase.trainable_layers, phase.cnn_grad_scale)
+            set_trainable(model, head, phase.trainable_layers, phase.cnn_grad_scale, phase.train_embedding)
         except ValueError as err:
             raise VoxadaptError(f"phase '{phase.name}': {err}") from None
         self.model, self.head = prepare_for_phase(model, head, phase, cfg.train.tf32, dev)
@@ -152,8 +154,11 @@ class PhaseTrainer:
             self.distiller = Distiller(cfg.model.distill, self.table.classes, model.backend.embed_dim, dev).to(dev)
         self.module: nn.Module = TrainModule(self.model, self.head, self.distiller)
         if self.info.distributed:
+            # A layer that LayerDrop skips gives its parameters no gradient on any rank (the draw is shared):
+            # DDP must look for unused parameters then, or it waits for their gradients forever.
             self.module = nn.parallel.DistributedDataParallel(
-                self.module, device_ids=[dev.index] if dev.type == "cuda" else None)
+                self.module, device_ids=[dev.index] if dev.type == "cuda" else None,
+                find_unused_parameters=phase.layerdrop > 0)
         self.groups = param_groups(model, head, phase)
         if self.distiller is not None:
             self.groups.append(ParamGroup("distill", list(self.distiller.head.parameters()), phase.lr))
@@ -274,6 +279,10 @@ class PhaseTrainer:
         classes = self._batch_classes(batch["label"]) if phase.dropclass.batch_classes_only else self.head_classes
         stats = torch.zeros(5, dtype=torch.float64, device=dev)  # loss, correct, examples, non-finite, in a row
         parts = list(zip(wav.chunk(phase.accum_steps), labels.chunk(phase.accum_steps)))
+        skip: set[str] = set()  # the L2-SP terms of the layers LayerDrop skips: those layers sit the step out
+        if phase.layerdrop:
+            self.model.backbone.draw_layer_drops(self.seed, step)
+            skip = self.model.backbone.dropped_parameter_names()
         for i, (w, y) in enumerate(parts):
             sync = i == len(parts) - 1 or not self.info.distributed
             ctx = self.module.no_sync() if not sync else contextlib.nullcontext()
@@ -282,7 +291,7 @@ class PhaseTrainer:
                     ce, logits, targets = self.module(w, y, margin, classes)
                 loss = ce
                 if self.l2sp is not None:  # normalised by the global CE: each rank's share weighs as in one process
-                    loss = self.l2sp.loss(ce, mean_over_ranks(self.info, ce) if self.l2sp.form == "normalized" else None)
+                    loss = self.l2sp.loss(ce, mean_over_ranks(self.info, ce) if self.l2sp.form == "normalized" else None, skip)
                 self.scaler.scale(loss / len(parts)).backward()
             stats[0] += ce.detach() / len(parts)
             stats[1] += (logits.argmax(1) == targets).sum()
