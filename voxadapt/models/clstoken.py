@@ -5,9 +5,15 @@ and its output is the embedding (instead of average pooling). Robust variant: th
 drawn from a bank of trainable tokens, each a learned mean and log-variance sampled with the
 reparameterisation trick in training; inference uses the bank's mean (deterministic). An
 optional distillation token learns to match a teacher's softened predictions.
+
+The sampling noise starts at a tenth of the means' scale and never exceeds its mean's RMS: the
+pre-norm transformer reads the token through a LayerNorm, i.e. by its direction, which noise
+larger than the mean would make random at every step.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +21,9 @@ from torch import nn
 
 from voxadapt.config import BackendConfig
 from voxadapt.models.mhfa import LayerWeights
+
+TOKEN_INIT_STD = 0.02  # the tokens' scale at initialisation (as ViT's class token)
+NOISE_INIT = 0.1  # sampled tokens: the noise's std at initialisation, as a fraction of TOKEN_INIT_STD
 
 
 class ClassTokenBackend(nn.Module):
@@ -25,9 +34,10 @@ class ClassTokenBackend(nn.Module):
         bank = cfg.token_bank if self.sampled else 1
         self.layer_weights_ = LayerWeights(num_states)
         self.input = nn.Linear(in_dim, d)
-        self.token_mean = nn.Parameter(torch.randn(bank, d) * 0.02)
-        self.token_logvar = nn.Parameter(torch.full((bank, d), -4.0)) if self.sampled else None
-        self.distill_token = nn.Parameter(torch.randn(1, d) * 0.02) if cfg.distill_token else None
+        self.token_mean = nn.Parameter(torch.randn(bank, d) * TOKEN_INIT_STD)
+        logvar = 2 * math.log(NOISE_INIT * TOKEN_INIT_STD)
+        self.token_logvar = nn.Parameter(torch.full((bank, d), logvar)) if self.sampled else None
+        self.distill_token = nn.Parameter(torch.randn(1, d) * TOKEN_INIT_STD) if cfg.distill_token else None
         layer = nn.TransformerEncoderLayer(d, cfg.token_heads, cfg.token_ffn, dropout=0.1, batch_first=True,
                                            norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.token_layers, enable_nested_tensor=False)
@@ -42,8 +52,14 @@ class ClassTokenBackend(nn.Module):
         if not self.training:  # the bank's mean: one deterministic token
             return self.token_mean.mean(0).expand(batch, 1, -1)
         k = torch.randint(len(self.token_mean), (batch,), device=self.token_mean.device)
-        std = torch.exp(0.5 * self.token_logvar[k])
-        return (self.token_mean[k] + std * torch.randn_like(std))[:, None, :]
+        mean = self.token_mean[k]
+        return (mean + self.noise_std()[k] * torch.randn_like(mean))[:, None, :]
+
+    def noise_std(self) -> torch.Tensor:
+        """(bank, dim): each entry's sampling std, bounded by the RMS of its mean (no gradient
+        through the bound: the mean is not shrunk to make room for noise)."""
+        rms = self.token_mean.detach().square().mean(1, keepdim=True).sqrt()
+        return torch.minimum(torch.exp(0.5 * self.token_logvar), rms)
 
     def encode(self, states: list[torch.Tensor], mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.input(self.layer_weights_(states))
