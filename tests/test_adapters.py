@@ -162,6 +162,33 @@ def test_kd_loss_is_zero_when_student_matches_teacher():
     assert float(kd_loss(logits, torch.randn(4, 7), 2.0)) > 0
 
 
+def test_distillation_teacher_logits_are_at_the_scale_the_teacher_was_trained_with(tmp_path):
+    """The head's scale is no weight: the teacher's logits are s * cos at its own phase's scale (32
+    here, not AAMSoftmax's default 30), saved with the model dir; a dir written before the scale was
+    saved takes it from the phase whose final model it is."""
+    from voxadapt.config import DistillConfig
+    from voxadapt.models.loading import load_speaker_model
+    from voxadapt.models.speaker import save_model_dir
+    from voxadapt.train.distill import Distiller
+
+    cfg = load_config(None, MICRO + ["train.phases.0.scale=32"])
+    model, head = build_model(cfg, 5)
+    head.scale = cfg.train.phases[0].scale  # as the trainer sets it for the phase
+    classes = [f"c{i}" for i in range(5)]
+    final = tmp_path / "teacher" / "main" / "final"
+    save_model_dir(final, cfg, model, head, classes)
+    distiller = Distiller(DistillConfig(teacher=str(final)), classes, 32, torch.device("cpu"))
+    assert distiller.teacher_head.scale == 32
+    wav = torch.randn(2, 16000)
+    with torch.no_grad():
+        cos = distiller.teacher_head.cosine(distiller.teacher(wav))
+    torch.testing.assert_close(distiller.teacher_logits(wav, None), 32 * cos)
+    weights = final / "model.safetensors"  # as written before the scale was saved: no metadata
+    save_file(load_file(str(weights)), str(weights), metadata={"format": "voxadapt"})
+    (tmp_path / "teacher" / "model").symlink_to("main/final")
+    assert load_speaker_model(tmp_path / "teacher" / "model").head.scale == 32
+
+
 def test_distillation_config_is_checked():
     with pytest.raises(Exception, match="distill.teacher needs backend.type clstoken"):
         load_config(None, MICRO + ["model.distill.teacher=/x"])

@@ -110,8 +110,9 @@ def save_model_dir(path: Path, cfg: Config, model: SpeakerModel, head: AAMSoftma
         (tmp / "config.yaml").write_text(dump_yaml(cfg))
         (tmp / "backbone.json").write_text(model.backbone.model.config.to_json_string())
         (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+        # The head's scale is no weight: saved beside them, so a teacher's logits are the ones it was trained on.
         save_file(state if state is not None else state_for_saving(model, head), str(tmp / "model.safetensors"),
-                  metadata={"format": "voxadapt"})
+                  metadata={"format": "voxadapt", "head_scale": repr(float(head.scale))})
 
 
 def hf_model_from_json(file: Path, fix: str) -> nn.Module:
