@@ -25,7 +25,8 @@ RENAMED: dict[int, dict[str, str]] = {2: {"augment.aug_prob": "augment.probabili
 # section): a marker or checkpoint without the key was made at that default.
 ADDED: dict[str, Any] = {"model.subcenters": 1, "phase.inter_topk": 0, "phase.inter_margin": 0.0,
                          "scoring.calibration_qmf": False, "synthetic.test_utts_per_speaker": 0,
-                         "phase.dropadapt.max_utts": 0, "phase.cnn_grad_scale": 0.0}
+                         "phase.dropadapt.max_utts": 0, "phase.cnn_grad_scale": 0.0,
+                         "model.backend.token_positions": "none"}
 
 
 # ----------------------------------------------------------------------------------------- top

@@ -31,6 +31,8 @@ class ClassTokenBackend(nn.Module):
         super().__init__()
         d = cfg.token_dim
         self.sampled = cfg.class_token == "sampled"
+        self.token_eval, self.token_eval_entry = cfg.token_eval, cfg.token_eval_entry
+        self.positions = cfg.token_positions == "sinusoidal"
         bank = cfg.token_bank if self.sampled else 1
         self.layer_weights_ = LayerWeights(num_states)
         self.input = nn.Linear(in_dim, d)
@@ -47,13 +49,19 @@ class ClassTokenBackend(nn.Module):
         self.embed_dim = cfg.embed_dim
 
     def class_token(self, batch: int) -> torch.Tensor:
+        """(batch, n, dim): the class token(s) of each example; n > 1 (token_eval: entries_mean)
+        runs the transformer once per token and averages the embeddings."""
         if not self.sampled:
             return self.token_mean[0].expand(batch, 1, -1)
-        if not self.training:  # the bank's mean: one deterministic token
+        if self.training:
+            k = torch.randint(len(self.token_mean), (batch,), device=self.token_mean.device)
+            mean = self.token_mean[k]
+            return (mean + self.noise_std()[k] * torch.randn_like(mean))[:, None, :]
+        if self.token_eval == "bank_mean":  # one token, none of those seen in training
             return self.token_mean.mean(0).expand(batch, 1, -1)
-        k = torch.randint(len(self.token_mean), (batch,), device=self.token_mean.device)
-        mean = self.token_mean[k]
-        return (mean + self.noise_std()[k] * torch.randn_like(mean))[:, None, :]
+        if self.token_eval == "entry":
+            return self.token_mean[self.token_eval_entry].expand(batch, 1, -1)
+        return self.token_mean[None].expand(batch, -1, -1)  # entries_mean: each entry's mean
 
     def noise_std(self) -> torch.Tensor:
         """(bank, dim): each entry's sampling std, bounded by the RMS of its mean (no gradient
@@ -63,7 +71,14 @@ class ClassTokenBackend(nn.Module):
 
     def encode(self, states: list[torch.Tensor], mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.input(self.layer_weights_(states))
-        tokens = [self.class_token(len(x))]
+        if self.positions:
+            x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype)
+        batch, cls = len(x), self.class_token(len(x))
+        n = cls.shape[1]  # one pass per class token, the embeddings averaged
+        if n > 1:
+            x = x.repeat_interleave(n, 0)
+            mask = mask.repeat_interleave(n, 0) if mask is not None else None
+        tokens = [cls.reshape(batch * n, 1, -1)]
         if self.distill_token is not None:
             tokens.append(self.distill_token.expand(len(x), 1, -1))
         h = torch.cat(tokens + [x], dim=1)
@@ -71,14 +86,25 @@ class ClassTokenBackend(nn.Module):
         if mask is not None:
             pad = torch.cat([torch.zeros(len(x), len(tokens), dtype=torch.bool, device=x.device), ~mask], dim=1)
         h = self.norm(self.encoder(h, src_key_padding_mask=pad))
-        distill = self.distill_projection(h[:, 1]) if self.distill_projection is not None else None
-        return self.projection(h[:, 0]), distill
+        emb = self.projection(h[:, 0]).view(batch, n, -1).mean(1)
+        distill = self.distill_projection(h[:, 1]).view(batch, n, -1).mean(1) if self.distill_projection is not None else None
+        return emb, distill
 
     def forward(self, states: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.encode(states, mask)[0]
 
     def layer_weights(self) -> dict[str, torch.Tensor]:
         return {"layers": self.layer_weights_.weights()}
+
+
+def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
+    """(length, dim): the fixed sine/cosine position code of Vaswani et al. (no parameter, any length)."""
+    t = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(length, dim, device=device)
+    pe[:, 0::2] = torch.sin(t * freq)
+    pe[:, 1::2] = torch.cos(t * freq)[:, : dim // 2]
+    return pe
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

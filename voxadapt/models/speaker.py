@@ -80,6 +80,8 @@ def model_fingerprint(cfg: ModelConfig) -> dict:
     out = dataclasses.asdict(cfg)
     out["backbone"].update(path=backbone_digest(cfg.backbone), normalize_waveform=waveform_normalisation(cfg.backbone)[0])
     out["distill"]["teacher"] = bool(cfg.distill.teacher)
+    for key in ("token_eval", "token_eval_entry"):  # the class token's test-time rule: training never reads it
+        del out["backend"][key]
     return out
 
 
