@@ -2,9 +2,10 @@
 """The class token's test-time rules on one trained model, scored with cosine: each scored set's
 utterances (and a subset of the training set, for the centring mean) go through the backbone once
 and through the token transformer once per rule: the bank's mean (`bank_mean`) and each entry's
-mean (`entry<k>`); `entries_mean` is the mean of the entries' embeddings, as the back-end computes
-it. Prints a markdown table of each rule's EER against bank_mean (95 % speaker-bootstrap intervals,
-paired differences), as pyscripts/compare.py does, and saves the embeddings in <out>/<rule>.npz.
+mean (`entry<k>`); and `entries_mean`, the mean of the entries' embeddings (measured, not a
+back-end option: no better, and token_bank passes). Prints a markdown table of each rule's EER
+against bank_mean (95 % speaker-bootstrap intervals, paired differences), as pyscripts/compare.py
+does, and saves each scored set's embeddings per rule in <out>/<set>.npz.
 
     python local/clstoken_rules.py --src exp/compare/clstoken_tiny_s1 --out exp/rules --data data
 

@@ -46,9 +46,9 @@ class BackendConfig:
     token_ffn: int = 256
     class_token: Literal["learned", "sampled"] = "learned"
     token_bank: int = 8  # sampled: trainable (mean, log-variance) tokens drawn from in training
-    # sampled, at test time: the mean of the bank's means (a token never seen in training), one
-    # entry's mean (token_eval_entry), or each entry's mean in turn with the embeddings averaged
-    token_eval: Literal["bank_mean", "entry", "entries_mean"] = "bank_mean"
+    # sampled, at test time: the mean of the bank's means (a token never seen in training) or one
+    # entry's mean (token_eval_entry); measured equal (docs/methods.md)
+    token_eval: Literal["bank_mean", "entry"] = "bank_mean"
     token_eval_entry: int = 0
     token_positions: Literal["none", "sinusoidal"] = "none"  # a position code added to the frames
     distill_token: bool = False

@@ -49,19 +49,15 @@ class ClassTokenBackend(nn.Module):
         self.embed_dim = cfg.embed_dim
 
     def class_token(self, batch: int) -> torch.Tensor:
-        """(batch, n, dim): the class token(s) of each example; n > 1 (token_eval: entries_mean)
-        runs the transformer once per token and averages the embeddings."""
         if not self.sampled:
             return self.token_mean[0].expand(batch, 1, -1)
         if self.training:
             k = torch.randint(len(self.token_mean), (batch,), device=self.token_mean.device)
             mean = self.token_mean[k]
             return (mean + self.noise_std()[k] * torch.randn_like(mean))[:, None, :]
-        if self.token_eval == "bank_mean":  # one token, none of those seen in training
-            return self.token_mean.mean(0).expand(batch, 1, -1)
-        if self.token_eval == "entry":
+        if self.token_eval == "entry":  # one of the tokens training saw
             return self.token_mean[self.token_eval_entry].expand(batch, 1, -1)
-        return self.token_mean[None].expand(batch, -1, -1)  # entries_mean: each entry's mean
+        return self.token_mean.mean(0).expand(batch, 1, -1)  # bank_mean: a token no training step saw
 
     def noise_std(self) -> torch.Tensor:
         """(bank, dim): each entry's sampling std, bounded by the RMS of its mean (no gradient
@@ -73,12 +69,7 @@ class ClassTokenBackend(nn.Module):
         x = self.input(self.layer_weights_(states))
         if self.positions:
             x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype)
-        batch, cls = len(x), self.class_token(len(x))
-        n = cls.shape[1]  # one pass per class token, the embeddings averaged
-        if n > 1:
-            x = x.repeat_interleave(n, 0)
-            mask = mask.repeat_interleave(n, 0) if mask is not None else None
-        tokens = [cls.reshape(batch * n, 1, -1)]
+        tokens = [self.class_token(len(x))]
         if self.distill_token is not None:
             tokens.append(self.distill_token.expand(len(x), 1, -1))
         h = torch.cat(tokens + [x], dim=1)
@@ -86,9 +77,8 @@ class ClassTokenBackend(nn.Module):
         if mask is not None:
             pad = torch.cat([torch.zeros(len(x), len(tokens), dtype=torch.bool, device=x.device), ~mask], dim=1)
         h = self.norm(self.encoder(h, src_key_padding_mask=pad))
-        emb = self.projection(h[:, 0]).view(batch, n, -1).mean(1)
-        distill = self.distill_projection(h[:, 1]).view(batch, n, -1).mean(1) if self.distill_projection is not None else None
-        return emb, distill
+        distill = self.distill_projection(h[:, 1]) if self.distill_projection is not None else None
+        return self.projection(h[:, 0]), distill
 
     def forward(self, states: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.encode(states, mask)[0]
