@@ -3,7 +3,8 @@
 A small transformer over the layer-weighted SSL frames; a learnable class token is prepended
 and its output is the embedding (instead of average pooling). Robust variant: the token is
 drawn from a bank of trainable tokens, each a learned mean and log-variance sampled with the
-reparameterisation trick in training; inference uses the bank's mean (deterministic). An
+reparameterisation trick in training; inference uses the bank's mean or one entry's
+(`token_eval`, deterministic). Optionally, a fixed sinusoidal position code on the frames. An
 optional distillation token learns to match a teacher's softened predictions.
 
 The sampling noise starts at a tenth of the means' scale and never exceeds its mean's RMS: the
