@@ -9,10 +9,10 @@ import torch
 from helpers import MICRO
 from safetensors.torch import load_file, save_file
 
-from voxadapt.config import load_config
+from voxadapt.config import BackendConfig, load_config
 from voxadapt.errors import VoxadaptError
 from voxadapt.models.adapters import is_adapter_param, merge_lora
-from voxadapt.models.clstoken import kd_loss
+from voxadapt.models.clstoken import ClassTokenBackend, kd_loss
 from voxadapt.models.speaker import build_model
 from voxadapt.train.optim import param_groups, set_trainable
 
@@ -156,10 +156,105 @@ def test_sampled_class_token_is_random_in_training_and_fixed_in_eval():
     assert emb.shape == distill.shape == (2, 32)
 
 
+def token_backend(**options) -> ClassTokenBackend:
+    """A small sampled-class-token back-end over 3 layers of 32-dim frames, seeded."""
+    torch.manual_seed(0)
+    cfg = BackendConfig(type="clstoken", token_dim=16, token_heads=2, token_ffn=32, token_layers=1, embed_dim=8,
+                        class_token="sampled", token_bank=4, **options)
+    return ClassTokenBackend(3, 32, cfg)
+
+
+def test_class_token_test_time_rules():
+    """Eval mode is deterministic and uses the configured token: the bank's mean or one entry's
+    mean (each entry giving its own embedding)."""
+    states = [torch.randn(2, 10, 32) for _ in range(3)]
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 6:] = False
+    mean, entry = token_backend().eval(), token_backend(token_eval="entry", token_eval_entry=2).eval()
+    with torch.no_grad():
+        for b in (mean, entry):
+            assert torch.equal(b(states, mask), b(states, mask))
+        assert torch.equal(mean.class_token(1)[0, 0], mean.token_mean.mean(0))
+        assert torch.equal(entry.class_token(1)[0, 0], entry.token_mean[2])
+        each = [token_backend(token_eval="entry", token_eval_entry=k).eval()(states, mask) for k in range(4)]
+        assert torch.equal(each[2], entry(states, mask)) and not torch.allclose(each[0], each[1])
+    with pytest.raises(Exception, match="token_eval_entry must be a bank entry"):
+        BackendConfig(type="clstoken", token_bank=4, token_eval_entry=4)
+
+
+def test_sampled_class_token_noise_stays_below_its_mean():
+    """At initialisation the sampling noise is a small fraction of the means' scale (it was 7 times
+    it), and however large the learned log-variance grows, the noise's std never exceeds its mean's RMS."""
+    b = token_backend().requires_grad_(False).train()
+    drawn = b.class_token(256)[:, 0]
+    cos = torch.nn.functional.cosine_similarity(drawn[:, None], b.token_mean[None], dim=2).amax(1)
+    assert float(cos.min()) > 0.9  # every sample is recognisably one of the means
+    rms = b.token_mean.square().mean(1, keepdim=True).sqrt()
+    assert float((b.noise_std() / rms).max()) < 0.3
+    b.token_logvar.fill_(10.0)
+    torch.testing.assert_close(b.noise_std(), rms.expand(-1, 16))
+
+
+def test_token_positions_make_the_class_token_see_frame_order():
+    """Without a position code the transformer is blind to the frames' order (the class token's
+    output is invariant to a permutation of the frames); the sinusoidal code makes it order-aware."""
+    states = [torch.randn(2, 10, 32) for _ in range(3)]
+    perm = torch.randperm(10)
+    shuffled = [s[:, perm] for s in states]
+    with torch.no_grad():
+        plain = token_backend().eval()
+        torch.testing.assert_close(plain(states), plain(shuffled), rtol=1e-4, atol=1e-5)
+        ordered = token_backend(token_positions="sinusoidal").eval()
+        assert not torch.allclose(ordered(states), ordered(shuffled), rtol=1e-3, atol=1e-4)
+
+
+def test_test_time_rule_is_not_part_of_the_training_fingerprint():
+    """Stages 3-4 do not read the test-time rule: changing it keeps the trained model; a marker
+    written before token_positions existed matches a config without positions."""
+    from voxadapt.config.loader import upgrade_fingerprint
+    from voxadapt.models.speaker import model_fingerprint
+
+    base = load_config(None, CLS)
+    other = load_config(None, CLS + ["model.backend.token_eval=entry", "model.backend.token_eval_entry=3"])
+    assert model_fingerprint(base.model) == model_fingerprint(other.model)
+    old = {"model": model_fingerprint(base.model)}
+    del old["model"]["backend"]["token_positions"]
+    assert upgrade_fingerprint(old) == {"model": model_fingerprint(base.model)}
+    positions = load_config(None, CLS + ["model.backend.token_positions=sinusoidal"])
+    assert upgrade_fingerprint(old) != {"model": model_fingerprint(positions.model)}
+
+
 def test_kd_loss_is_zero_when_student_matches_teacher():
     logits = torch.randn(4, 7)
     assert float(kd_loss(logits, logits.clone(), 2.0)) == pytest.approx(0.0, abs=1e-6)
     assert float(kd_loss(logits, torch.randn(4, 7), 2.0)) > 0
+
+
+def test_distillation_teacher_logits_are_at_the_scale_the_teacher_was_trained_with(tmp_path):
+    """The head's scale is no weight: the teacher's logits are s * cos at its own phase's scale (32
+    here, not AAMSoftmax's default 30), saved with the model dir; a dir written before the scale was
+    saved takes it from the phase whose final model it is."""
+    from voxadapt.config import DistillConfig
+    from voxadapt.models.loading import load_speaker_model
+    from voxadapt.models.speaker import save_model_dir
+    from voxadapt.train.distill import Distiller
+
+    cfg = load_config(None, MICRO + ["train.phases.0.scale=32"])
+    model, head = build_model(cfg, 5)
+    head.scale = cfg.train.phases[0].scale  # as the trainer sets it for the phase
+    classes = [f"c{i}" for i in range(5)]
+    final = tmp_path / "teacher" / "main" / "final"
+    save_model_dir(final, cfg, model, head, classes)
+    distiller = Distiller(DistillConfig(teacher=str(final)), classes, 32, torch.device("cpu"))
+    assert distiller.teacher_head.scale == 32
+    wav = torch.randn(2, 16000)
+    with torch.no_grad():
+        cos = distiller.teacher_head.cosine(distiller.teacher(wav))
+    torch.testing.assert_close(distiller.teacher_logits(wav, None), 32 * cos)
+    weights = final / "model.safetensors"  # as written before the scale was saved: no metadata
+    save_file(load_file(str(weights)), str(weights), metadata={"format": "voxadapt"})
+    (tmp_path / "teacher" / "model").symlink_to("main/final")
+    assert load_speaker_model(tmp_path / "teacher" / "model").head.scale == 32
 
 
 def test_distillation_config_is_checked():

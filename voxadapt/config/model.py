@@ -46,6 +46,11 @@ class BackendConfig:
     token_ffn: int = 256
     class_token: Literal["learned", "sampled"] = "learned"
     token_bank: int = 8  # sampled: trainable (mean, log-variance) tokens drawn from in training
+    # sampled, at test time: the mean of the bank's means (a token never seen in training) or one
+    # entry's mean (token_eval_entry); measured equal (docs/methods.md)
+    token_eval: Literal["bank_mean", "entry"] = "bank_mean"
+    token_eval_entry: int = 0
+    token_positions: Literal["none", "sinusoidal"] = "none"  # a position code added to the frames
     distill_token: bool = False
 
     def __post_init__(self) -> None:
@@ -53,6 +58,8 @@ class BackendConfig:
                      self.token_layers, self.token_heads, self.token_ffn, self.token_bank) >= 1,
                  "back-end sizes must be >= 1")
         require(self.token_dim % self.token_heads == 0, "token_dim must be divisible by token_heads")
+        require(0 <= self.token_eval_entry < self.token_bank,
+                f"token_eval_entry must be a bank entry, 0 to token_bank - 1 ({self.token_bank - 1})")
 
 
 @dataclass

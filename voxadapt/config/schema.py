@@ -26,7 +26,8 @@ RENAMED: dict[int, dict[str, str]] = {2: {"augment.aug_prob": "augment.probabili
 ADDED: dict[str, Any] = {"model.subcenters": 1, "phase.inter_topk": 0, "phase.inter_margin": 0.0,
                          "scoring.calibration_qmf": False, "synthetic.test_utts_per_speaker": 0,
                          "phase.dropadapt.max_utts": 0, "phase.cnn_grad_scale": 0.0,
-                         "phase.train_embedding": True, "phase.layer_decay_from": "top", "phase.layerdrop": 0.0}
+                         "phase.train_embedding": True, "phase.layer_decay_from": "top", "phase.layerdrop": 0.0,
+                         "model.backend.token_positions": "none"}
 
 
 # ----------------------------------------------------------------------------------------- top

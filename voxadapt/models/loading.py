@@ -61,7 +61,22 @@ def _load_model_dir(path: Path) -> LoadedModel:
     model = speaker_model_around(hf_model_from_json(path / "backbone.json", "re-run the stage that wrote the model"), cfg)
     head = AAMSoftmax(model.backend.embed_dim, len(classes), subcenters=cfg.model.subcenters)
     load_weights(path / "model.safetensors", model, head)
+    head.scale = saved_head_scale(path, cfg)
     return LoadedModel(model, cfg, head, classes)
+
+
+def saved_head_scale(path: Path, cfg: Config) -> float:
+    """The scale the model dir's head was trained with: saved with its weights; for a dir written
+    before it was, the scale of the phase whose final model the dir is (exp/<name>/<phase>/final,
+    which exp/<name>/model links to), else of the config's last phase (the one stage 4 publishes)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        saved = (f.metadata() or {}).get("head_scale")
+    if saved is not None:
+        return float(saved)
+    phases = {p.name: p for p in cfg.train.phases + cfg.adapt.phases}
+    return phases.get(path.resolve().parent.name, (cfg.adapt.phases or cfg.train.phases)[-1]).scale
 
 
 def _load_package(path: Path) -> LoadedModel:

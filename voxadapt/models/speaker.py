@@ -80,6 +80,8 @@ def model_fingerprint(cfg: ModelConfig) -> dict:
     out = dataclasses.asdict(cfg)
     out["backbone"].update(path=backbone_digest(cfg.backbone), normalize_waveform=waveform_normalisation(cfg.backbone)[0])
     out["distill"]["teacher"] = bool(cfg.distill.teacher)
+    for key in ("token_eval", "token_eval_entry"):  # the class token's test-time rule: training never reads it
+        del out["backend"][key]
     return out
 
 
@@ -110,8 +112,9 @@ def save_model_dir(path: Path, cfg: Config, model: SpeakerModel, head: AAMSoftma
         (tmp / "config.yaml").write_text(dump_yaml(cfg))
         (tmp / "backbone.json").write_text(model.backbone.model.config.to_json_string())
         (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+        # The head's scale is no weight: saved beside them, so a teacher's logits are the ones it was trained on.
         save_file(state if state is not None else state_for_saving(model, head), str(tmp / "model.safetensors"),
-                  metadata={"format": "voxadapt"})
+                  metadata={"format": "voxadapt", "head_scale": repr(float(head.scale))})
 
 
 def hf_model_from_json(file: Path, fix: str) -> nn.Module:

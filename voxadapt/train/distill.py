@@ -35,9 +35,13 @@ class Distiller(nn.Module):
         self.teacher.eval()  # the teacher is always in inference mode
         return self
 
+    @torch.no_grad()
+    def teacher_logits(self, wav: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
+        """s * cos at the scale the teacher's head was trained with (saved with it), margin-free."""
+        return self.teacher_head.scale * self.teacher_head.cosine(self.teacher(wav), classes)
+
     def loss(self, wav: torch.Tensor, distill_emb: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
-        with torch.no_grad():
-            teacher = self.teacher_head.scale * self.teacher_head.cosine(self.teacher(wav), classes)
+        teacher = self.teacher_logits(wav, classes)
         with torch.autocast(wav.device.type, enabled=False):  # both sides' logits in fp32, as the AAM head's
             student = self.head(distill_emb.float())
             return kd_loss(student if classes is None else student[:, classes], teacher, self.temperature)
