@@ -29,6 +29,8 @@ def main(argv):
     import numpy as np
     import torch
 
+    from voxadapt.backend.scoring import Backend, Embeddings
+    from voxadapt.backend.trial_list import score_list
     from voxadapt.data.audio import read_utterance
     from voxadapt.data.kaldi_dir import DataDir
     from voxadapt.data.split import utterance_durations
@@ -66,10 +68,10 @@ def main(argv):
     train = cfg.data.sets.train
     _, train_table = embed(train, max(1, len(DataDir.load(args.data / train).utterance_ids) // args.train_utts))
     data = DataLayout(args.data.resolve())
-    lists = []  # (set, trial list) for every scored list
+    lists = []  # (set, trial list file, trial list) for every scored list
     for s in cfg.data.sets.scored:
         utt2spk = DataDir.load(data.set_dir(s)).utt2spk
-        lists += [(s, TrialList.load(name, path, utt2spk)) for name, path in trial_lists(data.set_dir(s)).items()]
+        lists += [(s, path, TrialList.load(name, path, utt2spk)) for name, path in trial_lists(data.set_dir(s)).items()]
     embedded = {s: embed(s) for s in cfg.data.sets.scored}
     args.out.mkdir(parents=True, exist_ok=True)
     systems = {n: System(n) for n in names + ["entries_mean"]}
@@ -80,20 +82,15 @@ def main(argv):
         return per
 
     means = {n: v.mean(0) for n, v in split(train_table).items()}
-    for set_name, tl in lists:
+    for set_name, path, tl in lists:
         utts, table = embedded[set_name]
-        index = {u: i for i, u in enumerate(utts)}
-        ie = np.array([index[t.enroll] for t in tl.trials])
-        it = np.array([index[t.test] for t in tl.trials])
         for n, v in split(table).items():
-            x = v - means[n]
-            x /= np.linalg.norm(x, axis=1, keepdims=True)
-            scores = np.einsum("ij,ij->i", x[ie], x[it])
-            systems[n].scores[(tl.name, "cosine")] = [scores]
-            systems[n].min_dcf[(tl.name, "cosine")] = [min_dcf(scores, tl.labels, 0.01)[0]]
+            scored = score_list(path, Embeddings(utts, v), Backend(means[n]), ["cosine"], cfg.scoring.asnorm_top_n)
+            systems[n].scores[(tl.name, "cosine")] = [scored.scores["cosine"]]
+            systems[n].min_dcf[(tl.name, "cosine")] = [min_dcf(scored.scores["cosine"], tl.labels, 0.01)[0]]
     for s in cfg.data.sets.scored:
         np.savez(args.out / f"{s}.npz", utts=np.array(embedded[s][0]), **split(embedded[s][1]))
-    table = markdown(list(systems.values()), [tl for _, tl in lists], "cosine", "bank_mean")
+    table = markdown(list(systems.values()), [tl for _, _, tl in lists], "cosine", "bank_mean")
     (args.out / f"table_{args.src.name}.md").write_text(table)
     print(table)
     return 0
