@@ -256,3 +256,20 @@ def test_reinit_head_keeps_the_optimiser_state(tiny_data, tmp_path):
     trainer._apply_drops(2)
     assert not torch.equal(before, weight)  # re-drawn
     assert trainer.optimizer.state[weight] is moments
+
+
+def test_voxceleb_drop_configs_run_as_the_authors_did():
+    """DropClass from step 0 of every stage-3 phase, on batches of distinct speakers (the authors'
+    get_batches); DropAdapt's rounds fit VoxCeleb2 dev's 5,994 speakers over the phase's steps."""
+    from pathlib import Path
+
+    from voxadapt.data.sampler import epoch_batches
+    from voxadapt.train.dropadapt import check_drop_schedule
+
+    dc = load_config(Path("conf/dropclass_voxceleb.yaml"))
+    assert dc.loader.sampler == "distinct_speakers"
+    assert all((p.dropclass.every_steps, p.dropclass.drop) == (500, 2000) for p in dc.train.phases)
+    da = load_config(Path("conf/dropadapt_voxceleb.yaml"))
+    for phase in da.adapt.phases:
+        steps = phase.epochs * epoch_batches(1_092_009, phase.batch_size or da.loader.batch_size, da.loader.batches_per_epoch)
+        check_drop_schedule(phase, 5994, steps, 2)
