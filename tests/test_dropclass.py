@@ -101,7 +101,7 @@ def test_dropadapt_ranks_by_the_softmax_of_unscaled_cosines(tmp_path):
 
 def test_dropadapt_data_only_reranks_every_class_each_round(tmp_path):
     """The authors' drop_adapt_onlydata: each round ranks all classes (the head never shrinks) and
-    keeps the top N - K in the data; drops do not accumulate. data_only_cumulative adds them up."""
+    keeps all but the K least probable in the data; drops do not accumulate. data_only_cumulative adds them up."""
     head = AAMSoftmax(2, 3, scale=30.0)
     _set_classes(head, [0.0, np.pi / 2, np.pi])
     audio = _unit_audio([0.0, 0.0, 0.0, np.pi])
@@ -121,8 +121,8 @@ def test_dropadapt_data_only_reranks_every_class_each_round(tmp_path):
 
 def test_a_drop_schedule_that_exhausts_the_classes_is_refused_before_training(tiny_data, tmp_path):
     """DropAdapt's K x rounds (from the phase's steps) must leave classes: refused when the first
-    phase's trainer is made, before any phase trains, even for a stage-4 phase; data_only keeps
-    N - K at every round, so the same K and N fit."""
+    phase's trainer is made, before any phase trains, even for a stage-4 phase; data_only keeps all
+    classes but K at every round, so the same schedule fits."""
     from voxadapt.train.distributed import init_distributed
     from voxadapt.train.dropadapt import check_drop_schedule
     from voxadapt.train.trainer import PhaseTrainer

@@ -42,8 +42,8 @@ class DropAdaptConfig:
 
     every_steps: int = 0  # N; 0: off
     drop: int = 0  # K
-    # data_only: the head keeps all rows, and every round ranks all classes afresh and keeps the top
-    # N - K in the data (the authors' drop_adapt_onlydata); data_only_cumulative: the head keeps all rows,
+    # data_only: the head keeps all rows, and every round ranks all classes afresh and keeps all but the
+    # K least probable in the data (the authors' drop_adapt_onlydata); data_only_cumulative: the head keeps all rows,
     # the data loses K more of the kept classes each round; random: K random kept classes (the control)
     variant: Literal["standard", "data_only", "data_only_cumulative", "random"] = "standard"
     # the classes' probabilities: softmax of the cosines (the authors' aggregate_probs, through

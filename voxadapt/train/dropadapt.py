@@ -36,8 +36,8 @@ def rounds(steps: int, every_steps: int) -> int:
 
 def check_drop_schedule(phase: PhaseConfig, num_classes: int, steps: int, min_classes: int) -> None:
     """Refuse, before any training, a phase whose drops would leave fewer than `min_classes` classes
-    (2, or a batch's worth of distinct speakers) at its last drop. DropClass keeps N - K classes at each
-    draw; DropAdapt's data_only variant N - K at each round; its other variants lose K more every round."""
+    (2, or a batch's worth of distinct speakers) at its last drop. A DropClass draw keeps all classes but K;
+    so does each round of DropAdapt's data_only variant; its other variants lose K more every round."""
     where = f"phase '{phase.name}'"
     dc, da = phase.dropclass, phase.dropadapt
     if dc.drop and num_classes - dc.drop < min_classes:
@@ -50,13 +50,13 @@ def check_drop_schedule(phase: PhaseConfig, num_classes: int, steps: int, min_cl
     if num_classes - n_rounds * da.drop >= min_classes:
         return
     fit = (num_classes - min_classes) // da.drop  # rounds that fit
-    fix = (f"raise dropadapt.every_steps to at least {-(-steps // fit)} ({fit} rounds), or lower dropadapt.drop to at "
-           f"most {(num_classes - min_classes) // n_rounds}" if fit else
-           f"lower dropadapt.drop to at most {(num_classes - min_classes) // n_rounds}")
+    fix = f"lower dropadapt.drop to at most {(num_classes - min_classes) // n_rounds}"
+    if fit:
+        fix = (f"raise dropadapt.every_steps to at least {-(-steps // fit)} ({fit} rounds), or {fix}, or train fewer "
+               "steps (epochs, loader.batches_per_epoch)")
     raise VoxadaptError(f"{where}: dropadapt drops {da.drop} classes at each of {n_rounds} rounds (every "
                         f"{da.every_steps} of its {steps} steps), {n_rounds * da.drop} of the {num_classes} training "
-                        f"classes, leaving fewer than {min_classes}; {fix}, or train fewer steps (epochs, "
-                        "loader.batches_per_epoch)")
+                        f"classes, leaving fewer than {min_classes}; {fix}")
 
 
 class DropAdapt:
