@@ -224,8 +224,8 @@ def test_fused_sgd_survives_a_skipped_first_step_and_a_head_reinitialisation(tin
     the trainer starts them at zero, so training goes on with finite weights."""
     calls = _inject_nan(monkeypatch, {0})
     _fused_on_cpu(monkeypatch)
-    trainer = _trainer(tiny_data, tmp_path, ["train.phases.0.optimizer=sgd",
-                                             "train.phases.0.dropclass={every_steps: 2, drop: 4, reinit_head: true}"])
+    trainer = _trainer(tiny_data, tmp_path, ["train.phases.0.optimizer=sgd", "train.phases.0.dropclass={every_steps: 2, "
+                                             "drop: 4, reinit_head: true, reinit_optimizer: true}"])
     trainer.run()
     assert trainer.skip_on_device and len(calls) == 5
     assert torch.equal(*calls[0]) and all(torch.isfinite(after).all() and not torch.equal(before, after)

@@ -80,7 +80,7 @@ def overrides(teacher) -> list[str]:
         "model.backend.token_heads=2", "model.backend.token_ffn=64", "model.backend.class_token=sampled",
         "model.backend.token_bank=4", "model.backend.distill_token=true", f"model.distill.teacher={teacher}",
         "train.phases.0.epochs=1", "train.phases.0.average_last=1",
-        "train.phases.0.dropclass={every_steps: 5, drop: 6, batch_classes_only: true}",
+        "train.phases.0.dropclass={every_steps: 5, drop: 6, batch_classes_only: true, with_draws: true}",
     ]
 
 

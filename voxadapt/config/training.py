@@ -16,11 +16,23 @@ class DropClassConfig:
     every_steps: int = 0  # N; 0: off
     drop: int = 0  # K
     reinit_head: bool = False  # re-initialise the classification layer at each draw
-    batch_classes_only: bool = False  # softmax only over the kept classes present in the batch
+    reinit_optimizer: bool = False  # with reinit_head: also reset the head's optimiser state (the authors keep it)
+    # softmax only over the classes present in the batch, in place of the random draws (the authors'
+    # drop_per_batch); with_draws: true keeps the draws too (the batch's classes among the kept ones)
+    batch_classes_only: bool = False
+    with_draws: bool = False
 
     def __post_init__(self) -> None:
         require(self.every_steps >= 0 and self.drop >= 0, "dropclass every_steps and drop must be >= 0")
         require(not self.drop or self.every_steps >= 1, "dropclass.every_steps must be >= 1 when drop > 0")
+        require(not self.batch_classes_only or not self.drop or self.with_draws,
+                "dropclass.batch_classes_only replaces the random draws (as the authors' drop_per_batch does): set "
+                "dropclass.drop 0, or dropclass.with_draws true to draw K classes out of the data as well")
+        require(not self.with_draws or (self.batch_classes_only and self.drop),
+                "dropclass.with_draws needs batch_classes_only true and drop > 0")
+        require(not self.reinit_head or self.drop, "dropclass.reinit_head re-initialises the head at each random draw: "
+                "it needs dropclass.drop > 0")
+        require(not self.reinit_optimizer or self.reinit_head, "dropclass.reinit_optimizer needs reinit_head true")
 
 
 @dataclass
@@ -30,7 +42,13 @@ class DropAdaptConfig:
 
     every_steps: int = 0  # N; 0: off
     drop: int = 0  # K
-    variant: Literal["standard", "data_only", "random"] = "standard"  # data_only: head keeps all rows
+    # data_only: the head keeps all rows, and every round ranks all classes afresh and keeps all but the
+    # K least probable in the data (the authors' drop_adapt_onlydata); data_only_cumulative: the head keeps all rows,
+    # the data loses K more of the kept classes each round; random: K random kept classes (the control)
+    variant: Literal["standard", "data_only", "data_only_cumulative", "random"] = "standard"
+    # the classes' probabilities: softmax of the cosines (the authors' aggregate_probs, through
+    # forward_drop without labels) or of scale x cosine (the training logits without the margin)
+    rank: Literal["cosine", "scaled"] = "cosine"
     adaptation_dir: str = ""  # a data dir; empty: the enrolment side of the test sets' trial lists
     max_utts: int = 0  # 0: the whole set; else a random subset of this many (each round scores them all)
     crop_seconds: float = 3.0
@@ -105,6 +123,13 @@ class PhaseConfig:
         d = asdict(self)
         for key in ("fused_optimizer", "compile", "activation_checkpointing"):
             del d[key]
+        # Keys that changed what a drop method did when they came: they count only where they act, so
+        # the marker of a phase without that method still matches, and one made before them does not.
+        for section, key, acts in (("dropadapt", "rank", self.dropadapt.drop and self.dropadapt.variant != "random"),
+                                   ("dropclass", "reinit_optimizer", self.dropclass.reinit_head),
+                                   ("dropclass", "with_draws", self.dropclass.with_draws)):
+            if not acts:
+                del d[section][key]
         return d
 
     def __post_init__(self) -> None:

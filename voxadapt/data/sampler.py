@@ -22,6 +22,11 @@ import numpy as np
 from voxadapt.errors import VoxadaptError
 
 
+def epoch_batches(num_examples: int, batch_size: int, batches_per_epoch: int = 0) -> int:
+    """Global batches in an epoch: loader.batches_per_epoch, or one pass over the examples."""
+    return batches_per_epoch or max(1, num_examples // batch_size)
+
+
 @dataclass(frozen=True)
 class SamplerState:
     epoch: int = 0
@@ -59,7 +64,7 @@ class SpeakerBatchSampler:
         if self.shards is not None and mode != "utterance":
             raise VoxadaptError("sharded training data needs sampler: utterance (distinct_speakers picks "
                                 "utterances from every shard at random)")
-        self.batches_per_epoch = batches_per_epoch or max(1, len(self.labels) // batch_size)
+        self.batches_per_epoch = epoch_batches(len(self.labels), batch_size, batches_per_epoch)
         self.state = SamplerState()
         if mode == "distinct_speakers" and batch_size > self.num_classes:
             raise VoxadaptError(f"batch_size {batch_size} exceeds the {self.num_classes} classes: a batch of "

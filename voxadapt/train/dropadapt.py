@@ -1,6 +1,8 @@
 """DropAdapt (Luu, Bell, Renals, Odyssey 2020): every N steps, score the unlabelled adaptation
 data, sum the softmax probabilities per class over its utterances, and permanently drop the K
-least probable classes from the data sampler and the AAM head (or K random ones, the control)."""
+least probable classes from the data sampler and the AAM head (or K random ones, the control).
+As the authors' code (cvqluu/dropclass_speaker, utils.py: aggregate_probs, drop_adapt,
+drop_adapt_onlydata, drop_adapt_random) does, unless a config option says otherwise."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxadapt.config import DropAdaptConfig
+from voxadapt.config import DropAdaptConfig, PhaseConfig
 from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.trials import read_trials
@@ -23,6 +25,39 @@ from voxadapt.models.speaker import SpeakerModel
 
 log = logging.getLogger(__name__)
 
+# Variants whose head keeps every class (only the data loses them).
+HEAD_KEEPS_ALL = ("data_only", "data_only_cumulative")
+
+
+def rounds(steps: int, every_steps: int) -> int:
+    """Drop points in a phase of `steps` steps: before steps 0, N, 2N, ... < steps."""
+    return -(-steps // every_steps)
+
+
+def check_drop_schedule(phase: PhaseConfig, num_classes: int, steps: int, min_classes: int) -> None:
+    """Refuse, before any training, a phase whose drops would leave fewer than `min_classes` classes
+    (2, or a batch's worth of distinct speakers) at its last drop. A DropClass draw keeps all classes but K;
+    so does each round of DropAdapt's data_only variant; its other variants lose K more every round."""
+    where = f"phase '{phase.name}'"
+    dc, da = phase.dropclass, phase.dropadapt
+    if dc.drop and num_classes - dc.drop < min_classes:
+        raise VoxadaptError(f"{where}: dropclass.drop {dc.drop} must be less than the {num_classes} training classes by "
+                            f"at least {min_classes} (the classes a batch needs); lower it to at most "
+                            f"{max(0, num_classes - min_classes)}")
+    if not da.drop:
+        return
+    n_rounds = 1 if da.variant == "data_only" else rounds(steps, da.every_steps)
+    if num_classes - n_rounds * da.drop >= min_classes:
+        return
+    fit = (num_classes - min_classes) // da.drop  # rounds that fit
+    fix = f"lower dropadapt.drop to at most {(num_classes - min_classes) // n_rounds}"
+    if fit:
+        fix = (f"raise dropadapt.every_steps to at least {-(-steps // fit)} ({fit} rounds), or {fix}, or train fewer "
+               "steps (epochs, loader.batches_per_epoch)")
+    raise VoxadaptError(f"{where}: dropadapt drops {da.drop} classes at each of {n_rounds} rounds (every "
+                        f"{da.every_steps} of its {steps} steps), {n_rounds * da.drop} of the {num_classes} training "
+                        f"classes, leaving fewer than {min_classes}; {fix}")
+
 
 class DropAdapt:
     def __init__(self, cfg: DropAdaptConfig, num_classes: int, seed: int, audio: Sequence[np.ndarray], sample_rate: int,
@@ -33,7 +68,7 @@ class DropAdapt:
             raise VoxadaptError("the DropAdapt adaptation set has no audio; give dropadapt.adaptation_dir with utterances")
         self.cfg, self.num_classes, self.seed = cfg, num_classes, seed
         self.audio, self.sr, self.classes, self.log_file = audio, sample_rate, classes, log_file
-        self.dropped: list[int] = []  # in the order they were dropped
+        self.dropped: list[int] = []  # out of the data (and head) now, in the order they were dropped
 
     def due(self, step: int) -> bool:
         return step % self.cfg.every_steps == 0
@@ -55,37 +90,47 @@ class DropAdapt:
             yield torch.from_numpy(out)
 
     @torch.no_grad()
-    def class_probabilities(self, model: SpeakerModel, head: AAMSoftmax, kept: np.ndarray, draw: int,
+    def class_probabilities(self, model: SpeakerModel, head: AAMSoftmax, classes: np.ndarray, draw: int,
                             device: torch.device) -> np.ndarray:
-        """Softmax over the kept classes, summed over the adaptation utterances (no labels used)."""
+        """Softmax over `classes`, summed over the adaptation utterances (no labels used): of the
+        cosines, as the authors' aggregate_probs (forward_drop without labels returns them unscaled),
+        or with rank: scaled of scale x cosine."""
         was = model.training
         model.eval()
         try:
-            total = torch.zeros(len(kept), dtype=torch.float64)
-            idx = torch.from_numpy(kept).to(device)
+            total = torch.zeros(len(classes), dtype=torch.float64)
+            idx = torch.from_numpy(classes).to(device)
             for crops in self._crop_batches(draw):
-                emb = model(crops.to(device))
-                total += torch.softmax(head.scale * head.cosine(emb, idx), dim=1).sum(0).double().cpu()
+                logits = head.cosine(model(crops.to(device)), idx)
+                if self.cfg.rank == "scaled":
+                    logits = head.scale * logits
+                total += torch.softmax(logits, dim=1).sum(0).double().cpu()
         finally:
             model.train(was)
         return total.numpy()
 
+    def record(self, chosen: list[int]) -> None:
+        """A round's drops: data_only's replace the last round's (each round ranks every class afresh,
+        as the authors' drop_adapt_onlydata); the other variants' add to them."""
+        if self.cfg.variant == "data_only":
+            self.dropped = list(chosen)
+        else:
+            self.dropped.extend(chosen)
+
     def update(self, step: int, model: SpeakerModel, head: AAMSoftmax, device: torch.device) -> list[int]:
-        """Drop K more classes; returns them (lowest summed probability first)."""
-        kept = self.kept()
-        if len(kept) - self.cfg.drop < 2:
-            log.warning("DropAdapt: only %d classes left; no further drops", len(kept))
-            return []
+        """A round: returns the K classes it drops (lowest summed probability first). data_only ranks
+        all classes; the others the kept ones. The phase's schedule was checked (check_drop_schedule)."""
+        candidates = np.arange(self.num_classes) if self.cfg.variant == "data_only" else self.kept()
         draw = step // self.cfg.every_steps
         if self.cfg.variant == "random":
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, 7_000_003, draw]))
-            chosen, probs = rng.choice(kept, self.cfg.drop, replace=False), None
+            chosen, probs = rng.choice(candidates, self.cfg.drop, replace=False), None
         else:
-            probs = self.class_probabilities(model, head, kept, draw, device)
+            probs = self.class_probabilities(model, head, candidates, draw, device)
             order = np.argsort(probs, kind="stable")[: self.cfg.drop]
-            chosen = kept[order]
+            chosen = candidates[order]
             probs = probs[order]
-        self.dropped.extend(int(c) for c in chosen)
+        self.record([int(c) for c in chosen])
         with atomic_path(self.log_file) as tmp:
             # a run resumed from a checkpoint before this step drops again: keep only earlier rounds' rows
             lines = self.log_file.read_text().splitlines(keepends=True) if self.log_file.is_file() else []

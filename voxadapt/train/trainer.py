@@ -23,7 +23,7 @@ from voxadapt.augment.online import Augmenter
 from voxadapt.config import Config, PhaseConfig
 from voxadapt.data.dataset import CropBatchDataset, loader_workers, make_loader
 from voxadapt.data.examples import ExampleTable
-from voxadapt.data.sampler import SpeakerBatchSampler
+from voxadapt.data.sampler import SpeakerBatchSampler, epoch_batches
 from voxadapt.errors import VoxadaptError
 from voxadapt.fileio import StageMarker, file_digest, text_digest, write_text_atomic
 from voxadapt.layout import AUGMENT_KINDS, DataLayout, ExpLayout
@@ -43,7 +43,7 @@ from voxadapt.train.distributed import (
     main_rank_done,
     mean_over_ranks,
 )
-from voxadapt.train.dropadapt import DropAdapt, adaptation_set
+from voxadapt.train.dropadapt import HEAD_KEEPS_ALL, DropAdapt, adaptation_set, check_drop_schedule
 from voxadapt.train.dropclass import DropClass
 from voxadapt.train.interrupt import StopRequested, ignore_stop_signals_in_workers
 from voxadapt.train.optim import ParamGroup, lr_factor, make_optimizer, margin_at, param_groups, set_lr, set_trainable
@@ -137,6 +137,12 @@ class PhaseTrainer:
             "teacher": file_digest(Path(cfg.model.distill.teacher) / "model.safetensors") if cfg.model.distill.teacher else "",
         }
         self.marker = StageMarker(self.phase_dir / "done.json", self.fingerprint)
+        # This phase's and every later one's drops must leave classes to train on: refused before any trains.
+        for later in (cfg.train.phases + cfg.adapt.phases)[phase_index:]:
+            batch = later.batch_size or cfg.loader.batch_size
+            steps = later.epochs * epoch_batches(len(self.table), batch, cfg.loader.batches_per_epoch)
+            check_drop_schedule(later, self.table.num_classes, steps,
+                                max(2, batch if cfg.loader.sampler == "distinct_speakers" else 0))
 
     # ------------------------------------------------------------------------------ set-up
     def _build(self) -> None:
@@ -416,8 +422,9 @@ class PhaseTrainer:
                 with torch.no_grad():
                     bound = (6.0 / sum(self.head.weight.shape)) ** 0.5  # Xavier-uniform, seeded per draw
                     self.head.weight.copy_((torch.rand(self.head.weight.shape, generator=gen) * 2 - 1) * bound)
-                self.optimizer.state.pop(self.head.weight, None)
-                self._zero_momentum([self.head.weight])
+                if self.phase.dropclass.reinit_optimizer:  # the authors' reset_affine_each_it keeps it
+                    self.optimizer.state.pop(self.head.weight, None)
+                    self._zero_momentum([self.head.weight])
         if self.dropadapt and self.dropadapt.due(step):
             newly = []
             if self.info.is_main:
@@ -426,10 +433,10 @@ class PhaseTrainer:
             main_rank_done(self.info)  # the scoring may outlast the collective timeout
             newly = broadcast_list(self.info, newly)
             if not self.info.is_main:
-                self.dropadapt.dropped.extend(newly)
+                self.dropadapt.record(newly)
             kept = self.dropadapt.kept()
             self.sampler.restrict(kept)
-            if self.phase.dropadapt.variant != "data_only":
+            if self.phase.dropadapt.variant not in HEAD_KEEPS_ALL:
                 self.head_classes = torch.from_numpy(kept).to(dev)
             if newly and self.info.is_main:
                 log.info("phase %s step %d: DropAdapt dropped %d classes (%d left), e.g. %s", self.phase.name, step,
