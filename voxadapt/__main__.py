@@ -208,6 +208,7 @@ def _embed_items(args) -> list[tuple[str, str]]:  # noqa: ANN001
 
 def _embed(v, args, items: list[tuple[str, str]]) -> int:  # noqa: ANN001
     import contextlib
+    from pathlib import Path
 
     import kaldiio
     import torch
@@ -222,31 +223,38 @@ def _embed(v, args, items: list[tuple[str, str]]) -> int:  # noqa: ANN001
     v.model = extraction_engine(v.model, v.device, args.engine, v.sample_rate, torch.get_num_threads(),
                                 graph if graph.is_file() else None)
     skipped = 0
-    with contextlib.ExitStack() as stack:
-        writer = None  # opened at the first embedding: a run that embeds nothing writes nothing
-        bar = stack.enter_context(tqdm(total=len(items), desc="embedding", unit="file", disable=len(items) < EMBED_CHUNK,
-                                       file=sys.stderr))
-        for start in range(0, len(items), EMBED_CHUNK):
-            keys, wavs = [], []
-            for key, path in items[start:start + EMBED_CHUNK]:
-                try:
-                    wavs.append(v.waveform(path, args.channel, args.allow_upsample))
-                    keys.append(key)
-                except VoxadaptError as err:
-                    if not args.skip_bad:
-                        hint = "; or pass --skip-bad to embed the other files and list the bad ones"
-                        raise VoxadaptError(f"{err}{hint if len(items) > 1 else ''}") from None
-                    skipped += 1
-                    print(f"skipped: {err}", file=sys.stderr)
-            vectors = embed_waveforms(v.model, wavs, v.sample_rate, v.cfg.extract, v.device) if wavs else []
-            for key, vec in zip(keys, vectors):
-                if args.out and writer is None:
-                    writer = stack.enter_context(kaldiio.WriteHelper(args.out))
-                if writer is not None:
-                    writer(key, vec)
-                else:
-                    print(f"{key}  [ {' '.join(f'{x:.6g}' for x in vec)} ]")
-            bar.update(len(keys) + len(items[start:start + EMBED_CHUNK]) - len(keys))
+    writer = None  # opened at the first embedding: a run that embeds nothing writes nothing
+    try:
+        with contextlib.ExitStack() as stack:
+            bar = stack.enter_context(tqdm(total=len(items), desc="embedding", unit="file",
+                                           disable=len(items) < EMBED_CHUNK, file=sys.stderr))
+            for start in range(0, len(items), EMBED_CHUNK):
+                chunk, keys, wavs = items[start:start + EMBED_CHUNK], [], []
+                for key, path in chunk:
+                    try:
+                        wavs.append(v.waveform(path, args.channel, args.allow_upsample))
+                        keys.append(key)
+                    except VoxadaptError as err:
+                        if not args.skip_bad:
+                            hint = "; or pass --skip-bad to embed the other files and list the bad ones"
+                            raise VoxadaptError(f"{err}{hint if len(items) > 1 else ''}") from None
+                        skipped += 1
+                        print(f"skipped: {err}", file=sys.stderr)
+                vectors = embed_waveforms(v.model, wavs, v.sample_rate, v.cfg.extract, v.device) if wavs else []
+                for key, vec in zip(keys, vectors):
+                    if args.out and writer is None:
+                        writer = stack.enter_context(kaldiio.WriteHelper(args.out))
+                    if writer is not None:
+                        writer(key, vec)
+                    else:
+                        print(f"{key}  [ {' '.join(f'{x:.6g}' for x in vec)} ]")
+                bar.update(len(chunk))
+    except VoxadaptError:
+        if writer is not None:  # a bad file after the first chunks: no partial archive is left behind
+            for name in args.out.partition(":")[2].split(","):
+                if name != "-" and not name.lstrip().startswith("|"):
+                    Path(name).unlink(missing_ok=True)
+        raise
     if args.skip_bad:
         summary = f"embedded {len(items) - skipped} of {len(items)} files, skipped {skipped} (listed above)"
         if skipped == len(items):
