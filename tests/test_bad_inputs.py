@@ -276,7 +276,7 @@ def test_cli_option_faults(package, wav, tmp_path):
         (["embed", str(package), wav, "--wav-scp", str(tmp_path / "list.scp")],
          ["give audio files or directories, --list or --wav-scp, not several"]),
         (["verify", str(package), str(tmp_path / "dir"), wav], [f"{tmp_path / 'dir'}: is a directory"]),
-        (["embed", str(package), str(tmp_path / "dir")], [f"{tmp_path / 'dir'}: no .wav/.flac/.ogg files"]),
+        (["embed", str(package), str(tmp_path / "dir")], [f"{tmp_path / 'dir'}: no .wav/.flac/.ogg/.mp3 files"]),
         (["embed", str(mono), wav], [f"{mono}: is a file, not a packaged model directory"]),
         (["export-onnx", str(package), str(tmp_path / "dir")], [f"{tmp_path / 'dir'}: is a directory",
                                                                 "model.onnx"]),
@@ -304,13 +304,13 @@ def test_api_waveform_faults(package):
         ({"a": 1}, "cannot use a dict as audio"),
     ]:
         with pytest.raises(VoxadaptError, match=message):
-            model.embed(x)
+            model.embed(x, sample_rate=sr)
     with pytest.raises(VoxadaptError, match="nothing to embed"):
         model.embed_many([])
     with pytest.raises(VoxadaptError, match="p_target 0 is not a probability"):
-        model.verify(speech, speech, p_target=0)
+        model.verify(speech, speech, p_target=0, sample_rate=sr)
     # A plain list of samples is a waveform too.
-    np.testing.assert_allclose(model.embed(speech.tolist()), model.embed(speech), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.embed(speech.tolist(), sample_rate=sr), model.embed(speech, sample_rate=sr), rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------ stages

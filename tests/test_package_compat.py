@@ -29,10 +29,10 @@ def test_package_saved_before_the_key_rename_loads_and_embeds_as_it_did():
     v = voxadapt.load(OLD_PACKAGE)
     assert v.cfg.augment.probability == 0.6
     recorded = np.array(json.loads((OLD_PACKAGE.parent / "package_v1_embedding.json").read_text())["embedding"])
-    emb = v.embed(fixed_waveform())
+    emb = v.embed(fixed_waveform(), sample_rate=v.sample_rate)
     # Recorded on another machine and version: the same model, floats from other kernels.
     np.testing.assert_allclose(emb, recorded, rtol=1e-3, atol=1e-4)
-    same = voxadapt.load(OLD_PACKAGE, method="cosine").verify(fixed_waveform(), fixed_waveform())
+    same = voxadapt.load(OLD_PACKAGE, method="cosine").verify(fixed_waveform(), fixed_waveform(), sample_rate=v.sample_rate)
     assert same.score == pytest.approx(1.0, abs=1e-5) and same.accept
 
 

@@ -258,6 +258,23 @@ def is_package(path: str | Path) -> bool:
     return PackageLayout(Path(path)).manifest.is_file()
 
 
+def package_dir(path: str | Path) -> Path:
+    """The package a user names: a package, or an experiment (exp/<name>) whose package/ is one.
+    Anything else is returned as given, for read_manifest to say what it lacks."""
+    path = Path(path)
+    if not path.exists():
+        raise VoxadaptError(located(path, None, "not found", "give a package (exp/<name>/package) or its experiment"))
+    exp = ExpLayout(path)
+    if is_package(path) or not path.is_dir():
+        return path
+    if is_package(exp.package):
+        return exp.package
+    if exp.config.is_file() or os.path.lexists(exp.model):
+        raise VoxadaptError(located(path, None, "an experiment without a package",
+                                    "make one with ./run.sh --stage 8 (after stages 3-7)"))
+    return path
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Where a trained experiment (exp/<name>) or a package keeps what evaluation needs."""
