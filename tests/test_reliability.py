@@ -22,6 +22,7 @@ from helpers import (
     kill_group,
     run_py,
     run_stages,
+    run_step,
     set_args,
     start_killable,
     venv_env,
@@ -146,7 +147,7 @@ def test_finished_pipeline_rerun_does_nothing(reference):
 def test_unwritable_output_directory(reference, tmp_path):
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("a file where a directory should be")
-    proc = run_py("prepare_augment.py", *set_args(PIPELINE), "--data", str(blocker / "data"))
+    proc = run_step("augment", *set_args(PIPELINE), "--data", str(blocker / "data"))
     assert_clean_error(proc, str(blocker))
 
 
