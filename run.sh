@@ -160,7 +160,7 @@ if [ "$stage" -le 2 ]; then
     log "waiting for another run preparing $data (it holds $data_lock)"
     flock -x "$lock_fd"
   fi
-  data_lock=$lock_fd
+  data_lock_fd=$lock_fd
 fi
 if [ "$stop_stage" -ge 3 ]; then
   mkdir -p "$expdir"
@@ -188,7 +188,7 @@ if run_stage 2; then
   python -m voxadapt.stages augment "${common[@]}" --data "$data" --nj "$nj"
 fi
 
-[ -z "${data_lock:-}" ] || exec {data_lock}>&-  # prepared: other runs may use and prepare it now
+[ -z "${data_lock_fd:-}" ] || exec {data_lock_fd}>&-  # prepared: other runs may use and prepare it now
 
 torchrun_args=(--nproc_per_node "$nproc_per_node" --nnodes "$nnodes" --node_rank "$node_rank"
                --master_addr "$master_addr" --master_port "${master_port:-29500}")
