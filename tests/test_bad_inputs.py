@@ -18,8 +18,8 @@ from helpers import (
     hold_lock,
     kill_group,
     make_data_dir,
-    run_py,
     run_sh,
+    run_step,
     set_args,
     venv_env,
     write_wav,
@@ -132,7 +132,7 @@ def test_a_run_preparing_data_waits_for_another_preparing_it(tmp_path):
 def test_config_faults(tmp_path, text, fragments):
     path = tmp_path / "c.yaml"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    assert_clean_error(run_py("show_config.py", "--config", str(path), "--get", "name"), *fragments)
+    assert_clean_error(run_step("config", "--config", str(path), "--get", "name"), *fragments)
 
 
 # ------------------------------------------------------------------------------ tables from editors
@@ -389,7 +389,7 @@ def test_kaldi_import_failure_names_the_users_file_and_leaves_nothing(tmp_path):
     (test / "wav.scp").write_text(wav_scp[0] + "\n" + wav_scp[1].replace(" ", " x ", 1) + "\n")
     over = ["data.corpus=kaldi", f"data.kaldi.train_dir={train}", f"data.kaldi.test_dir={test}",
             f"data.kaldi.trials={tmp_path / 'trials'}"]
-    proc = run_py("prepare_data.py", *set_args(over), "--data", str(tmp_path / "data"))
+    proc = run_step("data", *set_args(over), "--data", str(tmp_path / "data"))
     assert_clean_error(proc, f"{test}/wav.scp:2", "audio file not found")
     assert not (tmp_path / "data" / "train").exists() and not (tmp_path / "data" / "test").exists()
 
@@ -409,3 +409,4 @@ def test_model_digest_is_of_content_not_path_or_time(tmp_path):
     assert model_digest(tmp_path / "a") == model_digest(tmp_path / "b")
     (tmp_path / "b" / "model.safetensors").write_bytes(b"other weights")
     assert model_digest(tmp_path / "a") != model_digest(tmp_path / "b")
+

@@ -231,7 +231,8 @@ def test_validate_cli_errors_and_success(ddir):
 
 
 def test_shell_wrappers_have_help():
-    for script in ("utils/validate_data_dir.sh", "utils/fix_data_dir.sh", "run.sh", "tests/run.sh"):
+    for script in ("utils/validate_data_dir.sh", "utils/fix_data_dir.sh", "run.sh", "tests/run.sh",
+                   "steps/extract_xvectors.sh", "local/evaluate.sh"):
         proc = subprocess.run(["bash", str(ROOT / script), "--help"], capture_output=True, text=True)
         assert proc.returncode == 0 and "Usage" in proc.stdout, script
 
@@ -247,3 +248,9 @@ def test_key_values_clean_and_irregular_tables(tmp_path):
     (tmp_path / "blank").write_text("a x\n\nb y\n")
     with pytest.raises(DataError, match="blank:2: empty line"):
         read_key_values(tmp_path / "blank")
+
+
+def test_validation_draws_no_progress_bar_into_a_log(ddir, capfd):
+    # A bar in a log file leaves its line open ('\r'), and the next message, an ERROR say, lands on it.
+    validate_data_dir(ddir, 16000, audio="decode")
+    assert "\r" not in capfd.readouterr().err

@@ -58,11 +58,11 @@ def test_old_names_in_a_versioned_config_and_unknown_versions_are_errors(tmp_pat
 
 def test_an_old_package_scores_through_local_evaluate_sh_paths(tmp_path):
     """Stage 5's jobs read the package's config with --config: the old keys are translated there too."""
-    from helpers import run_py
+    from helpers import run_step
 
     pkg = tmp_path / "pkg"
     shutil.copytree(OLD_PACKAGE, pkg)
-    proc = run_py("show_config.py", "--config", str(pkg / "config.yaml"), "--get", "augment.probability")
+    proc = run_step("config", "--config", str(pkg / "config.yaml"), "--get", "augment.probability")
     assert proc.returncode == 0 and proc.stdout.strip() == "0.6", proc.stderr
 
 

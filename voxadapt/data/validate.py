@@ -118,9 +118,9 @@ def _run(fn, items: list, nj: int, desc: str) -> list[RecordingCheck]:  # noqa: 
     chunk = max(1, len(items) // (nj * 20))
     if nj > 1 and len(items) > 1:
         with ProcessPoolExecutor(nj) as pool:
-            return list(tqdm(pool.map(fn, items, chunksize=chunk), total=len(items), desc=desc, leave=False,
+            return list(tqdm(pool.map(fn, items, chunksize=chunk), total=len(items), desc=desc, leave=False, disable=None,
                              mininterval=5))
-    return [fn(i) for i in tqdm(items, desc=desc, leave=False, mininterval=5)]
+    return [fn(i) for i in tqdm(items, desc=desc, leave=False, mininterval=5, disable=None)]
 
 
 def validate_data_dir(path: str | Path, sample_rate: int, min_duration: float = 0.2, audio: AudioCheck = "decode",
