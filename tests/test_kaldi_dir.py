@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import ROOT, assert_clean_error, make_data_dir, run_py, run_sh, write_wav
+from helpers import ROOT, assert_clean_error, make_data_dir, run_py, run_sh, venv_env, write_wav
 
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.validate import fix_data_dir, validate_data_dir
@@ -254,3 +255,22 @@ def test_validation_draws_no_progress_bar_into_a_log(ddir, capfd):
     # A bar in a log file leaves its line open ('\r'), and the next message, an ERROR say, lands on it.
     validate_data_dir(ddir, 16000, audio="decode")
     assert "\r" not in capfd.readouterr().err
+
+
+def test_relative_wav_scp_paths_are_read_from_the_recipe_directory_everywhere(ddir, tmp_path):
+    """Kaldi's convention, the same in the validator as in every stage: a path relative to where the
+    user happens to run the validator would pass there and fail in the recipe."""
+    lines = (ddir / "wav.scp").read_text().splitlines()
+    utt, path = lines[0].split()
+    lines[0] = f"{utt} {os.path.relpath(path, tmp_path)}"  # right from tmp_path, wrong from the recipe
+    (ddir / "wav.scp").write_text("\n".join(lines) + "\n")
+    for check in ("decode", "header"):
+        proc = subprocess.run(["bash", str(ROOT / "utils" / "validate_data_dir.sh"), "--audio-check", check, "d"],
+                              cwd=tmp_path, capture_output=True, text=True, env=venv_env())
+        assert_clean_error(proc, f"'{lines[0].split()[1]}'", "not found",
+                           f"relative paths in wav.scp are read from the directory the recipe runs in, {ROOT}")
+    lines[0] = f"{utt} {os.path.relpath(path, ROOT)}"  # relative to the recipe directory: found
+    (ddir / "wav.scp").write_text("\n".join(lines) + "\n")
+    proc = subprocess.run(["bash", str(ROOT / "utils" / "validate_data_dir.sh"), "d"], cwd=tmp_path,
+                          capture_output=True, text=True, env=venv_env())
+    assert proc.returncode == 0, proc.stderr

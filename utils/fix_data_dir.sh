@@ -20,6 +20,10 @@ help_message="Usage: $0 [options] <data-dir>
 . "$(dirname "$0")/parse_options.sh"
 if [ $# -ne 1 ]; then printf '%s\n' "$help_message" >&2; exit 1; fi
 . "$(dirname "$0")/../path.sh"
+# The dir is the caller's; wav.scp's relative paths are read from the recipe directory, as every
+# stage reads them (Kaldi's convention: relative to the directory the recipe runs in).
+dir=$(realpath -m -- "$1")
+cd "$VOXADAPT_ROOT"
 args=(--allow-drop "$allow_drop" --sample-rate "$sample_rate" --min-duration "$min_duration" --nj "$nj")
 [ "$drop_bad_audio" = true ] && args+=(--drop-bad-audio)
-exec python "$VOXADAPT_ROOT/pyscripts/fix_data_dir.py" "${args[@]}" "$1"
+exec python "$VOXADAPT_ROOT/pyscripts/fix_data_dir.py" "${args[@]}" "$dir"

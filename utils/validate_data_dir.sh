@@ -22,7 +22,12 @@ help_message="Usage: $0 [options] <data-dir>
 . "$(dirname "$0")/parse_options.sh"
 if [ $# -ne 1 ]; then printf '%s\n' "$help_message" >&2; exit 1; fi
 . "$(dirname "$0")/../path.sh"
+# The dir is the caller's; wav.scp's relative paths are read from the recipe directory, as every
+# stage reads them (Kaldi's convention: relative to the directory the recipe runs in).
+dir=$(realpath -m -- "$1")
+[ -z "$trials" ] || trials=$(realpath -m -- "$trials")
+cd "$VOXADAPT_ROOT"
 args=(--sample-rate "$sample_rate" --min-duration "$min_duration" --nj "$nj" --audio "$audio_check" --sample "$sample")
 [ "$no_audio" = true ] && args+=(--audio none)
 [ -n "$trials" ] && args+=(--trials "$trials")
-exec python "$VOXADAPT_ROOT/pyscripts/validate_data_dir.py" "${args[@]}" "$1"
+exec python "$VOXADAPT_ROOT/pyscripts/validate_data_dir.py" "${args[@]}" "$dir"

@@ -58,13 +58,20 @@ def _open(rx: str) -> str | io.BytesIO:
     return io.BytesIO(_run_pipe(rx)) if is_pipe(rx) else rx
 
 
+def read_from(rx: str) -> str:
+    """Where a relative wav.scp path was looked for, for an error; nothing for an absolute one."""
+    if os.path.isabs(rx):
+        return ""
+    return f" (relative paths in wav.scp are read from the directory the recipe runs in, {os.getcwd()})"
+
+
 def _describe(rx: str, err: Exception) -> DataError:
     if not is_pipe(rx) and not os.path.exists(rx):
         if len(rx.split()) > 1 and shutil.which(rx.split()[0]):
             # 'sox a.flac -t wav -' is a command, but without the final '|' Kaldi reads it as a path
             return DataError(f"'{rx}': audio file not found; it looks like a command: end it with ' |' "
                              "to run it as a pipe")
-        return DataError(f"'{rx}': audio file not found; fix the path in wav.scp")
+        return DataError(f"'{rx}': audio file not found{read_from(rx)}; fix the path in wav.scp")
     msg = first_line(err)
     return DataError(f"'{rx}': cannot decode audio ({msg}); re-encode it as WAV/FLAC or fix wav.scp")
 

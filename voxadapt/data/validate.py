@@ -31,7 +31,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from voxadapt.data.audio import SILENCE_STEPS, is_pipe, near_silent, read_audio
+from voxadapt.data.audio import SILENCE_STEPS, is_pipe, near_silent, read_audio, read_from
 from voxadapt.data.kaldi_dir import DataDir, write_table
 from voxadapt.data.mp4 import mp4_audio
 from voxadapt.errors import DataError, VoxadaptError, located
@@ -109,7 +109,7 @@ def check_header(item: tuple[str, str, int, float, float | None]) -> RecordingCh
     except VoxadaptError as err:
         return RecordingCheck(reco, error=str(err))
     except Exception as err:  # noqa: BLE001 - libsndfile's errors
-        missing = "not found" if not Path(rx).exists() else f"unreadable header ({str(err).splitlines()[0]})"
+        missing = f"not found{read_from(rx)}" if not Path(rx).exists() else f"unreadable header ({str(err).splitlines()[0]})"
         return RecordingCheck(reco, error=f"'{rx}': {missing}; fix the path in wav.scp or re-encode the file")
     return _judge(reco, info.frames / info.samplerate, info.samplerate, info.channels, sample_rate, min_duration)
 
