@@ -3,7 +3,7 @@ and reading, overriding and saving configs (`loader`)."""
 
 from voxadapt.config.data import AugmentConfig, DataConfig, KaldiImportConfig, LoaderConfig, SyntheticConfig, VoxCelebConfig
 from voxadapt.config.loader import dump_yaml, get_dotted, load_config, to_dict
-from voxadapt.config.model import AdapterConfig, BackboneConfig, BackendConfig, DistillConfig, ModelConfig
+from voxadapt.config.model import AdapterConfig, BackboneConfig, DistillConfig, ModelConfig, PoolingConfig
 from voxadapt.config.schema import RENAMED, SCHEMA_VERSION, Config
 from voxadapt.config.scoring import ExtractConfig, ScoringConfig
 from voxadapt.config.training import AdaptConfig, DropAdaptConfig, DropClassConfig, PhaseConfig, PretrainConfig, TrainConfig
@@ -23,7 +23,7 @@ __all__ = [
     "AugmentConfig",
     "LoaderConfig",
     "BackboneConfig",
-    "BackendConfig",
+    "PoolingConfig",
     "DistillConfig",
     "AdapterConfig",
     "ModelConfig",

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
-from voxadapt.config.schema import ADDED, RENAMED, SCHEMA_VERSION, Config
+from voxadapt.config.schema import ADDED, RENAMED, RENAMED_WEIGHTS, SCHEMA_VERSION, Config
 from voxadapt.errors import ConfigError
 
 T = TypeVar("T")
@@ -197,6 +197,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     raw = loaded
+    _translate(raw, str(path))  # before merging: an old file's keys meet its base's new ones
     base = raw.pop("base", None)
     if base is None:
         return raw
@@ -215,6 +216,15 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     with a warning."""
     source = str(path) if path else "<defaults>"
     raw: dict = _read_yaml(Path(path)) if path else {}
+    defaults = to_dict(Config()) if overrides else None
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(raw, key, value, f"{source} (--set {text})", defaults)
+    return from_dict(Config, raw, source)
+
+
+def _translate(raw: dict, source: str) -> None:
+    """One config file's keys renamed since its `schema_version` (popped), in place."""
     version = raw.pop("schema_version", None)
     if version is not None and (not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION):
         raise ConfigError(f"{source}: schema_version {version!r} is not one this voxadapt reads "
@@ -223,11 +233,17 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
         for old, new in RENAMED.get(v, {}).items():
             if _rename(raw, old, new) and version is None:
                 log.info("%s: %s is now called %s (read as such)", source, old, new)
-    defaults = to_dict(Config()) if overrides else None
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(raw, key, value, f"{source} (--set {text})", defaults)
-    return from_dict(Config, raw, source)
+
+
+def upgrade_state_dict(state: dict) -> dict:
+    """Parameter names of a state dict saved before a module rename, under today's names."""
+    out = {}
+    for name, value in state.items():
+        for old, new in RENAMED_WEIGHTS.items():
+            if name.startswith(old):
+                name = new + name[len(old):]
+        out[name] = value
+    return out
 
 
 def upgrade_fingerprint(fingerprint: Any) -> Any:

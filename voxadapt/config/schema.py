@@ -17,9 +17,12 @@ from voxadapt.config.model import ModelConfig
 from voxadapt.config.scoring import ExtractConfig, ScoringConfig
 from voxadapt.config.training import AdaptConfig, PretrainConfig, TrainConfig
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # version -> {old dotted key: new dotted key} for the keys that version renamed
-RENAMED: dict[int, dict[str, str]] = {2: {"augment.aug_prob": "augment.probability"}}
+RENAMED: dict[int, dict[str, str]] = {2: {"augment.aug_prob": "augment.probability"},
+                                      3: {"model.backend": "model.pooling"}}
+# old parameter-name prefix -> new, for the model attributes renamed with config keys (version 3)
+RENAMED_WEIGHTS: dict[str, str] = {"backend.": "pooling."}
 # Keys added after experiments were made, with the default that reproduces what those experiments
 # did, under the names fingerprints keep them ("phase": a training phase, "scoring": the scoring
 # section): a marker or checkpoint without the key was made at that default.
@@ -27,7 +30,7 @@ ADDED: dict[str, Any] = {"model.subcenters": 1, "phase.inter_topk": 0, "phase.in
                          "scoring.calibration_qmf": False, "synthetic.test_utts_per_speaker": 0,
                          "phase.dropadapt.max_utts": 0, "phase.cnn_grad_scale": 0.0,
                          "phase.train_embedding": True, "phase.layer_decay_from": "top", "phase.layerdrop": 0.0,
-                         "model.backend.token_positions": "none"}
+                         "model.pooling.token_positions": "none"}
 
 
 # ----------------------------------------------------------------------------------------- top

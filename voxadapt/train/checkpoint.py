@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from voxadapt.config.loader import upgrade_fingerprint
+from voxadapt.config.loader import upgrade_fingerprint, upgrade_state_dict
 from voxadapt.errors import VoxadaptError, first_line, located
 from voxadapt.fileio import atomic_path
 
@@ -94,6 +94,8 @@ def load_checkpoint(path: Path, fingerprint: dict) -> dict:
         changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
         raise VoxadaptError(located(path, None, f"checkpoint of another config ({', '.join(changed)} changed)",
                                     f"delete {path.parent.parent} to start this phase over, or use a new experiment name"))
+    if "model" in ckpt:
+        ckpt["model"] = upgrade_state_dict(ckpt["model"])
     return ckpt
 
 
