@@ -211,7 +211,7 @@ def test_token_positions_make_the_class_token_see_frame_order():
 def test_test_time_rule_is_not_part_of_the_training_fingerprint():
     """Stages 3-4 do not read the test-time rule: changing it keeps the trained model; a marker
     written before token_positions existed matches a config without positions."""
-    from voxadapt.config.loader import upgrade_fingerprint
+    from voxadapt.compat import fingerprint_changes
     from voxadapt.models.speaker import model_fingerprint
 
     base = load_config(None, CLS)
@@ -219,9 +219,9 @@ def test_test_time_rule_is_not_part_of_the_training_fingerprint():
     assert model_fingerprint(base.model) == model_fingerprint(other.model)
     old = {"model": model_fingerprint(base.model)}
     del old["model"]["pooling"]["token_positions"]
-    assert upgrade_fingerprint(old) == {"model": model_fingerprint(base.model)}
+    assert fingerprint_changes(old, {"model": model_fingerprint(base.model)}) == []
     positions = load_config(None, CLS + ["model.pooling.token_positions=sinusoidal"])
-    assert upgrade_fingerprint(old) != {"model": model_fingerprint(positions.model)}
+    assert fingerprint_changes(old, {"model": model_fingerprint(positions.model)}) == ["model"]
 
 
 def test_kd_loss_is_zero_when_student_matches_teacher():

@@ -177,3 +177,39 @@ def test_training_markers_and_checkpoints_made_before_the_pooling_rename_are_rec
     resumed, _ = build_model(load_config(None, MICRO + ["seed=2"]), 6)
     resumed.load_state_dict(ckpt_io.latest_checkpoint(tmp_path / "ckpt", now)["model"])
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in resumed.state_dict().items())
+
+
+def test_markers_written_before_a_stage_key_existed_match_only_its_old_value(tmp_path):
+    """Stage 6 before --binary, stage 7 before scoring.asnorm_cohort and training before
+    loader.shards wrote no such key (voxadapt/compat.py's ADDED): those markers are of the old
+    behaviour, and only of it."""
+    import dataclasses
+
+    from voxadapt.errors import VoxadaptError
+    from voxadapt.fileio import StageMarker
+
+    cfg = load_config(None)
+    old_scoring = {k: v for k, v in dataclasses.asdict(cfg.scoring).items() if k != "asnorm_cohort"}
+    old_loader = {k: v for k, v in dataclasses.asdict(cfg.loader).items() if not k.startswith("shard")}
+    cohort = load_config(None, ["scoring.asnorm_cohort=cohort.scp"]).scoring
+    cases = [({"scoring": old_scoring, "xvectors": "x"}, {"scoring": cfg.scoring.fingerprint(stage=6), "xvectors": "x", "binary": True},
+              {"binary": False}),
+             ({"scoring": old_scoring}, {"scoring": cfg.scoring.fingerprint(stage=7)}, {"scoring": cohort.fingerprint(stage=7)}),
+             ({"loader": old_loader}, {"loader": cfg.loader.fingerprint()},
+              {"loader": load_config(None, ["loader.shards=true"]).loader.fingerprint()})]
+    assert cohort.fingerprint(stage=6) == cfg.scoring.fingerprint(stage=6)  # the cohort is stage 7's alone
+    for i, (old, now, changed) in enumerate(cases):
+        StageMarker(tmp_path / f"{i}.json", old).mark_done()
+        assert StageMarker(tmp_path / f"{i}.json", now).is_done()
+        with pytest.raises(VoxadaptError, match="made with different settings"):
+            StageMarker(tmp_path / f"{i}.json", {**now, **changed}).is_done()
+
+
+def test_file_io_reads_markers_without_the_config_package():
+    """The low-level I/O module checks markers against voxadapt/compat.py alone."""
+    import subprocess
+    import sys
+
+    code = "import sys, voxadapt.fileio; print(sorted(m for m in sys.modules if m.startswith('voxadapt.config')))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

@@ -123,8 +123,9 @@ class PhaseConfig:
         d = asdict(self)
         for key in ("fused_optimizer", "compile", "activation_checkpointing"):
             del d[key]
-        # Keys that changed what a drop method did when they came: they count only where they act, so
-        # the marker of a phase without that method still matches, and one made before them does not.
+        # Keys that changed what a drop method did when they came count only where they act (elsewhere
+        # they change nothing). No value of theirs reproduces the method as it was, so they are not in
+        # voxadapt/compat.py's ADDED: a marker made before them, of a phase using the method, is refused.
         for section, key, acts in (("dropadapt", "rank", self.dropadapt.drop and self.dropadapt.variant != "random"),
                                    ("dropclass", "reinit_optimizer", self.dropclass.reinit_head),
                                    ("dropclass", "with_draws", self.dropclass.with_draws)):

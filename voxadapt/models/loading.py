@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from voxadapt.compat import upgrade_state_dict
 from voxadapt.config import Config, load_config
-from voxadapt.config.loader import upgrade_state_dict
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import read_safetensors
 from voxadapt.layout import PackageLayout, is_package

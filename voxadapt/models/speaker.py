@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from voxadapt.compat import upgrade_state_dict
 from voxadapt.config import Config, ModelConfig, dump_yaml
-from voxadapt.config.loader import upgrade_state_dict
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import atomic_dir, read_json, read_safetensors
 from voxadapt.models.aam import AAMSoftmax
