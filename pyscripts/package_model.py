@@ -18,7 +18,7 @@ def main(argv):
     add_layout_args(parser)
     parser.add_argument("--out", help="package dir (default: exp/<name>/package)")
     parser.add_argument("--adapters-only", action="store_true",
-                        help="store adapters, LayerNorms and back-end only, pointing at the base model")
+                        help="store adapters, LayerNorms and pooling only, pointing at the base model")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
     args = parser.parse_args(argv)
     from pathlib import Path
