@@ -2,7 +2,7 @@
 """Waveform-to-embedding speed on CPU: onnxruntime (the exported graph) vs PyTorch, one utterance
 at a time (what `voxadapt embed` and a serving process do), same utterances, same thread count.
 
-Models: the shipped tiny WavLM + the default MHFA back-end, and the WavLM Base+ architecture +
+Models: the shipped tiny WavLM + the default MHFA pooling, and the WavLM Base+ architecture +
 MHFA (random init: the real model's compute). Utterances 2-20 s, log-uniform.
     python benchmarks/onnx_speed.py [--utts 12] [--threads N] [--rounds 2]
 """

@@ -25,7 +25,7 @@ import time
 from torch.overrides import TorchFunctionMode
 
 ADAPTERS = ["model.adapters.inner=true", "model.adapters.inter=true", "model.adapters.bottleneck=64"]
-# name -> (backend, trainable_layers, extra config overrides, strided linear inputs as before the fix)
+# name -> (pooling, trainable_layers, extra config overrides, strided linear inputs as before the fix)
 VARIANTS = {
     "MHFA, frozen backbone": ("mhfa", 0, [], False),
     "MHFA, full fine-tuning": ("mhfa", -1, [], False),
@@ -51,12 +51,12 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     from voxadapt.models.speaker import build_model
     from voxadapt.train.optim import make_optimizer, param_groups, set_trainable
 
-    backend, layers, extra, before = VARIANTS[name]
+    pooling, layers, extra, before = VARIANTS[name]
     if before:
         import voxadapt.models.backbone
 
         voxadapt.models.backbone.ContiguousLinearInputs = PlainInputs
-    cfg = load_config(None, [f"model.backend.type={backend}", "model.backbone.type=wavlm",
+    cfg = load_config(None, [f"model.pooling.type={pooling}", "model.backbone.type=wavlm",
                              f"train.phases.0.trainable_layers={layers}", "train.phases.0.backbone_lr=2e-5", *extra])
     model, head = build_model(cfg, 5994)  # VoxCeleb2's speaker count: the real head size
     set_trainable(model, head, layers)

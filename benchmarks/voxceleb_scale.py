@@ -61,7 +61,7 @@ model:
   backbone:
     type: wavlm
     path: {root}/models/tiny_wavlm
-  backend:
+  pooling:
     type: mhfa
     heads: 16
     compression_dim: 64

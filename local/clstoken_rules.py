@@ -3,7 +3,7 @@
 utterances (and a subset of the training set, for the centring mean) go through the backbone once
 and through the token transformer once per rule: the bank's mean (`bank_mean`) and each entry's
 mean (`entry<k>`); and `entries_mean`, the mean of the entries' embeddings (measured, not a
-back-end option: no better, and token_bank passes). Prints a markdown table of each rule's EER
+pooling option: no better, and token_bank passes). Prints a markdown table of each rule's EER
 against bank_mean (95 % speaker-bootstrap intervals, paired differences), as pyscripts/compare.py
 does, and saves each scored set's embeddings per rule in <out>/<set>.npz.
 
@@ -42,16 +42,16 @@ def main(argv):
 
     loaded = load_speaker_model(args.src / "model")
     model, cfg = loaded.model, loaded.cfg
-    backend = model.backend
-    rules = [("bank_mean", 0)] + [("entry", k) for k in range(cfg.model.backend.token_bank)]
-    names = ["bank_mean"] + [f"entry{k}" for k in range(cfg.model.backend.token_bank)]
+    pooling = model.pooling
+    rules = [("bank_mean", 0)] + [("entry", k) for k in range(cfg.model.pooling.token_bank)]
+    names = ["bank_mean"] + [f"entry{k}" for k in range(cfg.model.pooling.token_bank)]
 
     def every_rule(wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         states, mask = model.features(wav, lengths)
         out = []
         for rule, entry in rules:
-            backend.token_eval, backend.token_eval_entry = rule, entry
-            out.append(backend(states, mask))
+            pooling.token_eval, pooling.token_eval_entry = rule, entry
+            out.append(pooling(states, mask))
         return torch.cat(out, 1)
 
     def embed(set_name: str, every: int = 1) -> tuple[list[str], np.ndarray]:
@@ -64,7 +64,7 @@ def main(argv):
         print(f"{set_name}: {len(utts)} utterances", flush=True)
         return utts, table
 
-    dim = cfg.model.backend.embed_dim
+    dim = cfg.model.pooling.embed_dim
     train = cfg.data.sets.train
     _, train_table = embed(train, max(1, len(DataDir.load(args.data / train).utterance_ids) // args.train_utts))
     data = DataLayout(args.data.resolve())

@@ -151,7 +151,7 @@ MICRO_ARCH = ('{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads"
               '"num_conv_pos_embedding_groups": 4}')
 MICRO = TINY + [
     f"model.backbone.arch={MICRO_ARCH}",
-    "model.backend.heads=4", "model.backend.compression_dim=16", "model.backend.embed_dim=32",
+    "model.pooling.heads=4", "model.pooling.compression_dim=16", "model.pooling.embed_dim=32",
     "loader.crop_seconds=1.0", "loader.batch_size=8", "loader.num_workers=0",
     "train.num_threads=1",
     "train.phases=[{name: main, epochs: 2, lr: 0.005, backbone_lr: 0.001, layer_decay: 0.8, margin: 0.2, "

@@ -9,10 +9,10 @@ import torch
 from helpers import MICRO
 from safetensors.torch import load_file, save_file
 
-from voxadapt.config import BackendConfig, load_config
+from voxadapt.config import PoolingConfig, load_config
 from voxadapt.errors import VoxadaptError
 from voxadapt.models.adapters import is_adapter_param, merge_lora
-from voxadapt.models.clstoken import ClassTokenBackend, kd_loss
+from voxadapt.models.clstoken import ClassTokenPooling, kd_loss
 from voxadapt.models.speaker import build_model
 from voxadapt.train.optim import param_groups, set_trainable
 
@@ -47,7 +47,7 @@ def test_adapters_change_the_output_once_trained():
         assert not torch.allclose(before, adapted(wav))
 
 
-def test_only_adapters_layer_norms_backend_and_head_get_gradients():
+def test_only_adapters_layer_norms_pooling_and_head_get_gradients():
     cfg = load_config(None, ADAPTED)
     model, head = build_model(cfg, 5)
     set_trainable(model, head, 0)
@@ -56,13 +56,13 @@ def test_only_adapters_layer_norms_backend_and_head_get_gradients():
     loss.backward()
     for name, p in model.named_parameters():
         trained = p.grad is not None and p.grad.abs().sum() > 0
-        should = name.startswith("backend.") or is_adapter_param(name) or ("layer_norm" in name and "encoder" in name)
+        should = name.startswith("pooling.") or is_adapter_param(name) or ("layer_norm" in name and "encoder" in name)
         if name.startswith("backbone.model.feature_extractor") or "original" in name:
             assert not p.requires_grad, name
         if trained:
             assert should, f"{name} got a gradient"
     groups = {g.name for g in param_groups(model, head, cfg.train.phases[0])}
-    assert groups == {"backend", "adapters"}
+    assert groups == {"pooling", "adapters"}
 
 
 def test_adapter_weights_save_and_load_without_the_backbone(tmp_path):
@@ -137,31 +137,31 @@ def test_adapters_need_transformer_blocks():
         add_inner_adapters(nn.ModuleList([nn.Linear(4, 4)]), 4, AdapterConfig(inner=True))
 
 
-CLS = MICRO + ["model.backend.type=clstoken", "model.backend.token_dim=16", "model.backend.token_ffn=32",
-               "model.backend.class_token=sampled", "model.backend.distill_token=true",
+CLS = MICRO + ["model.pooling.type=clstoken", "model.pooling.token_dim=16", "model.pooling.token_ffn=32",
+               "model.pooling.class_token=sampled", "model.pooling.distill_token=true",
                "model.distill.teacher=exp/mhfa_tiny/model"]  # not loaded: build_model only
 
 
 def test_sampled_class_token_is_random_in_training_and_fixed_in_eval():
     model, _ = build_model(load_config(None, CLS), 5)
     states = [torch.randn(2, 10, 32) for _ in range(3)]
-    backend = model.backend
-    backend.train()
-    assert not torch.equal(backend.class_token(2), backend.class_token(2))
-    backend.eval()
+    pooling = model.pooling
+    pooling.train()
+    assert not torch.equal(pooling.class_token(2), pooling.class_token(2))
+    pooling.eval()
     with torch.no_grad():
-        assert torch.equal(backend(states), backend(states))
-        assert torch.equal(backend.class_token(1)[0, 0], backend.token_mean.mean(0))
-    emb, distill = backend.encode(states, None)
+        assert torch.equal(pooling(states), pooling(states))
+        assert torch.equal(pooling.class_token(1)[0, 0], pooling.token_mean.mean(0))
+    emb, distill = pooling.encode(states, None)
     assert emb.shape == distill.shape == (2, 32)
 
 
-def token_backend(**options) -> ClassTokenBackend:
-    """A small sampled-class-token back-end over 3 layers of 32-dim frames, seeded."""
+def token_pooling(**options) -> ClassTokenPooling:
+    """A small sampled-class-token pooling over 3 layers of 32-dim frames, seeded."""
     torch.manual_seed(0)
-    cfg = BackendConfig(type="clstoken", token_dim=16, token_heads=2, token_ffn=32, token_layers=1, embed_dim=8,
+    cfg = PoolingConfig(type="clstoken", token_dim=16, token_heads=2, token_ffn=32, token_layers=1, embed_dim=8,
                         class_token="sampled", token_bank=4, **options)
-    return ClassTokenBackend(3, 32, cfg)
+    return ClassTokenPooling(3, 32, cfg)
 
 
 def test_class_token_test_time_rules():
@@ -170,22 +170,22 @@ def test_class_token_test_time_rules():
     states = [torch.randn(2, 10, 32) for _ in range(3)]
     mask = torch.ones(2, 10, dtype=torch.bool)
     mask[1, 6:] = False
-    mean, entry = token_backend().eval(), token_backend(token_eval="entry", token_eval_entry=2).eval()
+    mean, entry = token_pooling().eval(), token_pooling(token_eval="entry", token_eval_entry=2).eval()
     with torch.no_grad():
         for b in (mean, entry):
             assert torch.equal(b(states, mask), b(states, mask))
         assert torch.equal(mean.class_token(1)[0, 0], mean.token_mean.mean(0))
         assert torch.equal(entry.class_token(1)[0, 0], entry.token_mean[2])
-        each = [token_backend(token_eval="entry", token_eval_entry=k).eval()(states, mask) for k in range(4)]
+        each = [token_pooling(token_eval="entry", token_eval_entry=k).eval()(states, mask) for k in range(4)]
         assert torch.equal(each[2], entry(states, mask)) and not torch.allclose(each[0], each[1])
     with pytest.raises(Exception, match="token_eval_entry must be a bank entry"):
-        BackendConfig(type="clstoken", token_bank=4, token_eval_entry=4)
+        PoolingConfig(type="clstoken", token_bank=4, token_eval_entry=4)
 
 
 def test_sampled_class_token_noise_stays_below_its_mean():
     """At initialisation the sampling noise is a small fraction of the means' scale (it was 7 times
     it), and however large the learned log-variance grows, the noise's std never exceeds its mean's RMS."""
-    b = token_backend().requires_grad_(False).train()
+    b = token_pooling().requires_grad_(False).train()
     drawn = b.class_token(256)[:, 0]
     cos = torch.nn.functional.cosine_similarity(drawn[:, None], b.token_mean[None], dim=2).amax(1)
     assert float(cos.min()) > 0.9  # every sample is recognisably one of the means
@@ -202,26 +202,26 @@ def test_token_positions_make_the_class_token_see_frame_order():
     perm = torch.randperm(10)
     shuffled = [s[:, perm] for s in states]
     with torch.no_grad():
-        plain = token_backend().eval()
+        plain = token_pooling().eval()
         torch.testing.assert_close(plain(states), plain(shuffled), rtol=1e-4, atol=1e-5)
-        ordered = token_backend(token_positions="sinusoidal").eval()
+        ordered = token_pooling(token_positions="sinusoidal").eval()
         assert not torch.allclose(ordered(states), ordered(shuffled), rtol=1e-3, atol=1e-4)
 
 
 def test_test_time_rule_is_not_part_of_the_training_fingerprint():
     """Stages 3-4 do not read the test-time rule: changing it keeps the trained model; a marker
     written before token_positions existed matches a config without positions."""
-    from voxadapt.config.loader import upgrade_fingerprint
+    from voxadapt.compat import fingerprint_changes
     from voxadapt.models.speaker import model_fingerprint
 
     base = load_config(None, CLS)
-    other = load_config(None, CLS + ["model.backend.token_eval=entry", "model.backend.token_eval_entry=3"])
+    other = load_config(None, CLS + ["model.pooling.token_eval=entry", "model.pooling.token_eval_entry=3"])
     assert model_fingerprint(base.model) == model_fingerprint(other.model)
     old = {"model": model_fingerprint(base.model)}
-    del old["model"]["backend"]["token_positions"]
-    assert upgrade_fingerprint(old) == {"model": model_fingerprint(base.model)}
-    positions = load_config(None, CLS + ["model.backend.token_positions=sinusoidal"])
-    assert upgrade_fingerprint(old) != {"model": model_fingerprint(positions.model)}
+    del old["model"]["pooling"]["token_positions"]
+    assert fingerprint_changes(old, {"model": model_fingerprint(base.model)}) == []
+    positions = load_config(None, CLS + ["model.pooling.token_positions=sinusoidal"])
+    assert fingerprint_changes(old, {"model": model_fingerprint(positions.model)}) == ["model"]
 
 
 def test_kd_loss_is_zero_when_student_matches_teacher():
@@ -258,7 +258,7 @@ def test_distillation_teacher_logits_are_at_the_scale_the_teacher_was_trained_wi
 
 
 def test_distillation_config_is_checked():
-    with pytest.raises(Exception, match="distill.teacher needs backend.type clstoken"):
+    with pytest.raises(Exception, match="distill.teacher needs pooling.type clstoken"):
         load_config(None, MICRO + ["model.distill.teacher=/x"])
 
 

@@ -87,22 +87,22 @@ def test_markers_made_before_a_key_was_added_still_match():
     import copy
     import dataclasses
 
-    from voxadapt.config.loader import upgrade_fingerprint
-    from voxadapt.config.schema import ADDED
+    from voxadapt.compat import ADDED, fingerprint_changes
 
     cfg = load_config(None)
     now = {"model": dataclasses.asdict(cfg.model), "phase": cfg.train.phases[0].fingerprint(),
-           "scoring": dataclasses.asdict(cfg.scoring), "synthetic": dataclasses.asdict(cfg.data.synthetic)}
-    old = copy.deepcopy(now)  # nested sections too (model.backend)
+           "scoring": dataclasses.asdict(cfg.scoring), "synthetic": dataclasses.asdict(cfg.data.synthetic),
+           "loader": cfg.loader.fingerprint(), "binary": True}
+    old = copy.deepcopy(now)  # nested sections too (model.pooling)
     for added in ADDED:
         *path, key = added.split(".")
         node = old
         for name in path:
             node = node[name]
         del node[key]
-    assert old != now and upgrade_fingerprint(old) == now
+    assert old != now and fingerprint_changes(old, now) == []
     changed = load_config(None, ["model.subcenters=3"])
-    assert upgrade_fingerprint(old)["model"] != dataclasses.asdict(changed.model)
+    assert fingerprint_changes(old, {**now, "model": dataclasses.asdict(changed.model)}) == ["model"]
     # Speed options are no part of a phase's fingerprint: a run resumes with them changed.
     fast = load_config(None, ["train.phases.0.compile=true", "train.phases.0.activation_checkpointing=true"])
     assert fast.train.phases[0].fingerprint() == cfg.train.phases[0].fingerprint()
@@ -111,7 +111,7 @@ def test_markers_made_before_a_key_was_added_still_match():
 def test_cnn_grad_scale_checks_and_old_fingerprints():
     """cnn_grad_scale > 0 only with the whole backbone trained and no adapters; a fingerprint written
     before the key existed is that of a frozen CNN (0), never of a trained one."""
-    from voxadapt.config.loader import upgrade_fingerprint
+    from voxadapt.compat import fingerprint_changes
 
     with pytest.raises(ConfigError, match="cnn_grad_scale > 0 trains the CNN below every transformer layer"):
         load_config(None, ["train.phases.0.trainable_layers=2", "train.phases.0.cnn_grad_scale=0.1"])
@@ -123,9 +123,9 @@ def test_cnn_grad_scale_checks_and_old_fingerprints():
         load_config(None, ["model.adapters.inner=true", "adapt.phases=[{name: lm, trainable_layers: -1, cnn_grad_scale: 0.5}]"])
     frozen = load_config(None).train.phases[0].fingerprint()
     old = {k: v for k, v in frozen.items() if k != "cnn_grad_scale"}
-    assert "cnn_grad_scale" in frozen and upgrade_fingerprint({"phase": old}) == {"phase": frozen}
+    assert "cnn_grad_scale" in frozen and fingerprint_changes({"phase": old}, {"phase": frozen}) == []
     trained = load_config(None, ["train.phases.0.cnn_grad_scale=0.1"]).train.phases[0].fingerprint()
-    assert upgrade_fingerprint({"phase": old})["phase"] != trained
+    assert fingerprint_changes({"phase": old}, {"phase": trained}) == ["phase"]
 
 
 # The MHFA authors' published WeSpeaker configs (examples/voxceleb/v4/conf/MHFA/ of

@@ -95,14 +95,14 @@ def test_frozen_backbone_stays_in_eval_mode_through_validation_and_dropadapt(tin
     real_step = PhaseTrainer._train_step
 
     def step(self, batch, margin, *rest):  # noqa: ANN001, ANN202
-        modes.append((self.model.backbone.training, self.model.backend.training))
+        modes.append((self.model.backbone.training, self.model.pooling.training))
         return real_step(self, batch, margin, *rest)
 
     monkeypatch.setattr(PhaseTrainer, "_train_step", step)
     trainer.run()
     drops = (ExpLayout(tmp_path).phase_dir("main") / "dropadapt.tsv").read_text().splitlines()
     assert len(drops) == 1 + 3 * 2 and trainer.validator is not None  # DropAdapt at steps 0, 2, 4; 2 validations
-    assert modes == [(False, True)] * 6  # the back-end trains; the frozen backbone never gets dropout
+    assert modes == [(False, True)] * 6  # the pooling trains; the frozen backbone never gets dropout
 
 
 @pytest.mark.slow

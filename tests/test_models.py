@@ -1,4 +1,4 @@
-"""Backbones, MHFA, the baseline back-end, AAM-softmax, layer-wise rates, L2-SP, model dirs."""
+"""Backbones, MHFA, the baseline pooling, AAM-softmax, layer-wise rates, L2-SP, model dirs."""
 
 from __future__ import annotations
 
@@ -46,11 +46,11 @@ def test_mhfa_shapes_and_layer_weights():
 
 def test_padding_mask_ignores_padded_frames():
     torch.manual_seed(0)
-    for backend in (MHFA(3, 8, 2, 4, 6), WeightedSumASP(3, 8, 4, 6)):
+    for pooling in (MHFA(3, 8, 2, 4, 6), WeightedSumASP(3, 8, 4, 6)):
         states = [torch.randn(1, 5, 8) for _ in range(3)]
         padded = [torch.cat([s, torch.randn(1, 4, 8)], 1) for s in states]
         mask = torch.tensor([[True] * 5 + [False] * 4])
-        assert torch.allclose(backend(states), backend(padded, mask), atol=1e-6)
+        assert torch.allclose(pooling(states), pooling(padded, mask), atol=1e-6)
 
 
 def test_aam_margin_against_hand_computation():
@@ -74,7 +74,7 @@ def test_every_backbone_type_gives_all_hidden_states_and_batch_equals_single():
             "conv_dim": [16] * 7, "num_conv_pos_embeddings": 8, "num_conv_pos_embedding_groups": 4}
     for kind in ("wavlm", "hubert", "wav2vec2", "data2vec-audio"):
         extra = {"conv_pos_kernel_size": 5, "num_conv_pos_embeddings": 2} if kind == "data2vec-audio" else {}
-        cfg = load_config(None, [f"model.backbone.type={kind}", "model.backend.heads=2"])
+        cfg = load_config(None, [f"model.backbone.type={kind}", "model.pooling.heads=2"])
         cfg.model.backbone.arch = {**arch, **extra}
         model, _ = build_model(cfg, 4)
         model.eval()
@@ -94,7 +94,7 @@ def test_layerwise_rates_land_on_the_right_layers(cfg):
     phase = cfg.train.phases[0]
     groups = {g.name: g for g in param_groups(model, head, phase)}
     L = model.backbone.num_layers
-    assert groups["backend"].lr == phase.lr
+    assert groups["pooling"].lr == phase.lr
     assert groups[f"layer{L - 1}"].lr == pytest.approx(phase.backbone_lr)
     assert groups["layer0"].lr == pytest.approx(phase.backbone_lr * phase.layer_decay ** (L - 1))
     assert groups["embedding"].lr == pytest.approx(phase.backbone_lr * phase.layer_decay**L)
@@ -102,10 +102,10 @@ def test_layerwise_rates_land_on_the_right_layers(cfg):
     assert {id(p) for p in groups["layer1"].params} == layer1
     set_trainable(model, head, 1)
     names = {g.name for g in param_groups(model, head, phase)}
-    assert names == {"backend", f"layer{L - 1}"}
+    assert names == {"pooling", f"layer{L - 1}"}
     assert not any(p.requires_grad for p in model.backbone.layers[0].parameters())
     set_trainable(model, head, 0)
-    assert model.backbone_frozen and [g.name for g in param_groups(model, head, phase)] == ["backend"]
+    assert model.backbone_frozen and [g.name for g in param_groups(model, head, phase)] == ["pooling"]
     assert sum(len(p) for _, p, _ in backbone_groups(model)) == len(
         [p for n, p in model.backbone.model.named_parameters() if not n.startswith("masked_spec")])
 
@@ -126,14 +126,14 @@ def test_layer_decay_direction_for_a_factor_below_one(cfg, direction):
         assert lrs[f"layer{i}"] == pytest.approx(base * 0.9 ** (L - 1 - i if direction == "top" else i)), i
     lowest = base * 0.9**L if direction == "top" else base
     assert lrs["embedding"] == pytest.approx(lowest) and lrs["cnn"] == pytest.approx(lowest)
-    assert lrs["backend"] == phase.lr
+    assert lrs["pooling"] == phase.lr
 
 
 @pytest.mark.parametrize("stable", [False, True])
 def test_train_embedding_false_trains_the_transformer_layers_only(stable):
     """train_embedding false (the MHFA authors' SLT22 optimiser): feature projection, positional
     convolution and the encoder's LayerNorm (after the input for post-LN, after the top layer for
-    pre-LN encoders) stay pre-trained and out of the optimiser; the layers, back-end and head train.
+    pre-LN encoders) stay pre-trained and out of the optimiser; the layers, pooling and head train.
     true (the default, their WeSpeaker recipe): those train too."""
     cfg = load_config(None, MICRO)
     cfg.model.backbone.arch = {**cfg.model.backbone.arch, "do_stable_layer_norm": stable}
@@ -151,7 +151,7 @@ def test_train_embedding_false_trains_the_transformer_layers_only(stable):
     set_trainable(model, head, -1, 0.0, train_embedding=False)
     assert not embed & trained() and not any(p.requires_grad for p in hf.parameters() if id(p) in embed)
     assert all(p.requires_grad for p in layers) and {id(p) for p in layers} <= trained()
-    assert {id(p) for p in list(model.backend.parameters()) + list(head.parameters())} <= trained()
+    assert {id(p) for p in list(model.pooling.parameters()) + list(head.parameters())} <= trained()
     assert "embedding" not in {g.name for g in param_groups(model, head, phase)}
 
 
@@ -165,7 +165,7 @@ def test_layerdrop_passes_a_dropped_layers_input_through_in_training_only(kind):
     state equals its input (still L + 1 states) and its weights get no gradient; in eval mode every
     layer runs, as without LayerDrop. WavLM's layer 0 (which computes the position bias) never drops."""
     extra = {"conv_pos_kernel_size": 5, "num_conv_pos_embeddings": 2} if kind == "data2vec-audio" else {}
-    cfg = load_config(None, [f"model.backbone.type={kind}", "model.backend.heads=2"])
+    cfg = load_config(None, [f"model.backbone.type={kind}", "model.pooling.heads=2"])
     cfg.model.backbone.arch = {**LAYERDROP_ARCH, **extra}
     model, head = build_model(cfg, 4)
     set_trainable(model, head, -1)

@@ -76,11 +76,11 @@ def test_distillation_logits_are_fp32_under_bf16_autocast(monkeypatch):
 
 
 def test_distill_token_without_teacher_is_a_config_error(tmp_path):
-    over = MICRO + ["model.backend.type=clstoken", "model.backend.distill_token=true"]
+    over = MICRO + ["model.pooling.type=clstoken", "model.pooling.distill_token=true"]
     with pytest.raises(Exception, match="distill_token needs distill.teacher"):
         load_config(None, over)
     proc = run_step("train", *set_args(over), "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"))
-    assert_clean_error(proc, "backend.distill_token needs distill.teacher")
+    assert_clean_error(proc, "pooling.distill_token needs distill.teacher")
 
 
 def test_a_checkpoint_with_nan_weights_is_never_written(tmp_path):

@@ -75,9 +75,9 @@ def overrides(teacher) -> list[str]:
     of the state a resume must bring back."""
     return MICRO + [
         "train.deterministic=true", "loader.num_workers=1",
-        "model.backend.type=clstoken", "model.backend.token_dim=32", "model.backend.token_layers=1",
-        "model.backend.token_heads=2", "model.backend.token_ffn=64", "model.backend.class_token=sampled",
-        "model.backend.token_bank=4", "model.backend.distill_token=true", f"model.distill.teacher={teacher}",
+        "model.pooling.type=clstoken", "model.pooling.token_dim=32", "model.pooling.token_layers=1",
+        "model.pooling.token_heads=2", "model.pooling.token_ffn=64", "model.pooling.class_token=sampled",
+        "model.pooling.token_bank=4", "model.pooling.distill_token=true", f"model.distill.teacher={teacher}",
         "train.phases.0.epochs=1", "train.phases.0.average_last=1",
         "train.phases.0.dropclass={every_steps: 5, drop: 6, batch_classes_only: true, with_draws: true}",
     ]

@@ -59,7 +59,7 @@ def test_final_model_is_the_average_of_the_last_epochs(reference_run):
     ck = sorted((exp / "mhfa_tiny" / "main" / "checkpoints").glob("*-end*.pt"))
     a, b = (torch.load(p, weights_only=True)["model"] for p in ck)
     avg = final_weights(exp)
-    key = "backend.projection.weight"
+    key = "pooling.projection.weight"
     assert torch.allclose(avg[key], (a[key] + b[key]) / 2, atol=1e-6)
 
 
@@ -121,7 +121,7 @@ def test_checkpoint_of_another_config_is_refused(tiny_data, tmp_path):
     while time.time() < deadline and not list((exp / "mhfa_tiny" / "main" / "checkpoints").glob("ckpt-*.pt")):
         time.sleep(0.02)
     kill_group(proc)
-    other = train(tiny_data, exp, MICRO + ["model.backend.heads=2"])
+    other = train(tiny_data, exp, MICRO + ["model.pooling.heads=2"])
     assert_clean_error(other, "checkpoint of another config (model changed)", "delete")
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from voxadapt.config.loader import upgrade_fingerprint
+from voxadapt.compat import canonical_fingerprint, fingerprint_changes
 from voxadapt.errors import VoxadaptError, first_line, located
 
 
@@ -170,13 +170,11 @@ class StageMarker:
             recorded = json.loads(self.path.read_text())
         except json.JSONDecodeError:
             return False  # a torn marker cannot vouch for anything: redo the work
-        recorded = upgrade_fingerprint(recorded)  # markers written before a config key rename
-        if additions and recorded == {k: v for k, v in self.fingerprint.items() if k in recorded} != self.fingerprint:
+        # Both in today's terms (voxadapt/compat.py): a marker written by an older version still vouches.
+        recorded, current = canonical_fingerprint(recorded), canonical_fingerprint(self.fingerprint)
+        if additions and isinstance(recorded, dict) and recorded == {k: v for k, v in current.items() if k in recorded} != current:
             return False
-        if recorded != self.fingerprint:
-            changed = sorted(
-                k for k in set(recorded) | set(self.fingerprint) if recorded.get(k) != self.fingerprint.get(k)
-            )
+        if changed := fingerprint_changes(recorded, current):
             where = outputs_hint or self.path.parent
             raise VoxadaptError(
                 f"{where}: made with different settings ({', '.join(changed)} changed); "

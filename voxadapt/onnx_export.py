@@ -1,4 +1,4 @@
-"""ONNX export of waveform -> embedding (SSL backbone with adapters, back-end), dynamic length,
+"""ONNX export of waveform -> embedding (SSL backbone with adapters, pooling), dynamic length,
 and the exported graph as an onnxruntime engine for extraction on a CPU.
 
 Weight parametrizations are folded first: LoRA deltas (W + s B A) and the backbone's weight-norm
@@ -42,7 +42,7 @@ class WaveformToEmbedding(nn.Module):
         if self.gain is not None:
             wav = wav * (self.gain / wav.pow(2).mean(dim=1, keepdim=True).sqrt().clamp_min(1e-12))
         states, _ = self.model.backbone(wav)
-        return self.model.backend(states, None)
+        return self.model.pooling(states, None)
 
 
 def export_onnx(model: SpeakerModel, out: Path, sample_rate: int, level_dbfs: float | None) -> float:

@@ -3,7 +3,7 @@
   voxadapt-model.json   manifest: format, name, sample rate, methods, default method, thresholds
   config.yaml           the experiment config          backbone.json   transformers config
   model.safetensors     speaker model weights (no classification head), or
-  adapters.safetensors  adapters + LayerNorms + back-end only, with base_model in the manifest
+  adapters.safetensors  adapters + LayerNorms + pooling only, with base_model in the manifest
   backend/              mean.vec, lda.mat, plda, cohort.ark (Kaldi formats; stage 6's files)
   calibration.json      score -> LLR per method, with Bayes thresholds
   model.onnx            waveform -> embedding (stage 8 writes it)

@@ -1,10 +1,11 @@
 """Experiment configs: the schema (`schema` and its sections `data`, `model`, `training`, `scoring`)
 and reading, overriding and saving configs (`loader`)."""
 
+from voxadapt.compat import SCHEMA_VERSION
 from voxadapt.config.data import AugmentConfig, DataConfig, KaldiImportConfig, LoaderConfig, SyntheticConfig, VoxCelebConfig
 from voxadapt.config.loader import dump_yaml, get_dotted, load_config, to_dict
-from voxadapt.config.model import AdapterConfig, BackboneConfig, BackendConfig, DistillConfig, ModelConfig
-from voxadapt.config.schema import RENAMED, SCHEMA_VERSION, Config
+from voxadapt.config.model import AdapterConfig, BackboneConfig, DistillConfig, ModelConfig, PoolingConfig
+from voxadapt.config.schema import Config
 from voxadapt.config.scoring import ExtractConfig, ScoringConfig
 from voxadapt.config.training import AdaptConfig, DropAdaptConfig, DropClassConfig, PhaseConfig, PretrainConfig, TrainConfig
 
@@ -13,7 +14,6 @@ __all__ = [
     "get_dotted",
     "load_config",
     "to_dict",
-    "RENAMED",
     "SCHEMA_VERSION",
     "Config",
     "SyntheticConfig",
@@ -23,7 +23,7 @@ __all__ = [
     "AugmentConfig",
     "LoaderConfig",
     "BackboneConfig",
-    "BackendConfig",
+    "PoolingConfig",
     "DistillConfig",
     "AdapterConfig",
     "ModelConfig",

@@ -168,11 +168,11 @@ class LoaderConfig:
     shard_window: int = 4  # shards shuffled together
 
     def fingerprint(self) -> dict:
-        """What training results depend on; the shard keys only when shards are used, so runs
-        made before the keys existed still match."""
+        """What training results depend on: shard_size and shard_window only with shards (nothing
+        reads them otherwise); `shards` itself as voxadapt/compat.py's ADDED says."""
         d = asdict(self)
         if not self.shards:
-            for key in ("shards", "shard_size", "shard_window"):
+            for key in ("shard_size", "shard_window"):
                 del d[key]
         return d
 

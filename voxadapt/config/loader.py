@@ -3,14 +3,14 @@
 Unknown keys, wrong types and impossible values are errors naming the file and the dotted key,
 never silent defaults. `--set a.b=value` overrides (run.sh options become such overrides).
 A config saved by the recipe (in an experiment or a package) carries `schema_version`; keys
-renamed since its version are translated before binding, so old packages keep loading.
+renamed since its version are translated before binding (voxadapt/compat.py), so old packages
+keep loading.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import re
 import types
 import typing
@@ -20,11 +20,11 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
-from voxadapt.config.schema import ADDED, RENAMED, SCHEMA_VERSION, Config
+from voxadapt.compat import SCHEMA_VERSION, renamed_to, upgrade_config
+from voxadapt.config.schema import Config
 from voxadapt.errors import ConfigError
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -90,9 +90,8 @@ def from_dict(cls: type[T], data: Any, source: str, prefix: str = "") -> T:
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     for key in data:
         if key not in names:
-            renamed = {old: (new, v) for v, table in RENAMED.items() for old, new in table.items()}
-            if f"{prefix}{key}" in renamed:
-                new, version = renamed[f"{prefix}{key}"]
+            if renamed := renamed_to(f"{prefix}{key}"):
+                new, version = renamed
                 raise ConfigError(f"{source}: '{prefix}{key}' was renamed '{new}' (config schema {version}); "
                                   "use the new name")
             raise ConfigError(
@@ -197,6 +196,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     raw = loaded
+    _translate(raw, str(path))  # before merging: an old file's keys meet its base's new ones
     base = raw.pop("base", None)
     if base is None:
         return raw
@@ -215,14 +215,6 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     with a warning."""
     source = str(path) if path else "<defaults>"
     raw: dict = _read_yaml(Path(path)) if path else {}
-    version = raw.pop("schema_version", None)
-    if version is not None and (not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION):
-        raise ConfigError(f"{source}: schema_version {version!r} is not one this voxadapt reads "
-                          f"(1 to {SCHEMA_VERSION}); upgrade voxadapt or re-make the file")
-    for v in range((version or 1) + 1, SCHEMA_VERSION + 1):
-        for old, new in RENAMED.get(v, {}).items():
-            if _rename(raw, old, new) and version is None:
-                log.info("%s: %s is now called %s (read as such)", source, old, new)
     defaults = to_dict(Config()) if overrides else None
     for text in overrides:
         key, value = parse_override(text)
@@ -230,49 +222,13 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     return from_dict(Config, raw, source)
 
 
-def upgrade_fingerprint(fingerprint: Any) -> Any:
-    """A stage marker's or checkpoint's fingerprint with config keys renamed since it was written,
-    and keys added since at the defaults that reproduce what it did: fingerprints hold config
-    sections under their section names (e.g. {"augment": {...}}), so an experiment made before a
-    rename or an addition is still recognised as the same one."""
-    if isinstance(fingerprint, list):
-        return [upgrade_fingerprint(v) for v in fingerprint]
-    if not isinstance(fingerprint, dict):
-        return fingerprint
-    out = {k: upgrade_fingerprint(v) for k, v in fingerprint.items()}
-    for table in RENAMED.values():
-        for old, new in table.items():
-            section = old.split(".", 1)[0]
-            if isinstance(out.get(section), dict) and new.split(".", 1)[0] == section:
-                _rename(out, old, new)
-    for added, default in ADDED.items():
-        *path, key = added.split(".")
-        node: Any = out
-        for name in path:
-            node = node.get(name) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.setdefault(key, default)
-    return out
-
-
-def _rename(tree: dict, old: str, new: str) -> bool:
-    """Move the value at dotted key `old` to `new` (unless `new` is set too); True if moved."""
-    *path, key = old.split(".")
-    node: Any = tree
-    for k in path:
-        node = node.get(k) if isinstance(node, dict) else None
-    *new_path, new_key = new.split(".")
-    target: Any = tree
-    for k in new_path:
-        target = target.get(k) if isinstance(target, dict) else None
-    if not isinstance(node, dict) or key not in node or (isinstance(target, dict) and new_key in target):
-        return False
-    value = node.pop(key)
-    target = tree
-    for k in new_path:
-        target = target.setdefault(k, {})
-    target[new_key] = value
-    return True
+def _translate(raw: dict, source: str) -> None:
+    """One config file's keys renamed since its `schema_version` (popped), in place."""
+    version = raw.pop("schema_version", None)
+    if version is not None and (not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION):
+        raise ConfigError(f"{source}: schema_version {version!r} is not one this voxadapt reads "
+                          f"(1 to {SCHEMA_VERSION}); upgrade voxadapt or re-make the file")
+    upgrade_config(raw, version, source)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -1,4 +1,4 @@
-"""Config sections of the model: backbone, back-end, adapters, distillation."""
+"""Config sections of the model: backbone, pooling head, adapters, distillation."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class BackboneConfig:
 
 
 @dataclass
-class BackendConfig:
+class PoolingConfig:
     type: Literal["mhfa", "wsasp", "clstoken"] = "mhfa"
     heads: int = 64  # MHFA
     compression_dim: int = 128  # MHFA
@@ -56,7 +56,7 @@ class BackendConfig:
     def __post_init__(self) -> None:
         require(min(self.heads, self.compression_dim, self.attention_dim, self.embed_dim, self.token_dim,
                      self.token_layers, self.token_heads, self.token_ffn, self.token_bank) >= 1,
-                 "back-end sizes must be >= 1")
+                 "pooling sizes must be >= 1")
         require(self.token_dim % self.token_heads == 0, "token_dim must be divisible by token_heads")
         require(0 <= self.token_eval_entry < self.token_bank,
                 f"token_eval_entry must be a bank entry, 0 to token_bank - 1 ({self.token_bank - 1})")
@@ -64,7 +64,7 @@ class BackendConfig:
 
 @dataclass
 class DistillConfig:
-    """Knowledge distillation into the class-token back-end's distillation token."""
+    """Knowledge distillation into the class-token pooling's distillation token."""
 
     teacher: str = ""  # a trained voxadapt model dir (e.g. exp/mhfa_tiny/model); empty: no distillation
     weight: float = 1.0  # loss = CE(class token) + weight * KD(distillation token)
@@ -79,7 +79,7 @@ class AdapterConfig:
     """Parameter-efficient adaptation; see models/adapters.py."""
 
     inner: bool = False  # parallel bottlenecks at self-attention and feed-forward of each layer
-    inter: bool = False  # a bottleneck on each layer's output before the back-end
+    inter: bool = False  # a bottleneck on each layer's output before the pooling
     bottleneck: int = 64
     scale: float = 1.0
     activation: Literal["relu", "gelu"] = "relu"
@@ -100,15 +100,15 @@ class AdapterConfig:
 @dataclass
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    backend: BackendConfig = field(default_factory=BackendConfig)
+    pooling: PoolingConfig = field(default_factory=PoolingConfig)
     adapters: AdapterConfig = field(default_factory=AdapterConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     subcenters: int = 1  # AAM head: centres per speaker, the closest one scores (sub-centre AAM: 3)
 
     def __post_init__(self) -> None:
         require(self.subcenters >= 1, "subcenters must be >= 1")
-        require(not self.distill.teacher or (self.backend.type == "clstoken" and self.backend.distill_token),
-                 "distill.teacher needs backend.type clstoken with distill_token: true")
+        require(not self.distill.teacher or (self.pooling.type == "clstoken" and self.pooling.distill_token),
+                 "distill.teacher needs pooling.type clstoken with distill_token: true")
         # Without a teacher the distillation token's projection never gets a gradient (and DDP stops on it).
-        require(not self.backend.distill_token or bool(self.distill.teacher),
-                "backend.distill_token needs distill.teacher (a trained model dir); or set distill_token: false")
+        require(not self.pooling.distill_token or bool(self.distill.teacher),
+                "pooling.distill_token needs distill.teacher (a trained model dir); or set distill_token: false")

@@ -1,34 +1,19 @@
 """The experiment config's schema: the top-level Config of the sections (one dataclass each, with
 the checks of each value, in data, model, training and scoring).
 
-`SCHEMA_VERSION` counts changes that old saved configs need translating for (a renamed or
-removed key); `RENAMED` says what each version renamed, so configs saved by an older version
-(in an experiment or a package) still load. Adding a key with a default needs no new version.
+Renaming a key, or adding one that changes what old outputs did, is recorded in voxadapt/compat.py
+(RENAMED, ADDED), so configs and outputs of older versions keep reading.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from voxadapt.config.checks import require
 from voxadapt.config.data import AugmentConfig, DataConfig, LoaderConfig
 from voxadapt.config.model import ModelConfig
 from voxadapt.config.scoring import ExtractConfig, ScoringConfig
 from voxadapt.config.training import AdaptConfig, PretrainConfig, TrainConfig
-
-SCHEMA_VERSION = 2
-# version -> {old dotted key: new dotted key} for the keys that version renamed
-RENAMED: dict[int, dict[str, str]] = {2: {"augment.aug_prob": "augment.probability"}}
-# Keys added after experiments were made, with the default that reproduces what those experiments
-# did, under the names fingerprints keep them ("phase": a training phase, "scoring": the scoring
-# section): a marker or checkpoint without the key was made at that default.
-ADDED: dict[str, Any] = {"model.subcenters": 1, "phase.inter_topk": 0, "phase.inter_margin": 0.0,
-                         "scoring.calibration_qmf": False, "synthetic.test_utts_per_speaker": 0,
-                         "phase.dropadapt.max_utts": 0, "phase.cnn_grad_scale": 0.0,
-                         "phase.train_embedding": True, "phase.layer_decay_from": "top", "phase.layerdrop": 0.0,
-                         "model.backend.token_positions": "none"}
-
 
 # ----------------------------------------------------------------------------------------- top
 

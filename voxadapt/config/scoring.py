@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from voxadapt.config.checks import require
@@ -67,6 +67,14 @@ class ScoringConfig:
     @property
     def calibration_form(self) -> str:
         return "qmf" if self.calibration_qmf else "duration" if self.calibration_quality else "linear"
+
+    def fingerprint(self, stage: int) -> dict:
+        """The keys stage 6 (the back-end) or 7 (scoring) depends on: the AS-norm cohort is read by
+        stage 7 only, so changing it keeps the back-end."""
+        d = asdict(self)
+        if stage == 6:
+            del d["asnorm_cohort"]
+        return d
 
     def __post_init__(self) -> None:
         require(len(self.methods) >= 1 and len(set(self.methods)) == len(self.methods), "methods: one or more, no repeats")

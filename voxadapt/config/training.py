@@ -75,7 +75,7 @@ class PhaseConfig:
     # with its gradient multiplied by this (the forward pass unchanged); 0: the CNN stays frozen.
     cnn_grad_scale: float = 0.0
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 5e-3  # back-end and AAM head
+    lr: float = 5e-3  # pooling and AAM head
     backbone_lr: float = 2e-5  # the top transformer layer (layer_decay_from "top") or the bottom one ("bottom")
     adapter_lr: float = 1e-3  # adapters, LoRA factors (and LayerNorms trained with them)
     # Layer-wise rates. "top": the top layer gets backbone_lr, layer i (0 = bottom) backbone_lr *
@@ -108,7 +108,7 @@ class PhaseConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     # GPU speed options (the maths is unchanged, so they are not part of the phase's fingerprint: a
     # run may resume with them changed): fused AdamW kernels on CUDA; torch.compile of the encoder
-    # and back-end; activation checkpointing of the transformer layers (recomputed in the backward
+    # and pooling; activation checkpointing of the transformer layers (recomputed in the backward
     # pass: less memory for about a third more compute).
     fused_optimizer: bool = True
     compile: bool = False
@@ -123,8 +123,9 @@ class PhaseConfig:
         d = asdict(self)
         for key in ("fused_optimizer", "compile", "activation_checkpointing"):
             del d[key]
-        # Keys that changed what a drop method did when they came: they count only where they act, so
-        # the marker of a phase without that method still matches, and one made before them does not.
+        # Keys that changed what a drop method did when they came count only where they act (elsewhere
+        # they change nothing). No value of theirs reproduces the method as it was, so they are not in
+        # voxadapt/compat.py's ADDED: a marker made before them, of a phase using the method, is refused.
         for section, key, acts in (("dropadapt", "rank", self.dropadapt.drop and self.dropadapt.variant != "random"),
                                    ("dropclass", "reinit_optimizer", self.dropclass.reinit_head),
                                    ("dropclass", "with_draws", self.dropclass.with_draws)):

@@ -1,1 +1,1 @@
-"""Models: SSL backbones (transformers), back-ends (MHFA, weighted-sum + ASP), AAM-softmax head."""
+"""Models: SSL backbones (transformers), pooling heads (MHFA, weighted-sum + ASP, class token), AAM-softmax head."""

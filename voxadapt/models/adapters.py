@@ -4,7 +4,7 @@ copying model code:
 * Inner adapters: a bottleneck (Linear D->r, activation, Linear r->D, up-projection zero) in
   parallel to the self-attention block and to the feed-forward block of each chosen layer,
   added by forward hooks: block(x) + s * adapter(x).
-* Inter adapters: x + s * adapter(x) on every layer's output on its way to the back-end
+* Inter adapters: x + s * adapter(x) on every layer's output on its way to the pooling
   (the transformer itself still passes the unadapted output to the next layer).
 * LoRA on the attention's query and value projections, as a weight parametrization
   W + (alpha / r) B A: WavLM's attention reads q_proj.weight directly (it never calls q_proj),

@@ -131,7 +131,7 @@ class SSLBackbone(nn.Module):
     def enable_layerdrop(self, p: float) -> None:
         """LayerDrop for a training phase: each step (draw_layer_drops) skips each droppable layer with
         probability p. A skipped layer passes its input through, so its hidden state equals the one
-        below and the back-end still gets L + 1 states; in eval mode every layer runs. transformers'
+        below and the pooling still gets L + 1 states; in eval mode every layer runs. transformers'
         own layerdrop is not used: its skipped layers would leave no hidden state, and its draws come
         from each process's RNG, not shared across processes."""
         self.layerdrop = p

@@ -1,4 +1,4 @@
-"""Class-token back-end (Mingote et al., DSP 2023).
+"""Class-token pooling (Mingote et al., DSP 2023).
 
 A small transformer over the layer-weighted SSL frames; a learnable class token is prepended
 and its output is the embedding (instead of average pooling). Robust variant: the token is
@@ -20,15 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxadapt.config import BackendConfig
+from voxadapt.config import PoolingConfig
 from voxadapt.models.mhfa import LayerWeights
 
 TOKEN_INIT_STD = 0.02  # the tokens' scale at initialisation (as ViT's class token)
 NOISE_INIT = 0.1  # sampled tokens: the noise's std at initialisation, as a fraction of TOKEN_INIT_STD
 
 
-class ClassTokenBackend(nn.Module):
-    def __init__(self, num_states: int, in_dim: int, cfg: BackendConfig):
+class ClassTokenPooling(nn.Module):
+    def __init__(self, num_states: int, in_dim: int, cfg: PoolingConfig):
         super().__init__()
         d = cfg.token_dim
         self.sampled = cfg.class_token == "sampled"

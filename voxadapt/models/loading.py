@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from voxadapt.compat import upgrade_state_dict
 from voxadapt.config import Config, load_config
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import read_safetensors
@@ -59,7 +60,7 @@ def _load_model_dir(path: Path) -> LoadedModel:
     cfg = load_config(path / "config.yaml")
     classes = (path / "classes.txt").read_text().split()
     model = speaker_model_around(hf_model_from_json(path / "backbone.json", "re-run the stage that wrote the model"), cfg)
-    head = AAMSoftmax(model.backend.embed_dim, len(classes), subcenters=cfg.model.subcenters)
+    head = AAMSoftmax(model.pooling.embed_dim, len(classes), subcenters=cfg.model.subcenters)
     load_weights(path / "model.safetensors", model, head)
     head.scale = saved_head_scale(path, cfg)
     return LoadedModel(model, cfg, head, classes)
@@ -80,7 +81,7 @@ def saved_head_scale(path: Path, cfg: Config) -> float:
 
 
 def _load_package(path: Path) -> LoadedModel:
-    """Full weights, or base model + adapters (the package's backbone LayerNorms and back-end)."""
+    """Full weights, or base model + adapters (the package's backbone LayerNorms and pooling)."""
     manifest, pkg = read_manifest(path), PackageLayout(path)
     fix = "re-package the model (./run.sh --stage 8)"
     cfg = load_config(pkg.config)
@@ -92,12 +93,12 @@ def _load_package(path: Path) -> LoadedModel:
         hf = hf_model_from_json(pkg.backbone, fix)
         file = pkg.weights
     model = speaker_model_around(hf, cfg)
-    state = read_safetensors(file, fix)
+    state = upgrade_state_dict(read_safetensors(file, fix))
     own = model.state_dict()
     shapes_differ = [k for k in state if k in own and own[k].shape != state[k].shape]
     missing = set(own) - set(state)
     if set(state) - set(own) or shapes_differ or (missing and not base) or (
-            base and any(k.startswith("backend.") for k in missing)):
+            base and any(k.startswith("pooling.") for k in missing)):
         raise VoxadaptError(located(file, None, "weights do not fit the packaged config", fix))
     model.load_state_dict(state, strict=not base)
     return LoadedModel(model, cfg)

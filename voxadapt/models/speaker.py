@@ -1,9 +1,9 @@
-"""The speaker model (SSL backbone + back-end), its AAM head, and the trained-model directory.
+"""The speaker model (SSL backbone + pooling head), its AAM head, and the trained-model directory.
 
 A trained-model directory (exp/<name>/model/, or any phase's output) holds:
   config.yaml         the experiment config that made it
   backbone.json       the transformers config of the backbone (rebuilt without downloading)
-  model.safetensors   weights of backbone, back-end and head ('head.' prefix)
+  model.safetensors   weights of backbone, pooling and head ('head.' prefix)
   classes.txt         the training classes, one per line, in head-row order
 """
 
@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from voxadapt.compat import upgrade_state_dict
 from voxadapt.config import Config, ModelConfig, dump_yaml
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import atomic_dir, read_json, read_safetensors
@@ -29,7 +30,7 @@ from voxadapt.models.backbone import (
     random_hf_model,
     waveform_normalisation,
 )
-from voxadapt.models.clstoken import ClassTokenBackend
+from voxadapt.models.clstoken import ClassTokenPooling
 from voxadapt.models.mhfa import MHFA, WeightedSumASP
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,10 @@ log = logging.getLogger(__name__)
 class SpeakerModel(nn.Module):
     """Waveforms (B, S) -> speaker embeddings (B, E)."""
 
-    def __init__(self, backbone: SSLBackbone, backend: nn.Module):
+    def __init__(self, backbone: SSLBackbone, pooling: nn.Module):
         super().__init__()
         self.backbone = backbone
-        self.backend = backend
+        self.pooling = pooling
 
     @property
     def backbone_frozen(self) -> bool:
@@ -54,15 +55,15 @@ class SpeakerModel(nn.Module):
         return self.backbone(wav, lengths)
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.backend(*self.features(wav, lengths))
+        return self.pooling(*self.features(wav, lengths))
 
 
-def make_backend(cfg: ModelConfig, num_states: int, hidden: int) -> nn.Module:
-    b = cfg.backend
+def make_pooling(cfg: ModelConfig, num_states: int, hidden: int) -> nn.Module:
+    b = cfg.pooling
     if b.type == "mhfa":
         return MHFA(num_states, hidden, b.heads, b.compression_dim, b.embed_dim)
     if b.type == "clstoken":
-        return ClassTokenBackend(num_states, hidden, b)
+        return ClassTokenPooling(num_states, hidden, b)
     return WeightedSumASP(num_states, hidden, b.attention_dim, b.embed_dim)
 
 
@@ -81,19 +82,19 @@ def model_fingerprint(cfg: ModelConfig) -> dict:
     out["backbone"].update(path=backbone_digest(cfg.backbone), normalize_waveform=waveform_normalisation(cfg.backbone)[0])
     out["distill"]["teacher"] = bool(cfg.distill.teacher)
     for key in ("token_eval", "token_eval_entry"):  # the class token's test-time rule: training never reads it
-        del out["backend"][key]
+        del out["pooling"][key]
     return out
 
 
 def build_model(cfg: Config, num_classes: int) -> tuple[SpeakerModel, AAMSoftmax]:
-    """A fresh model: pre-trained (or seeded random) backbone, seeded random back-end and head."""
+    """A fresh model: pre-trained (or seeded random) backbone, seeded random pooling and head."""
     hf = backbone_from_config(cfg.model.backbone, cfg.seed)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         backbone = SSLBackbone(hf, normalize_waveform(cfg.model), cfg.model.adapters)
-        backend = make_backend(cfg.model, backbone.num_layers + 1, backbone.hidden_size)
-        head = AAMSoftmax(backend.embed_dim, num_classes, subcenters=cfg.model.subcenters)
-    return SpeakerModel(backbone, backend), head
+        pooling = make_pooling(cfg.model, backbone.num_layers + 1, backbone.hidden_size)
+        head = AAMSoftmax(pooling.embed_dim, num_classes, subcenters=cfg.model.subcenters)
+    return SpeakerModel(backbone, pooling), head
 
 
 def state_for_saving(model: SpeakerModel, head: AAMSoftmax) -> dict[str, torch.Tensor]:
@@ -128,13 +129,13 @@ def hf_model_from_json(file: Path, fix: str) -> nn.Module:
 
 
 def speaker_model_around(hf: nn.Module, cfg: Config) -> SpeakerModel:
-    """The speaker model of `cfg` (wrapper, adapters, back-end) around a transformers model."""
+    """The speaker model of `cfg` (wrapper, adapters, pooling) around a transformers model."""
     backbone = SSLBackbone(hf, normalize_waveform(cfg.model), cfg.model.adapters)
-    return SpeakerModel(backbone, make_backend(cfg.model, backbone.num_layers + 1, backbone.hidden_size))
+    return SpeakerModel(backbone, make_pooling(cfg.model, backbone.num_layers + 1, backbone.hidden_size))
 
 
 def load_weights(file: Path, model: SpeakerModel, head: AAMSoftmax) -> None:
-    state = read_safetensors(file, "re-run the stage that wrote it")
+    state = upgrade_state_dict(read_safetensors(file, "re-run the stage that wrote it"))
     head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
     body = {k: v for k, v in state.items() if not k.startswith("head.")}
     for module, part in ((model, body), (head, head_state)):

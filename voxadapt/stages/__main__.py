@@ -38,7 +38,7 @@ def add_step_args(step: str, parser: argparse.ArgumentParser) -> None:
     elif step == "package":
         parser.add_argument("--out", type=Path, help="package dir (default: <exp>/<name>/package)")
         parser.add_argument("--adapters-only", action="store_true",
-                            help="store adapters, LayerNorms and back-end only, pointing at the base model")
+                            help="store adapters, LayerNorms and pooling only, pointing at the base model")
         parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
     elif step == "config":
         parser.add_argument("--get", default="", help="dotted key to print, e.g. name or data.corpus")

@@ -27,7 +27,7 @@ def run(cfg: Config, data: DataLayout, nj: int = 1) -> None:
             raise DataError(located(needed, None, "missing", "run stage 1 (manifests) first"))
     fingerprint = {"augment": dataclasses.asdict(cfg.augment), "sample_rate": cfg.data.sample_rate,
                    "train_cuts": file_digest(train_cuts)}
-    if cfg.loader.shards:  # only then: stage 2 of a config without shards matches its earlier markers
+    if cfg.loader.shards:  # only then are shards stage 2's output (not a rule for old markers)
         fingerprint["shards"] = [cfg.loader.shard_size, cfg.seed]
     marker = StageMarker(data.marker(2, "augment"), fingerprint)
     if marker.is_done(outputs_hint=data.augment_dir):

@@ -20,7 +20,6 @@ from voxadapt.data.trials import read_trials, write_trials
 from voxadapt.errors import VoxadaptError
 from voxadapt.fileio import StageMarker, atomic_dir, file_digest
 from voxadapt.layout import DataLayout, ExpLayout
-from voxadapt.stages.score import scoring_settings
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +35,8 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout, binary: bool = True) -> N
         if needed is not None and not needed.is_file():
             raise VoxadaptError(f"{needed}: missing; run stage 5 (extract) first")
     marker = StageMarker(exp.marker(6, "backend"),
-                         {"scoring": scoring_settings(sc, stage=6), "xvectors": file_digest(scp),
-                          "calibration_xvectors": file_digest(cal_scp) if cal_scp else "",
-                          **({} if binary else {"binary": False})})  # old markers (binary) stay valid
+                         {"scoring": sc.fingerprint(stage=6), "xvectors": file_digest(scp),
+                          "calibration_xvectors": file_digest(cal_scp) if cal_scp else "", "binary": binary})
     if marker.is_done(outputs_hint=out):
         log.info("stage 6: back-end already trained (%s); nothing to do", out)
         return

@@ -5,7 +5,6 @@ set's enroll.map adds models, each enrolled with all its utterances, that its li
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from voxadapt.backend.calibration import load_calibrations
 from voxadapt.backend.enrollment import enrolment_side
 from voxadapt.backend.scoring import Backend, Embeddings
 from voxadapt.backend.trial_list import score_list, with_cohort
-from voxadapt.config import Config, ScoringConfig
+from voxadapt.config import Config
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.split import utterance_durations
 from voxadapt.errors import VoxadaptError
@@ -21,15 +20,6 @@ from voxadapt.fileio import StageMarker, file_digest
 from voxadapt.layout import DataLayout, ExpLayout, enroll_map, trial_lists
 
 log = logging.getLogger(__name__)
-
-
-def scoring_settings(sc: ScoringConfig, stage: int) -> dict:
-    """The scoring keys a stage's outputs depend on. The cohort choice matters to stage 7 only, and
-    only when set: experiments made before the key existed keep their markers."""
-    settings = dataclasses.asdict(sc)
-    if stage == 6 or not sc.asnorm_cohort:
-        del settings["asnorm_cohort"]
-    return settings
 
 
 def run(cfg: Config, data: DataLayout, exp: ExpLayout) -> None:
@@ -40,12 +30,12 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout) -> None:
     if not lists:
         raise VoxadaptError(f"no trial lists in {data.root}/{{{','.join(tests)}}}/trials*; run stage 0")
     calibration = exp.calibration
-    inputs = {"backend": file_digest(calibration) if calibration.is_file() else "", "scoring": scoring_settings(sc, stage=7),
+    inputs = {"backend": file_digest(calibration) if calibration.is_file() else "", "scoring": sc.fingerprint(stage=7),
               "cohort": file_digest(sc.asnorm_cohort) if sc.asnorm_cohort and Path(sc.asnorm_cohort).is_file() else ""}
     for name, (s, f) in lists.items():
         xv, models = exp.xvector_scp(s), enroll_map(data.set_dir(s))
         inputs[name] = [file_digest(f), file_digest(xv) if xv.is_file() else ""]
-        if models.is_file():  # only then: markers of sets without a map stay valid
+        if models.is_file():  # a set without a map has no such input (not a rule for old markers)
             inputs[name].append(file_digest(models))
     marker = StageMarker(exp.marker(7, "score"), inputs)
     # A trial list added since (e.g. the degraded set) is scored with the others, not refused.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from voxadapt.config.loader import upgrade_fingerprint
+from voxadapt.compat import fingerprint_changes, upgrade_state_dict
 from voxadapt.errors import VoxadaptError, first_line, located
 from voxadapt.fileio import atomic_path
 
@@ -89,11 +89,11 @@ def load_checkpoint(path: Path, fingerprint: dict) -> dict:
                                     "delete it to resume from the one before")) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise VoxadaptError(located(path, None, "not a voxadapt checkpoint", "delete it or use another exp dir"))
-    if ckpt.get("fingerprint") != fingerprint and upgrade_fingerprint(ckpt.get("fingerprint")) != fingerprint:
-        old = ckpt.get("fingerprint") or {}
-        changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+    if changed := fingerprint_changes(ckpt.get("fingerprint") or {}, fingerprint):
         raise VoxadaptError(located(path, None, f"checkpoint of another config ({', '.join(changed)} changed)",
                                     f"delete {path.parent.parent} to start this phase over, or use a new experiment name"))
+    if "model" in ckpt:  # written by an older version: today's parameter names
+        ckpt["model"] = upgrade_state_dict(ckpt["model"])
     return ckpt
 
 

@@ -60,7 +60,7 @@ def backbone_groups(model: SpeakerModel) -> list[tuple[str, list[nn.Parameter], 
 
 def set_trainable(model: SpeakerModel, head: AAMSoftmax, trainable_layers: int, cnn_grad_scale: float = 0.0,
                   train_embedding: bool = True) -> None:
-    """Back-end, head and adapters always train; of the pre-trained backbone, the top
+    """Pooling, head and adapters always train; of the pre-trained backbone, the top
     `trainable_layers` transformer layers (-1: all, with the input embedding and the encoder's
     LayerNorm unless `train_embedding` is false) and, with `cnn_grad_scale` > 0, the CNN feature
     encoder, its gradient scaled by that factor."""
@@ -83,7 +83,7 @@ def set_trainable(model: SpeakerModel, head: AAMSoftmax, trainable_layers: int, 
         for p in _own(hf.feature_projection) + _own(hf.encoder.pos_conv_embed) + _own(hf.encoder.layer_norm):
             p.requires_grad_(False)
     model.backbone.cnn_grad_scale = cnn_grad_scale
-    for p in list(model.backend.parameters()) + list(head.parameters()) + adapter_params(model):
+    for p in list(model.pooling.parameters()) + list(head.parameters()) + adapter_params(model):
         p.requires_grad_(True)
 
 
@@ -95,7 +95,7 @@ def decay_exponent(phase: PhaseConfig, depth: int, num_layers: int) -> int:
 
 
 def param_groups(model: SpeakerModel, head: AAMSoftmax, phase: PhaseConfig) -> list[ParamGroup]:
-    groups = [ParamGroup("backend", list(model.backend.parameters()) + list(head.parameters()), phase.lr)]
+    groups = [ParamGroup("pooling", list(model.pooling.parameters()) + list(head.parameters()), phase.lr)]
     adapters = adapter_params(model)
     if adapters:
         groups.append(ParamGroup("adapters", adapters, phase.adapter_lr))

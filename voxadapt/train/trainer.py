@@ -86,7 +86,7 @@ def prepare_for_phase(model: SpeakerModel, head: AAMSoftmax, phase: PhaseConfig,
     model, head = model.to(dev), head.to(dev)
     if phase.compile:  # in place: parameter names (checkpoints) stay as they are
         model.backbone.model.encoder.compile()
-        model.backend.compile()
+        model.pooling.compile()
     return model, head
 
 
@@ -101,7 +101,7 @@ class TrainModule(nn.Module):
         """(loss, logits, targets): AAM loss of the embedding, plus the KD term if distilling."""
         if self.distiller is None:
             return self.head(self.model(wav), labels, margin, classes)
-        emb, distill_emb = self.model.backend.encode(*self.model.features(wav))
+        emb, distill_emb = self.model.pooling.encode(*self.model.features(wav))
         loss, logits, targets = self.head(emb, labels, margin, classes)
         return loss + self.distiller.weight * self.distiller.loss(wav, distill_emb, classes), logits, targets
 
@@ -157,7 +157,7 @@ class PhaseTrainer:
         self.model, self.head = prepare_for_phase(model, head, phase, cfg.train.tf32, dev)
         self.distiller = None
         if cfg.model.distill.teacher:
-            self.distiller = Distiller(cfg.model.distill, self.table.classes, model.backend.embed_dim, dev).to(dev)
+            self.distiller = Distiller(cfg.model.distill, self.table.classes, model.pooling.embed_dim, dev).to(dev)
         self.module: nn.Module = TrainModule(self.model, self.head, self.distiller)
         if self.info.distributed:
             # A layer that LayerDrop skips gives its parameters no gradient on any rank (the draw is shared):
@@ -360,8 +360,8 @@ class PhaseTrainer:
             return
         from voxadapt.report.plots import layer_weight_figure
 
-        weights = {k: v.cpu().numpy() for k, v in self.model.backend.layer_weights().items()}
-        self.writer.add_figure("backend/layer_weights", layer_weight_figure(weights, f"{self.phase.name}, epoch {epoch + 1}"), epoch)
+        weights = {k: v.cpu().numpy() for k, v in self.model.pooling.layer_weights().items()}
+        self.writer.add_figure("pooling/layer_weights", layer_weight_figure(weights, f"{self.phase.name}, epoch {epoch + 1}"), epoch)
         if self.validator is not None:
             result = self.validator(self.model, str(self.info.device))
             self._set_train_mode()
@@ -513,7 +513,7 @@ class PhaseTrainer:
 
             self.model.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")})
             save_layer_weight_png(self.phase_dir / "layer_weights.png",
-                                  {k: v.cpu().numpy() for k, v in self.model.backend.layer_weights().items()},
+                                  {k: v.cpu().numpy() for k, v in self.model.pooling.layer_weights().items()},
                                   f"{self.cfg.name} / {self.phase.name}")
             s = self.summary
             s["seconds_per_step"] = round(s["seconds"] / max(1, s["steps"] - s["start_step"]), 3)
