@@ -139,7 +139,7 @@ def test_model_dir_and_adapters_package_saved_before_the_pooling_rename_embed_as
     with torch.no_grad():
         got = loaded.model(torch.from_numpy(normalize_level(wav, cfg.extract.level_dbfs))[None]).numpy()[0]
     np.testing.assert_allclose(got, want, atol=1e-6)
-    np.testing.assert_allclose(api.load(tmp_path / "pkg").embed(wav), want, atol=1e-5)
+    np.testing.assert_allclose(api.load(tmp_path / "pkg").embed(wav, sample_rate=16000), want, atol=1e-5)
 
 
 def test_a_hand_written_config_with_the_old_pooling_key_loads(tmp_path):
