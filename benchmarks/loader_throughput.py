@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--gpu-rate", type=float, default=330.0, help="seconds of audio one GPU consumes per second")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
+    from lhotse import AudioSource, fastcopy
+
     from voxadapt.data.examples import ExampleTable
     from voxadapt.data.sampler import SpeakerBatchSampler
     from voxadapt.data.shards import shard_cuts, write_shards
@@ -84,10 +86,8 @@ def main() -> None:
                 for m in tar:
                     if m.name.endswith(".flac"):
                         (flac / m.name).write_bytes(tar.extractfile(m).read())
-    files = []
-    for c in shard_cuts(shards):
-        c["recording"]["sources"] = [{"type": "file", "channels": [0], "source": str(flac / f"{c['id']}.flac")}]
-        files.append(c)
+    files = [fastcopy(c, recording=fastcopy(c.recording, sources=[AudioSource("file", [0], str(flac / f"{c.id}.flac"))]))
+             for c in shard_cuts(shards)]
     rows = []
     for name, table in (("per-file m4a (ffmpeg pipe)", ExampleTable.from_manifest(layout.cuts("vox2_dev"), sr)),
                         ("per-file FLAC (--vox2_convert_dir)", ExampleTable.from_cuts(files, sr)),

@@ -27,7 +27,7 @@ def main(argv):
     from pathlib import Path
 
     from voxadapt.data.split import split_data_dir
-    from voxadapt.layout import job_log
+    from voxadapt.layout import EmbeddingsLayout
     from voxadapt.stages.extract import run_job, run_merge
 
     cfg = config_from_args(args)
@@ -35,7 +35,7 @@ def main(argv):
     if args.step == "split":
         if run_merge(cfg, Path(args.data_dir), model, out, args.nj, check_only=True) != 0:
             print(split_data_dir(args.data_dir, args.nj))
-            print(job_log(out, "extract", "JOB"))
+            print(EmbeddingsLayout(out).job_log("JOB"))
     elif args.step == "job":
         # Inside a Slurm job its own CPU allocation counts; locally, the caller's share of the machine.
         threads = int(os.environ.get("SLURM_CPUS_PER_TASK", 0)) or args.num_threads

@@ -216,3 +216,15 @@ def test_loader_reads_pipe_sources(tmp_path):
     with pytest.raises(DataError, match=re.escape("'false |': cannot read training audio")):
         ExampleTable.from_cuts([cut_of(AudioSource("command", [0], "false"), 1.0, "a")], 16000).crop(
             0, 8000, np.random.default_rng(0))
+
+
+def test_example_sources_are_lhotses_serialisation():
+    """The table keys each recording by its sources as lhotse serialises them, written without
+    lhotse's slow generic walk: a field lhotse adds must not be dropped."""
+    import json
+
+    from voxadapt.data.examples import _sources_json
+
+    for source in (AudioSource("file", [0], "/data/a b.wav"), AudioSource("command", [0, 1], "ffmpeg -i x.m4a -f wav - |"),
+                   AudioSource("url", [0], "https://example.org/a.flac")):
+        assert _sources_json([source]) == json.dumps([source.to_dict()])

@@ -149,11 +149,12 @@ def cli(argv: Sequence[str] | None) -> int:
         from pathlib import Path
 
         from voxadapt.errors import VoxadaptError
+        from voxadapt.layout import PackageLayout
         from voxadapt.onnx_export import export_onnx
 
         out = Path(args.out)
         if out.is_dir():
-            raise VoxadaptError(f"{out}: is a directory; give the file to write, e.g. {out / 'model.onnx'}")
+            raise VoxadaptError(f"{out}: is a directory; give the file to write, e.g. {PackageLayout(out).onnx}")
         if not out.parent.is_dir():
             raise VoxadaptError(f"{out.parent}: directory not found; create it first")
         v = SpeakerVerifier(args.model)

@@ -133,7 +133,7 @@ class SpeakerVerifier:
         self.backend = Backend.load(pkg.backend)
         self.calibrations = load_calibrations(pkg.calibration)
         if self.method not in self.calibrations:
-            raise VoxadaptError(f"{self.path / 'calibration.json'}: no calibration for '{self.method}'; re-package the model")
+            raise VoxadaptError(f"{pkg.calibration}: no calibration for '{self.method}'; re-package the model")
         self.cfg.extract.batch_seconds = max(batch_seconds, self.cfg.extract.max_chunk_seconds)
         if vad is not None:  # None: as the model's x-vectors were made (its config's extract.vad)
             self.cfg.extract.vad = vad

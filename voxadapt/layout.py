@@ -59,11 +59,6 @@ def split_dir(data_dir: Path, nj: int) -> Path:
     return data_dir / f"split{nj}dur"
 
 
-def job_log(out_dir: Path, step: str, job: int | str) -> Path:
-    """The log of one job of a step writing `out_dir` (job 'JOB' for $cmd JOB=1:N)."""
-    return out_dir / "log" / f"{step}.{job}.log"
-
-
 @dataclass(frozen=True)
 class CorpusSets:
     """The data sets one corpus is prepared into by stage 0."""
@@ -142,11 +137,6 @@ class DataLayout:
         return self.root / ".done" / f"stage{stage}_{name}.json"
 
 
-def xvector_scp(xvector_dir: Path) -> Path:
-    """The x-vector table of an extraction's output dir (steps/extract_xvectors.sh)."""
-    return xvector_dir / "xvector.scp"
-
-
 @dataclass(frozen=True)
 class ScoredLayout:
     """What an experiment (stage 7) and an evaluation (local/evaluate.sh) both write when they score."""
@@ -203,7 +193,7 @@ class ExpLayout(ScoredLayout):
         return self.root / "embeddings" / set_name
 
     def xvector_scp(self, set_name: str) -> Path:
-        return xvector_scp(self.embeddings(set_name))
+        return EmbeddingsLayout(self.embeddings(set_name)).xvector_scp
 
     @property
     def backend(self) -> Path:
@@ -240,7 +230,7 @@ class EvalLayout(ScoredLayout):
 
     @property
     def xvector_scp(self) -> Path:
-        return xvector_scp(self.embeddings)
+        return EmbeddingsLayout(self.embeddings).xvector_scp
 
 
 @dataclass(frozen=True)
@@ -340,3 +330,233 @@ class ModelSource:
         if is_package(self.model):
             return self.model.with_name(self.model.name + "_eval") / name
         return self.model.parent / "eval" / name  # exp/<name>/model's parent
+
+
+@dataclass(frozen=True)
+class ModelDirLayout:
+    """A trained-model directory (a phase's final/, which <exp>/<name>/model links to), written
+    whole by models.speaker.save_model_dir; a package keeps the same three first files."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def backbone(self) -> Path:
+        return self.root / "backbone.json"
+
+    @property
+    def weights(self) -> Path:
+        return self.root / "model.safetensors"
+
+    @property
+    def classes(self) -> Path:
+        """The training classes, one per line, in head-row order."""
+        return self.root / "classes.txt"
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return self.config, self.backbone, self.weights, self.classes
+
+
+@dataclass(frozen=True)
+class PhaseLayout:
+    """<exp>/<name>/<phase>/: one training phase (train/trainer.py)."""
+
+    root: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def final(self) -> ModelDirLayout:
+        """The phase's averaged model."""
+        return ModelDirLayout(self.root / "final")
+
+    @property
+    def marker(self) -> Path:
+        return self.root / "done.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def layer_weights_png(self) -> Path:
+        return self.root / "layer_weights.png"
+
+    @property
+    def dropadapt_log(self) -> Path:
+        return self.root / "dropadapt.tsv"
+
+
+@dataclass(frozen=True)
+class BackendLayout:
+    """A back-end directory (stage 6's <exp>/<name>/backend/, a package's backend/) in Kaldi's
+    formats; a Kaldi x-vector directory's transform.mat is read as the LDA."""
+
+    root: Path
+
+    @property
+    def mean(self) -> Path:
+        return self.root / "mean.vec"
+
+    @property
+    def lda(self) -> Path:
+        return self.root / "lda.mat"
+
+    @property
+    def kaldi_lda(self) -> Path:
+        return self.root / "transform.mat"
+
+    @property
+    def plda(self) -> Path:
+        return self.root / "plda"
+
+    @property
+    def cohort(self) -> Path:
+        return self.root / "cohort.ark"
+
+    @property
+    def plda_em(self) -> Path:
+        """The PLDA's log-likelihood per EM iteration (stage 6)."""
+        return self.root / "plda_em.json"
+
+    @property
+    def calibration(self) -> Path:
+        """Stage 6's calibrations (a package keeps its own beside backend/)."""
+        return self.root / "calibration.json"
+
+    @property
+    def parameters(self) -> tuple[Path, ...]:
+        """What scoring reads: the files a package copies."""
+        return self.mean, self.lda, self.plda, self.cohort
+
+
+@dataclass(frozen=True)
+class EmbeddingsLayout:
+    """A set's x-vectors (stage 5's <exp>/<name>/embeddings/<set>/, an evaluation's embeddings/)."""
+
+    root: Path
+
+    @property
+    def xvector_scp(self) -> Path:
+        """Written last: its presence means the set is complete."""
+        return self.root / "xvector.scp"
+
+    @property
+    def spk_xvector_scp(self) -> Path:
+        return self.root / "spk_xvector.scp"
+
+    @property
+    def spk_xvector_ark(self) -> Path:
+        return self.root / "spk_xvector.ark"
+
+    @property
+    def num_utts(self) -> Path:
+        return self.root / "num_utts.ark"
+
+    @property
+    def info(self) -> Path:
+        return self.root / "info.json"
+
+    def job_scp(self, job: int) -> Path:
+        return self.root / f"xvector.{job}.scp"
+
+    def job_ark(self, job: int) -> Path:
+        return self.root / f"xvector.{job}.ark"
+
+    def job_marker(self, job: int) -> Path:
+        return self.root / f".xvector.{job}.json"
+
+    def job_log(self, job: int | str) -> Path:
+        """One extraction job's log (job 'JOB' for $cmd JOB=1:N)."""
+        return self.root / "log" / f"extract.{job}.log"
+
+
+@dataclass(frozen=True)
+class ScoresLayout:
+    """A scored trial list's directory (<exp>/<name>/scores/<list>/, an evaluation's scores/<name>/)."""
+
+    root: Path
+
+    def scores(self, method: str) -> Path:
+        return self.root / f"{method}.score"
+
+    def llr(self, method: str) -> Path:
+        return self.root / f"{method}.llr"
+
+    @property
+    def det_png(self) -> Path:
+        return self.root / "det.png"
+
+    @property
+    def histogram_png(self) -> Path:
+        return self.root / "histogram.png"
+
+
+def trial_list(set_dir: Path) -> Path:
+    """<set>/trials: a data dir's main trial list (the one stage 6 calibrates on and the
+    validation EER scores; trial_lists finds the others)."""
+    return set_dir / "trials"
+
+
+@dataclass(frozen=True)
+class PretrainLayout:
+    """SSL pre-training's work directory (pretrain/trainer.py)."""
+
+    work: Path
+
+    @property
+    def data_dir(self) -> Path:
+        """The rendered corpus's data dir (unless pretrain.data_dir names one)."""
+        return self.work / "data"
+
+    @property
+    def audio(self) -> Path:
+        return self.work / "audio"
+
+    @property
+    def targets(self) -> Path:
+        """The k-means frame targets."""
+        return self.work / "targets.npz"
+
+    @property
+    def targets_marker(self) -> Path:
+        return self.work / ".targets.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.work / "checkpoints"
+
+
+
+def pretraining_summary(backbone_dir: Path) -> Path:
+    """What SSL pre-training writes beside the Hugging Face model it makes: settings, loss history."""
+    return backbone_dir / "pretraining.json"
+
+
+@dataclass(frozen=True)
+class DegradedSetLayout:
+    """<data>/<test>_degraded/ (corpus/degrade.py): a data dir whose audio it holds."""
+
+    root: Path
+
+    @property
+    def audio(self) -> Path:
+        return self.root / "flac"
+
+    def utterance_audio(self, utt: str) -> Path:
+        return self.audio / f"{utt}.flac"
+
+    @property
+    def settings(self) -> Path:
+        """The settings a (partial) copy was made with: one made with others is removed."""
+        return self.root / "settings.json"
+
+    @property
+    def utt2condition(self) -> Path:
+        return self.root / "utt2condition"

@@ -23,7 +23,7 @@ from voxadapt.config import Config
 from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.fileio import StageMarker, file_digest
-from voxadapt.layout import DataLayout, ExpLayout, trial_lists
+from voxadapt.layout import DataLayout, ExpLayout, ScoresLayout, trial_lists
 
 log = logging.getLogger(__name__)
 NAME = "mfcc_stats"
@@ -80,7 +80,7 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout, nj: int = 1) -> str:
         standardised = Embeddings(emb[s].ids, ((emb[s].matrix - mean) / std).astype(np.float32))
         scored = score_list(f, standardised, backend, ["cosine"], cfg.scoring.asnorm_top_n,
                             speaker_of=DataDir.load(data.set_dir(s)).utt2spk, p_targets=cfg.scoring.p_targets)
-        write_scores(exp.scores(name) / "cosine.score", scored.trials, scored.scores["cosine"])
+        write_scores(ScoresLayout(exp.scores(name)).scores("cosine"), scored.trials, scored.scores["cosine"])
         results[name] = scored.metrics
     table = write_results(exp.results_json, exp.results_md, NAME, results, cfg.scoring.p_targets)
     marker.mark_done()

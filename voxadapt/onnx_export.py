@@ -90,7 +90,7 @@ class OnnxEmbedder:
         """The model exported now (without level scaling: the extraction path conditions audio
         first), and the cosine of its embedding to PyTorch's on a probe."""
         with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph: the file can go
-            path = Path(tmp) / "model.onnx"
+            path = Path(tmp) / "embedder.onnx"  # a temporary graph, not a package's model.onnx
             cosine = export_onnx(model, path, sample_rate, None)
             return cls(path, threads), cosine
 

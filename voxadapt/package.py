@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from voxadapt.config import load_config
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import atomic_dir, read_json, read_safetensors
-from voxadapt.layout import PackageLayout
+from voxadapt.layout import BackendLayout, ModelDirLayout, PackageLayout
 
 FORMAT = "voxadapt-package-1"
 
@@ -40,21 +40,22 @@ def make_package(model_dir: Path, backend_dir: Path, results: Path, out: Path, a
     default scoring method."""
     from voxadapt.models.adapters import is_adapter_param
 
-    for needed in (model_dir / "model.safetensors", backend_dir / "calibration.json", backend_dir / "mean.vec"):
+    model, backend = ModelDirLayout(model_dir), BackendLayout(backend_dir)
+    for needed in (model.weights, backend.calibration, backend.mean):
         if not needed.is_file():
             raise VoxadaptError(located(needed, None, "missing", "run stages 3-6 first"))
-    cfg = load_config(model_dir / "config.yaml")
-    weights = {k: v for k, v in read_safetensors(model_dir / "model.safetensors", "re-run stages 3-4").items()
+    cfg = load_config(model.config)
+    weights = {k: v for k, v in read_safetensors(model.weights, "re-run stages 3-4").items()
                if not k.startswith("head.")}
-    calibration = read_json(backend_dir / "calibration.json", "re-run stage 6")
+    calibration = read_json(backend.calibration, "re-run stage 6")
     methods = list(calibration)
     manifest = {"format": FORMAT, "name": cfg.name, "sample_rate": cfg.data.sample_rate, "methods": methods,
                 "default_method": _default_method(results, methods), "asnorm_top_n": cfg.scoring.asnorm_top_n,
                 "thresholds": {m: calibration[m]["thresholds"] for m in methods}, "base_model": ""}
     with atomic_dir(out) as tmp_dir:
         tmp = PackageLayout(tmp_dir)
-        shutil.copy(model_dir / "config.yaml", tmp.config)
-        shutil.copy(model_dir / "backbone.json", tmp.backbone)
+        shutil.copy(model.config, tmp.config)
+        shutil.copy(model.backbone, tmp.backbone)
         if adapters_only:
             if not (cfg.model.adapters.enabled and cfg.model.backbone.path):
                 raise VoxadaptError("--adapters-only needs a model with adapters on a pre-trained backbone "
@@ -66,10 +67,10 @@ def make_package(model_dir: Path, backend_dir: Path, results: Path, out: Path, a
         else:
             save_file(weights, str(tmp.weights))
         tmp.backend.mkdir()
-        for name in ("mean.vec", "lda.mat", "plda", "cohort.ark"):
-            if (backend_dir / name).is_file():
-                shutil.copy(backend_dir / name, tmp.backend / name)
-        shutil.copy(backend_dir / "calibration.json", tmp.calibration)
+        for file in backend.parameters:
+            if file.is_file():
+                shutil.copy(file, tmp.backend / file.name)
+        shutil.copy(backend.calibration, tmp.calibration)
         tmp.manifest.write_text(json.dumps(manifest, indent=1) + "\n")
     return out
 

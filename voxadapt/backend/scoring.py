@@ -27,11 +27,11 @@ from voxadapt.data.kaldi_dir import read_key_values
 from voxadapt.data.trials import Trial
 from voxadapt.errors import DataError, VoxadaptError, located
 from voxadapt.fileio import atomic_path
+from voxadapt.layout import BackendLayout
 
 CHUNK = 200_000  # trials (or utterances) per vectorised block
 ROWDOT_CHUNK = 8_192  # trials per gathered block of the cosine
 ASNORM_BLOCK = 512  # rows of the cohort score matrix per thread step: 12 MB at 5,994 cohort vectors
-LDA_NAMES = ("lda.mat", "transform.mat")  # ours, Kaldi's recipes'
 
 
 @dataclass
@@ -72,45 +72,49 @@ class Backend:
         """Kaldi's binary forms, or with `binary` False its text forms (cohort.ark, our scorer's
         own input, stays binary)."""
         directory.mkdir(parents=True, exist_ok=True)
-        kf.write_vector(directory / "mean.vec", self.mean, binary)
+        files = BackendLayout(directory)
+        kf.write_vector(files.mean, self.mean, binary)
         if self.lda is not None:
-            kf.write_matrix(directory / "lda.mat", self.lda, binary)
+            kf.write_matrix(files.lda, self.lda, binary)
         if self.plda is not None:
-            kf.write_plda(directory / "plda", self.plda.mean, self.plda.transform, self.plda.psi, binary)
+            kf.write_plda(files.plda, self.plda.mean, self.plda.transform, self.plda.psi, binary)
         if self.cohort is not None:
-            with kaldiio.WriteHelper(f"ark:{directory / 'cohort.ark'}") as w:
+            with kaldiio.WriteHelper(f"ark:{files.cohort}") as w:
                 for i, vec in enumerate(self.cohort):
                     w(f"cohort{i:06d}", vec.astype(np.float32))
 
     @classmethod
     def load(cls, directory: Path) -> Backend:
-        if not (directory / "mean.vec").is_file():
-            raise VoxadaptError(located(directory / "mean.vec", None, "missing", "run stage 6 (backend) first"))
+        files = BackendLayout(directory)
+        if not files.mean.is_file():
+            raise VoxadaptError(located(files.mean, None, "missing", "run stage 6 (backend) first"))
         plda = None
-        if (directory / "plda").is_file():
-            plda = Plda(*kf.read_plda(directory / "plda"))
+        if files.plda.is_file():
+            plda = Plda(*kf.read_plda(files.plda))
         cohort = None
-        if (directory / "cohort.ark").is_file():
-            cohort = np.stack([np.asarray(v, dtype=np.float32) for _, v in kaldiio.load_ark(str(directory / "cohort.ark"))])
-        lda_file = next((directory / n for n in LDA_NAMES if (directory / n).is_file()), None)
+        if files.cohort.is_file():
+            cohort = np.stack([np.asarray(v, dtype=np.float32) for _, v in kaldiio.load_ark(str(files.cohort))])
+        lda_names = (files.lda, files.kaldi_lda)  # ours, Kaldi's recipes'
+        lda_file = next((f for f in lda_names if f.is_file()), None)
         if plda is not None and lda_file is None:
-            raise VoxadaptError(located(directory / LDA_NAMES[0], None, "missing, but the PLDA next to it was trained "
-                                        "after an LDA", f"copy the LDA there (as {' or '.join(LDA_NAMES)})"))
+            raise VoxadaptError(located(files.lda, None, "missing, but the PLDA next to it was trained after an LDA",
+                                        f"copy the LDA there (as {' or '.join(f.name for f in lda_names)})"))
         lda = kf.read_matrix(lda_file) if lda_file else None
-        backend = cls(kf.read_vector(directory / "mean.vec"), lda, plda, cohort)
+        backend = cls(kf.read_vector(files.mean), lda, plda, cohort)
         backend.check(directory)
         return backend
 
     def check(self, directory: Path) -> None:
         """Non-finite parameters (a corrupt or hand-edited file) would turn every score into NaN."""
-        parts = {"mean.vec": [self.mean], "lda.mat": [self.lda], "cohort.ark": [self.cohort],
-                 "plda": [self.plda.mean, self.plda.transform, self.plda.psi] if self.plda else []}
-        for name, arrays in parts.items():
+        files = BackendLayout(directory)
+        parts = {files.mean: [self.mean], files.lda: [self.lda], files.cohort: [self.cohort],
+                 files.plda: [self.plda.mean, self.plda.transform, self.plda.psi] if self.plda else []}
+        for file, arrays in parts.items():
             if any(a is not None and not np.isfinite(a).all() for a in arrays):
-                raise VoxadaptError(located(directory / name, None, "holds NaN or Inf",
+                raise VoxadaptError(located(file, None, "holds NaN or Inf",
                                             "the file is corrupt: re-run stage 6 (delete the back-end dir first)"))
         if self.plda is not None and (self.plda.psi < 0).any():
-            raise VoxadaptError(located(directory / "plda", None, "negative between-class variances (psi)",
+            raise VoxadaptError(located(files.plda, None, "negative between-class variances (psi)",
                                         "the file is corrupt: re-run stage 6 (delete the back-end dir first)"))
 
     # --- per-utterance representations --------------------------------------------------

@@ -32,7 +32,7 @@ from voxadapt.corpus.synthetic import seeded_rng
 from voxadapt.data.audio import read_audio
 from voxadapt.data.kaldi_dir import DataDir, tables_digest, write_table
 from voxadapt.fileio import atomic_path, recipe_path, write_text_atomic
-from voxadapt.layout import enroll_map, trial_lists
+from voxadapt.layout import DegradedSetLayout, enroll_map, trial_lists
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ def make_degraded_set(src: Path, dst: Path, cfg: DegradedConfig, sr: int, nj: in
     d = DataDir.load(src)
     # The source's tables, not its path: a recipe moved with its data/ keeps its copy.
     settings = json.dumps({"config": asdict(cfg), "source": tables_digest(src), "sample_rate": sr}, sort_keys=True)
-    audio_dir = dst / "flac"
-    stamp = dst / "settings.json"
+    layout = DegradedSetLayout(dst)
+    audio_dir, stamp = layout.audio, layout.settings
     if dst.exists() and (not stamp.is_file() or stamp.read_text() != settings):
         shutil.rmtree(dst)  # a partial copy made with other settings: nothing in it is reusable
     audio_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,7 @@ def make_degraded_set(src: Path, dst: Path, cfg: DegradedConfig, sr: int, nj: in
     for i, u in enumerate(utts):
         seg = d.segments[u] if d.segments is not None else None
         jobs.append(_Job(i, d.wav_scp[d.recording_of(u)], seg.start if seg else 0.0, seg.end if seg else -1.0,
-                         conditions[u], audio_dir / f"{u}.flac"))
+                         conditions[u], layout.utterance_audio(u)))
     log.info("degrading %d utterances of %s (%s) into %s", len(utts), src, ", ".join(cfg.conditions), dst)
     work = partial(_degrade_one, cfg=cfg, sr=sr)
     if nj <= 1:
@@ -107,9 +107,9 @@ def make_degraded_set(src: Path, dst: Path, cfg: DegradedConfig, sr: int, nj: in
     else:
         with ProcessPoolExecutor(nj) as pool:
             applied = list(pool.map(work, jobs, chunksize=16))
-    out = DataDir(dst, {u: recipe_path(audio_dir / f"{u}.flac") for u in utts}, dict(d.utt2spk))
+    out = DataDir(dst, {u: recipe_path(layout.utterance_audio(u)) for u in utts}, dict(d.utt2spk))
     out.write()
-    write_table(dst / "utt2condition", zip(utts, applied))
+    write_table(layout.utt2condition, zip(utts, applied))
     for f in [*trial_lists(src).values(), enroll_map(src)]:
         if f.is_file():
             shutil.copyfile(f, dst / f.name)

@@ -10,7 +10,7 @@ from voxadapt.data.trials import read_enroll_map, read_trials, write_trials
 from voxadapt.data.validate import validate_data_dir
 from voxadapt.errors import DataError
 from voxadapt.fileio import atomic_dir
-from voxadapt.layout import enroll_map
+from voxadapt.layout import enroll_map, trial_list
 
 
 def import_kaldi_dirs(data: DataConfig, train_dir: Path, test_dir: Path, nj: int) -> None:
@@ -29,6 +29,6 @@ def import_kaldi_dirs(data: DataConfig, train_dir: Path, test_dir: Path, nj: int
         with atomic_dir(dst) as out:
             src.write(out)  # sorted tables, spk2utt regenerated, reco2dur from the validation
             if dst == test_dir:
-                write_trials(out / "trials", trials)
+                write_trials(trial_list(out), trials)
                 if models:  # the models the trials may name
                     write_table(enroll_map(out), ((m, " ".join(utts)) for m, utts in models.items()))

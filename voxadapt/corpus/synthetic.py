@@ -27,6 +27,7 @@ from voxadapt.corpus.espeak import Espeak, make_data_root
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.trials import make_trials, write_trials
 from voxadapt.fileio import atomic_path, recipe_path
+from voxadapt.layout import trial_list
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,6 @@ def generate_corpus(data: DataConfig, data_dir: Path, audio_dir: Path, nj: int =
         if name != "train":
             n = cfg.num_trials if name == "test" else cfg.dev_trials
             rng = seeded_rng(cfg.seed, 10_000, {"dev": 1, "test": 2}[name])
-            write_trials(data_dir / name / "trials", make_trials(d.spk2utt, n, cfg.target_fraction, rng))
+            write_trials(trial_list(data_dir / name), make_trials(d.spk2utt, n, cfg.target_fraction, rng))
         out[name] = d
     return out

@@ -10,7 +10,6 @@ audio work: files, commands ('... |', e.g. ffmpeg for m4a), its Speed transform 
 
 from __future__ import annotations
 
-import gzip
 import json
 import warnings
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,7 @@ import numpy as np
 from lhotse import AudioSource, MonoCut, Recording
 from lhotse.audio.backend import LibsndfileBackend, audio_backend
 
+from voxadapt.data.manifests import load_cuts
 from voxadapt.data.packed import PackedStrings
 from voxadapt.data.shards import AUDIO_PATTERN, INDEX, read_index, read_member, shard_cuts
 from voxadapt.errors import DataError, first_line, located
@@ -29,6 +29,13 @@ from voxadapt.errors import DataError, first_line, located
 # directly: its default backend probes the alternatives on every read, which makes a 2-s crop
 # several times slower.
 SOUNDFILE = LibsndfileBackend()
+
+
+def _sources_json(sources: list[AudioSource]) -> str:
+    """A recording's audio sources as lhotse serialises them (`to_dict`, whose generic walk over the
+    dataclass would be a third of the table's reading time at a million cuts)."""
+    return json.dumps([{"type": s.type, "channels": s.channels, "source": s.source} if s.video is None else s.to_dict()
+                       for s in sources])
 
 
 @dataclass
@@ -49,60 +56,55 @@ class ExampleTable:
     shard: np.ndarray | None = None  # per example: its shard, when the audio is in shards (data/shards.py)
 
     @classmethod
-    def from_cuts(cls, cuts: Iterable[dict | MonoCut], sample_rate: int, speeds: Sequence[float] = (),
+    def from_cuts(cls, cuts: Iterable[MonoCut], sample_rate: int, speeds: Sequence[float] = (),
                   classes: list[str] | None = None) -> ExampleTable:
-        """From cuts (lhotse objects or their dicts), one per utterance."""
+        """From lhotse cuts, one per utterance (read one at a time: a million would not fit)."""
         rows: dict[str, int] = {}
         lengths: list[int] = []
         source, start, dur, spk = [], [], [], []
         for cut in cuts:
-            c = cut if isinstance(cut, dict) else cut.to_dict()
-            rec = c["recording"]
-            if rec.get("transforms"):
-                raise DataError(f"cut '{c['id']}': audio transforms are not supported in training cuts "
+            rec = cut.recording
+            if rec.transforms:
+                raise DataError(f"cut '{cut.id}': audio transforms are not supported in training cuts "
                                 "(speed perturbation is made from augment.speeds)")
-            if rec["sampling_rate"] != sample_rate:
-                raise DataError(f"cut '{c['id']}' is at {rec['sampling_rate']} Hz, the config says {sample_rate} Hz")
-            row = rows.setdefault(json.dumps(rec["sources"]), len(rows))
+            if rec.sampling_rate != sample_rate:
+                raise DataError(f"cut '{cut.id}' is at {rec.sampling_rate} Hz, the config says {sample_rate} Hz")
+            row = rows.setdefault(_sources_json(rec.sources), len(rows))
             if row == len(lengths):
-                lengths.append(rec["num_samples"])
+                lengths.append(rec.num_samples)
             source.append(row)
-            start.append(c["start"])
-            dur.append(c["duration"])
-            spk.append(c["supervisions"][0]["speaker"])
+            start.append(cut.start)
+            dur.append(cut.duration)
+            spk.append(cut.supervisions[0].speaker)
         return cls._with_speeds(PackedStrings(rows), np.array(lengths, dtype=np.int64), np.array(source, dtype=np.int64),
                                 np.array(start), np.array(dur), spk, speeds, classes, sample_rate, None)
 
     @classmethod
     def from_manifest(cls, path: Path, sample_rate: int, speeds: Sequence[float] = (),
                       classes: list[str] | None = None) -> ExampleTable:
-        """From stage 1's cuts, read as plain JSON (a million lhotse objects would take minutes)."""
-        if not path.is_file():
-            raise DataError(located(path, None, "missing", "run stage 1 first"))
-        with gzip.open(path, "rt") as f:
-            return cls.from_cuts((json.loads(line) for line in f), sample_rate, speeds, classes)
+        """From stage 1's cuts, read lazily through lhotse."""
+        return cls.from_cuts(load_cuts(path), sample_rate, speeds, classes)
 
     @classmethod
     def from_shards(cls, shard_dir: Path, sample_rate: int, speeds: Sequence[float] = (),
                     classes: list[str] | None = None) -> ExampleTable:
         """From stage 2's shards: each utterance's audio is its FLAC member of a shard."""
         index = read_index(shard_dir)
-        cuts = shard_cuts(shard_dir)
         sources, lengths, shard, dur, spk = [], [], [], [], []
-        for c in cuts:
-            if c["id"] not in index:
-                raise DataError(located(shard_dir / INDEX, None, f"no entry for utterance '{c['id']}'",
+        for c in shard_cuts(shard_dir):
+            if c.id not in index:
+                raise DataError(located(shard_dir / INDEX, None, f"no entry for utterance '{c.id}'",
                                         "the shards are incomplete: re-run stage 2"))
-            if c["recording"]["sampling_rate"] != sample_rate:
-                raise DataError(f"{shard_dir}: utterance '{c['id']}' is at {c['recording']['sampling_rate']} Hz, "
+            if c.recording.sampling_rate != sample_rate:
+                raise DataError(f"{shard_dir}: utterance '{c.id}' is at {c.recording.sampling_rate} Hz, "
                                 f"the config says {sample_rate} Hz")
-            k, offset, size = index[c["id"]]
+            k, offset, size = index[c.id]
             sources.append(json.dumps({"shard": str(shard_dir / (AUDIO_PATTERN % k)), "offset": offset, "size": size}))
-            lengths.append(c["recording"]["num_samples"])
+            lengths.append(c.recording.num_samples)
             shard.append(k)
-            dur.append(c["duration"])
-            spk.append(c["supervisions"][0]["speaker"])
-        n = len(cuts)
+            dur.append(c.duration)
+            spk.append(c.supervisions[0].speaker)
+        n = len(sources)
         return cls._with_speeds(PackedStrings(sources), np.array(lengths, dtype=np.int64), np.arange(n),
                                 np.zeros(n), np.array(dur), spk, speeds, classes, sample_rate,
                                 np.array(shard, dtype=np.int64))

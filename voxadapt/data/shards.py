@@ -12,14 +12,15 @@ so each shard is read once per epoch, from a few shards at a time.
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import tarfile
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
-from lhotse import fastcopy, load_manifest_lazy
+from lhotse import MonoCut, fastcopy, load_manifest_lazy
 from lhotse.audio.backend import LibsndfileBackend, audio_backend
 from lhotse.shar.utils import to_shar_placeholder
 from lhotse.shar.writers import AudioTarWriter, JsonlShardWriter
@@ -98,16 +99,12 @@ def read_index(shard_dir: Path) -> dict[str, tuple[int, int, int]]:
     return out
 
 
-def shard_cuts(shard_dir: Path) -> list[dict]:
-    """The cut dicts of every shard, in shard order (plain JSON: no lhotse objects for a million)."""
+def shard_cuts(shard_dir: Path) -> Iterator[MonoCut]:
+    """The cuts of every shard, in shard order, read lazily through lhotse."""
     files = sorted((shard_dir / SHAR).glob("cuts.*.jsonl.gz"))
     if not files:
         raise DataError(located(shard_dir, None, "no shards", "run stage 2 with loader.shards: true"))
-    out = []
-    for path in files:
-        with gzip.open(path, "rt") as f:
-            out.extend(json.loads(line) for line in f)
-    return out
+    return chain.from_iterable(load_manifest_lazy(path) for path in files)
 
 
 def read_member(tar: str, offset: int, size: int) -> bytes:

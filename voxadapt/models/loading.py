@@ -11,13 +11,11 @@ from voxadapt.compat import upgrade_state_dict
 from voxadapt.config import Config, load_config
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import read_safetensors
-from voxadapt.layout import PackageLayout, is_package
+from voxadapt.layout import ModelDirLayout, PackageLayout, is_package
 from voxadapt.models.aam import AAMSoftmax
 from voxadapt.models.backbone import build_hf_model
 from voxadapt.models.speaker import SpeakerModel, hf_model_from_json, load_weights, speaker_model_around
 from voxadapt.package import read_manifest
-
-MODEL_DIR_FILES = ("config.yaml", "backbone.json", "model.safetensors", "classes.txt")
 
 
 @dataclass
@@ -46,22 +44,23 @@ def weights_file(path: Path) -> Path:
     """The weights that identify a model dir or package (adapters only for an adapters package)."""
     if is_package(path) and read_manifest(path)["base_model"]:
         return PackageLayout(path).adapter_weights
-    return path / "model.safetensors"
+    return ModelDirLayout(path).weights
 
 
 def _load_model_dir(path: Path) -> LoadedModel:
     if path.is_file():
         raise VoxadaptError(located(path, None, "is a file, not a trained model directory or package",
                                     "give exp/<name>/model or a package directory"))
-    for name in MODEL_DIR_FILES:
-        if not (path / name).is_file():
-            raise VoxadaptError(located(path / name, None, "missing: not a trained voxadapt model directory",
+    files = ModelDirLayout(path)
+    for file in files.files:
+        if not file.is_file():
+            raise VoxadaptError(located(file, None, "missing: not a trained voxadapt model directory",
                                         "run stages 3-4 first, or give exp/<name>/model"))
-    cfg = load_config(path / "config.yaml")
-    classes = (path / "classes.txt").read_text().split()
-    model = speaker_model_around(hf_model_from_json(path / "backbone.json", "re-run the stage that wrote the model"), cfg)
+    cfg = load_config(files.config)
+    classes = files.classes.read_text().split()
+    model = speaker_model_around(hf_model_from_json(files.backbone, "re-run the stage that wrote the model"), cfg)
     head = AAMSoftmax(model.pooling.embed_dim, len(classes), subcenters=cfg.model.subcenters)
-    load_weights(path / "model.safetensors", model, head)
+    load_weights(files.weights, model, head)
     head.scale = saved_head_scale(path, cfg)
     return LoadedModel(model, cfg, head, classes)
 
@@ -72,7 +71,7 @@ def saved_head_scale(path: Path, cfg: Config) -> float:
     which exp/<name>/model links to), else of the config's last phase (the one stage 4 publishes)."""
     from safetensors import safe_open
 
-    with safe_open(str(path / "model.safetensors"), "pt") as f:
+    with safe_open(str(ModelDirLayout(path).weights), "pt") as f:
         saved = (f.metadata() or {}).get("head_scale")
     if saved is not None:
         return float(saved)

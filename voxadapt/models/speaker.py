@@ -21,6 +21,7 @@ from voxadapt.compat import upgrade_state_dict
 from voxadapt.config import Config, ModelConfig, dump_yaml
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import atomic_dir, read_json, read_safetensors
+from voxadapt.layout import ModelDirLayout
 from voxadapt.models.aam import AAMSoftmax
 from voxadapt.models.backbone import (
     MODEL_TYPES,
@@ -109,12 +110,13 @@ def save_model_dir(path: Path, cfg: Config, model: SpeakerModel, head: AAMSoftma
     if cfg.model.backbone.path:  # the normalisation read from its directory, for where that directory is absent
         backbone = dataclasses.replace(cfg.model.backbone, normalize_waveform=model.backbone.normalize_waveform)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))
-    with atomic_dir(path) as tmp:
-        (tmp / "config.yaml").write_text(dump_yaml(cfg))
-        (tmp / "backbone.json").write_text(model.backbone.model.config.to_json_string())
-        (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+    with atomic_dir(path) as tmp_dir:
+        tmp = ModelDirLayout(tmp_dir)
+        tmp.config.write_text(dump_yaml(cfg))
+        tmp.backbone.write_text(model.backbone.model.config.to_json_string())
+        tmp.classes.write_text("".join(f"{c}\n" for c in classes))
         # The head's scale is no weight: saved beside them, so a teacher's logits are the ones it was trained on.
-        save_file(state if state is not None else state_for_saving(model, head), str(tmp / "model.safetensors"),
+        save_file(state if state is not None else state_for_saving(model, head), str(tmp.weights),
                   metadata={"format": "voxadapt", "head_scale": repr(float(head.scale))})
 
 

@@ -27,7 +27,7 @@ from voxadapt.data.sampler import BatchSpec, SpeakerBatchSampler
 from voxadapt.data.validate import validate_data_dir
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import StageMarker, atomic_dir
-from voxadapt.layout import dir_marker
+from voxadapt.layout import PretrainLayout, dir_marker, pretraining_summary
 from voxadapt.models.backbone import random_hf_model
 from voxadapt.pretrain.targets import HOP, FrameTargets, fit_targets, mfcc, num_frames
 from voxadapt.train import checkpoint as ckpt_io
@@ -46,17 +46,18 @@ def prepare_corpus(cfg: Config, work: Path, nj: int) -> DataDir:
     from voxadapt.corpus.synthetic import render, speaker_jobs
 
     syn = dataclasses.replace(cfg.data.synthetic, utts_per_speaker=p.utts_per_speaker, seed=p.corpus_seed)
-    marker = StageMarker(dir_marker(work / "data"), {"synthetic": dataclasses.asdict(syn), "speakers": p.speakers})
-    if not marker.is_done(outputs_hint=work / "data"):
+    layout = PretrainLayout(work)
+    marker = StageMarker(dir_marker(layout.data_dir), {"synthetic": dataclasses.asdict(syn), "speakers": p.speakers})
+    if not marker.is_done(outputs_hint=layout.data_dir):
         # 'pre' ids and their own seed: voices unrelated to the embedded corpus's speakers.
-        rendered = render(speaker_jobs("pre", range(p.speakers), p.corpus_seed, work / "audio"), syn,
+        rendered = render(speaker_jobs("pre", range(p.speakers), p.corpus_seed, layout.audio), syn,
                           cfg.data.sample_rate, nj)
-        DataDir(work / "data", {u: path for utts in rendered.values() for u, path in utts},
+        DataDir(layout.data_dir, {u: path for utts in rendered.values() for u, path in utts},
                 {u: spk for spk, utts in rendered.items() for u, _ in utts}).write()
-        d = validate_data_dir(work / "data", cfg.data.sample_rate, cfg.data.min_duration, nj=nj)
+        d = validate_data_dir(layout.data_dir, cfg.data.sample_rate, cfg.data.min_duration, nj=nj)
         write_table(d.path / "reco2dur", ((r, f"{v:.4f}") for r, v in (d.reco2dur or {}).items()))
         marker.mark_done()
-    return DataDir.load(work / "data")
+    return DataDir.load(layout.data_dir)
 
 
 # ---------------------------------------------------------------------------------- batches
@@ -147,8 +148,8 @@ def pretrain(cfg: Config, work: Path, nj: int) -> dict:
         raise VoxadaptError(located(d.path, None, f"no utterance is at least {p.crop_seconds} s long",
                                     "lower pretrain.crop_seconds or give longer audio"))
     audio = [audio[i] for i in keep]
-    target_file = work / "targets.npz"
-    marker = StageMarker(work / ".targets.json", {"clusters": p.clusters, "frames": p.kmeans_frames, "seed": cfg.seed,
+    target_file = PretrainLayout(work).targets
+    marker = StageMarker(PretrainLayout(work).targets_marker, {"clusters": p.clusters, "frames": p.kmeans_frames, "seed": cfg.seed,
                                                    "utterances": [d.utterance_ids[i] for i in keep]})
     if not marker.is_done(outputs_hint=target_file):
         targets, inertia = fit_targets([mfcc(x, cfg.data.sample_rate) for x in audio], p.clusters, p.kmeans_frames, cfg.seed)
@@ -164,7 +165,7 @@ def pretrain(cfg: Config, work: Path, nj: int) -> dict:
     dataset = MaskedPredictionBatches(audio, targets, frames, cfg)
     fingerprint = {"pretrain": dataclasses.asdict(p), "arch": cfg.model.backbone.arch, "type": cfg.model.backbone.type,
                    "seed": cfg.seed, "corpus": d.utterance_ids[:3] + [str(len(audio))]}
-    ckpt_dir, cpu = work / "checkpoints", torch.device("cpu")
+    ckpt_dir, cpu = PretrainLayout(work).checkpoints, torch.device("cpu")
     step = 0
     if (ckpt := ckpt_io.latest_checkpoint(ckpt_dir, fingerprint)) is not None:
         model.load_state_dict(ckpt["model"])
@@ -232,7 +233,7 @@ def export(cfg: Config, result: dict, out_dir: Path, command: str) -> None:
         # Pre-trained on raw waveforms: said in the file fine-tuning reads it from (models/backbone.py).
         Wav2Vec2FeatureExtractor(sampling_rate=cfg.data.sample_rate, do_normalize=False,
                                  return_attention_mask=True).save_pretrained(tmp)
-        (tmp / "pretraining.json").write_text(json.dumps({
+        pretraining_summary(tmp).write_text(json.dumps({
             "objective": "HuBERT-style masked prediction of MFCC k-means units, WavLM-style denoising",
             "command": command, "pretrain": dataclasses.asdict(cfg.pretrain), "arch": cfg.model.backbone.arch,
             **result}, indent=1) + "\n")

@@ -24,7 +24,7 @@ from voxadapt.backend.scoring import read_scores
 from voxadapt.config import Config, load_config
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.trials import Trial, read_trials
-from voxadapt.layout import DataLayout, ExpLayout, trial_lists
+from voxadapt.layout import DataLayout, ExpLayout, PhaseLayout, ScoresLayout, trial_lists
 from voxadapt.metrics import eer
 from voxadapt.report.bootstrap import Interval, bootstrap_draws
 
@@ -110,13 +110,13 @@ def load_system(exp: Path, names: list[str], label: str, lists: list[TrialList],
         results = json.loads(layout.results_json.read_text())
         for tl in lists:
             for m in methods:
-                system.scores.setdefault((tl.name, m), []).append(read_scores(layout.scores(tl.name) / f"{m}.score",
+                system.scores.setdefault((tl.name, m), []).append(read_scores(ScoresLayout(layout.scores(tl.name)).scores(m),
                                                                               tl.trials))
                 system.min_dcf.setdefault((tl.name, m), []).append(results[tl.name][m]["min_dcf"]["0.01"])
         if trained:
             cfg = load_config(layout.config)
             last = (cfg.adapt.phases or cfg.train.phases)[-1].name
-            summary = json.loads((layout.phase_dir(last) / "summary.json").read_text())
+            summary = json.loads(PhaseLayout(layout.phase_dir(last)).summary.read_text())
             params.append(summary["trainable_params"] / summary["total_params"])
             step_s.append(summary["seconds_per_step"])
     if trained:

@@ -11,6 +11,7 @@ import numpy as np
 from voxadapt.backend.scoring import write_scores
 from voxadapt.backend.trial_list import ScoredList
 from voxadapt.fileio import atomic_dir, atomic_path
+from voxadapt.layout import ScoresLayout
 from voxadapt.metrics import actual_dcf, cllr, eer, min_dcf
 from voxadapt.report.bootstrap import metric_interval
 
@@ -75,11 +76,11 @@ def write_list_dir(out_dir: Path, title: str, scored: ScoredList) -> None:
     with atomic_dir(out_dir) as out:
         curves = {}
         for m, scores in scored.scores.items():
-            write_scores(out / f"{m}.score", scored.trials, scores)
+            write_scores(ScoresLayout(out).scores(m), scored.trials, scores)
             llr = scored.llrs[m]
             if llr is not None:
-                write_scores(out / f"{m}.llr", scored.trials, llr)
+                write_scores(ScoresLayout(out).llr(m), scored.trials, llr)
             r = roc(scores, scored.labels)
             curves[f"{m} (EER {100 * scored.metrics[m]['eer']:.2f}%)"] = (r.p_fa, r.p_miss)
-        save_figure(det_figure(curves, title), out / "det.png")
-        save_figure(histogram_figure({m: (s, scored.labels) for m, s in scored.scores.items()}, title), out / "histogram.png")
+        save_figure(det_figure(curves, title), ScoresLayout(out).det_png)
+        save_figure(histogram_figure({m: (s, scored.labels) for m, s in scored.scores.items()}, title), ScoresLayout(out).histogram_png)

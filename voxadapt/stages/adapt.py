@@ -9,17 +9,17 @@ from pathlib import Path
 
 from voxadapt.config import Config
 from voxadapt.errors import VoxadaptError
-from voxadapt.layout import DataLayout, ExpLayout
+from voxadapt.layout import DataLayout, ExpLayout, PhaseLayout
 from voxadapt.stages.train import run_phases, setup_torch
 
 log = logging.getLogger(__name__)
 
 
 def last_train_model(cfg: Config, exp: ExpLayout) -> Path:
-    final = exp.phase_dir(cfg.train.phases[-1].name) / "final"
-    if not (final / "model.safetensors").is_file():
-        raise VoxadaptError(f"{final}: no trained model; run stage 3 (train) first")
-    return final
+    final = PhaseLayout(exp.phase_dir(cfg.train.phases[-1].name)).final
+    if not final.weights.is_file():
+        raise VoxadaptError(f"{final.root}: no trained model; run stage 3 (train) first")
+    return final.root
 
 
 def publish_model(exp: ExpLayout, final: Path) -> Path:

@@ -19,7 +19,7 @@ from voxadapt.data.split import utterance_durations
 from voxadapt.data.trials import read_trials, write_trials
 from voxadapt.errors import VoxadaptError
 from voxadapt.fileio import StageMarker, atomic_dir, file_digest
-from voxadapt.layout import DataLayout, ExpLayout
+from voxadapt.layout import BackendLayout, DataLayout, ExpLayout, trial_list
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout, binary: bool = True) -> N
         held: set[str] = set()
         cal_dir = DataDir.load(data.set_dir(sc.calibration_set))
         cal_emb = Embeddings.from_scp(cal_scp)
-        cal_trials = read_trials(data.set_dir(sc.calibration_set) / "trials", known=cal_emb.index)
+        cal_trials = read_trials(trial_list(data.set_dir(sc.calibration_set)), known=cal_emb.index)
         where = f"the {len(cal_dir.spk2utt)} speakers of {sc.calibration_set}"
     else:
         held = split_calibration_speakers(list(d.spk2utt), sc.calibration_fraction, sc.seed)
@@ -65,7 +65,7 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout, binary: bool = True) -> N
         backend.save(tmp, binary)
         write_trials(tmp / "calibration_trials", cal_trials)
         save_calibrations(tmp / exp.calibration.name, calibrations, sc.p_targets)
-        (tmp / "plda_em.json").write_text(json.dumps({"loglik_per_example": history}, indent=1) + "\n")
+        BackendLayout(tmp).plda_em.write_text(json.dumps({"loglik_per_example": history}, indent=1) + "\n")
     marker.mark_done()
     log.info("stage 6: back-end from %d speakers (%d x-vectors), LDA %d -> %d, PLDA log-likelihood %.2f -> %.2f; "
              "calibrated on %d trials of %s -> %s", len(d.spk2utt) - len(held), len(fit_ids),

@@ -22,7 +22,7 @@ from voxadapt.data.split import utterance_durations
 from voxadapt.data.trials import read_trials, write_trials
 from voxadapt.data.validate import validate_data_dir
 from voxadapt.fileio import StageMarker, atomic_dir, file_digest
-from voxadapt.layout import EvalLayout, ModelSource, dir_marker
+from voxadapt.layout import EvalLayout, ModelSource, dir_marker, trial_list
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def prepare_eval_data(data_dir: Path, trials: Path, out: Path, source: ModelSour
     checked = read_trials(trials, known=d.utt2spk)
     with atomic_dir(out) as tmp:
         d.write(tmp)  # sorted tables, spk2utt, reco2dur from the validation
-        write_trials(tmp / "trials", checked)
+        write_trials(trial_list(tmp), checked)
         StageMarker(dir_marker(tmp), marker.fingerprint).mark_done()
     log.info("%s: %d utterances, %d speakers, %d trials", out, len(d.utt2spk), len(d.spk2utt), len(checked))
 

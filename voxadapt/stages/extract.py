@@ -27,7 +27,7 @@ from voxadapt.data.split import utterance_durations
 from voxadapt.embed import embed_waveforms
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import StageMarker, atomic_path, file_digest, text_digest
-from voxadapt.layout import dir_marker, job_log
+from voxadapt.layout import EmbeddingsLayout, dir_marker
 from voxadapt.models.loading import load_embedding_model, weights_file
 from voxadapt.onnx_export import extraction_engine
 from voxadapt.train.distributed import resolve_device
@@ -54,8 +54,8 @@ def job_device(name: str, job: int) -> torch.device:
 def run_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: int) -> None:
     """Embed part `job` of a split data dir into out_dir/xvector.<job>.{ark,scp} (skip if done)."""
     part = DataDir.load(split_dir / str(job))
-    scp = out_dir / f"xvector.{job}.scp"
-    marker = StageMarker(out_dir / f".xvector.{job}.json", {"model": model_digest(model_dir),
+    scp = EmbeddingsLayout(out_dir).job_scp(job)
+    marker = StageMarker(EmbeddingsLayout(out_dir).job_marker(job), {"model": model_digest(model_dir),
                                                               "conditioning": conditioning_settings(cfg.extract),
                                                               "utts": text_digest(" ".join(part.utterance_ids))})
     if scp.is_file() and marker.is_done(outputs_hint=scp):
@@ -69,7 +69,7 @@ def run_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: i
                               cfg.data.sample_rate, torch.get_num_threads())
     durations = utterance_durations(part)
     utts = sorted(part.utterance_ids, key=lambda u: (durations[u], u))  # similar lengths batch together
-    ark = out_dir / f"xvector.{job}.ark"
+    ark = EmbeddingsLayout(out_dir).job_ark(job)
     out_dir.mkdir(parents=True, exist_ok=True)
     sr = cfg.data.sample_rate
     group, budget = [], 20 * cfg.extract.batch_seconds  # audio held in memory at once
@@ -96,10 +96,10 @@ def merge_jobs(data_dir: Path, out_dir: Path, nj: int) -> int:
     d = DataDir.load(data_dir)
     lines: dict[str, str] = {}
     for job in range(1, nj + 1):
-        part = out_dir / f"xvector.{job}.scp"
+        part = EmbeddingsLayout(out_dir).job_scp(job)
         if not part.is_file():
             raise VoxadaptError(located(part, None, "missing: extraction job did not finish",
-                                        f"see {job_log(out_dir, 'extract', job)} and re-run stage 5"))
+                                        f"see {EmbeddingsLayout(out_dir).job_log(job)} and re-run stage 5"))
         for line in part.read_text().splitlines():
             utt, loc = line.split(maxsplit=1)
             if utt in lines:
@@ -125,19 +125,20 @@ def merge_jobs(data_dir: Path, out_dir: Path, nj: int) -> int:
     if len(dims) != 1:
         raise VoxadaptError(located(out_dir, None, f"x-vectors of different dimensions {sorted(dims)}",
                                     "delete the job outputs and re-run stage 5"))
-    with atomic_path(out_dir / "spk_xvector.scp") as tmp_scp:
-        with kaldiio.WriteHelper(f"ark,scp:{out_dir / 'spk_xvector.ark'},{tmp_scp}") as writer:
+    out = EmbeddingsLayout(out_dir)
+    with atomic_path(out.spk_xvector_scp) as tmp_scp:
+        with kaldiio.WriteHelper(f"ark,scp:{out.spk_xvector_ark},{tmp_scp}") as writer:
             for spk in sorted(sums):
                 writer(spk, (sums[spk] / counts[spk]).astype(np.float32))
-    with atomic_path(out_dir / "num_utts.ark") as tmp:
+    with atomic_path(out.num_utts) as tmp:
         tmp.write_text("".join(f"{spk} {counts[spk]}\n" for spk in sorted(counts)))
-    with atomic_path(out_dir / "xvector.scp") as tmp:  # last: its presence means the set is complete
+    with atomic_path(out.xvector_scp) as tmp:  # last: its presence means the set is complete
         tmp.write_text("".join(f"{utt} {lines[utt]}\n" for utt in sorted(lines)))
     return dims.pop()
 
 
 def write_summary(out_dir: Path, model_dir: Path, dim: int, count: int) -> None:
-    with atomic_path(out_dir / "info.json") as tmp:
+    with atomic_path(EmbeddingsLayout(out_dir).info) as tmp:
         tmp.write_text(json.dumps({"model": os.path.realpath(model_dir), "dim": dim, "utterances": count}, indent=1) + "\n")
 
 
@@ -150,7 +151,7 @@ def run_merge(cfg: Config, data_dir: Path, model_dir: Path, out_dir: Path, nj: i
     d = DataDir.load(data_dir)
     marker = StageMarker(dir_marker(out_dir), {"model": model_digest(model_dir), "tables": tables_digest(d.path),
                                                   "conditioning": conditioning_settings(cfg.extract)})
-    done = (out_dir / "xvector.scp").is_file() and marker.is_done(outputs_hint=out_dir)
+    done = EmbeddingsLayout(out_dir).xvector_scp.is_file() and marker.is_done(outputs_hint=out_dir)
     if check_only:
         if done:
             log.info("stage 5: %s already complete; nothing to do", out_dir)
@@ -158,5 +159,5 @@ def run_merge(cfg: Config, data_dir: Path, model_dir: Path, out_dir: Path, nj: i
     dim = merge_jobs(data_dir, out_dir, nj)
     write_summary(out_dir, model_dir, dim, len(d.utt2spk))
     marker.mark_done()
-    log.info("stage 5: %d x-vectors of dimension %d in %s", len(d.utt2spk), dim, out_dir / "xvector.scp")
+    log.info("stage 5: %d x-vectors of dimension %d in %s", len(d.utt2spk), dim, EmbeddingsLayout(out_dir).xvector_scp)
     return 0

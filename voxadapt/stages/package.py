@@ -11,7 +11,7 @@ from voxadapt.api import SpeakerVerifier
 from voxadapt.config import Config
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import StageMarker, file_digest
-from voxadapt.layout import ExpLayout, PackageLayout
+from voxadapt.layout import ExpLayout, ModelDirLayout, PackageLayout
 from voxadapt.onnx_export import export_onnx
 from voxadapt.package import make_package
 
@@ -25,7 +25,7 @@ def run(cfg: Config, exp: ExpLayout, out: Path | None = None,
     if model_link.is_symlink() and not model_link.exists():
         raise VoxadaptError(located(model_link, None, f"points to {os.readlink(model_link)}, which does not exist",
                                     "re-run stage 4 (it publishes the final model), or delete the link"))
-    weights, calibration = model_link / "model.safetensors", exp.calibration
+    weights, calibration = ModelDirLayout(model_link).weights, exp.calibration
     for needed, stages in ((weights, "3-4"), (calibration, "6")):
         if not needed.is_file():
             raise VoxadaptError(located(needed, None, "missing", f"run stage {stages} first"))

@@ -14,6 +14,7 @@ from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.trials import read_trials
 from voxadapt.embed import embed_waveforms
+from voxadapt.layout import trial_list
 from voxadapt.metrics import eer, min_dcf
 
 
@@ -22,7 +23,7 @@ class DevEer:
 
     def __init__(self, set_dir: Path, sample_rate: int, opts: ExtractConfig):
         d = DataDir.load(set_dir)
-        self.trials = read_trials(set_dir / "trials", known=d.utt2spk)
+        self.trials = read_trials(trial_list(set_dir), known=d.utt2spk)
         self.audio = {u: read_utterance(d, u) for u in d.utterance_ids}
         self.sr, self.opts = sample_rate, opts
 

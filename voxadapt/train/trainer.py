@@ -26,7 +26,7 @@ from voxadapt.data.examples import ExampleTable
 from voxadapt.data.sampler import SpeakerBatchSampler, epoch_batches
 from voxadapt.errors import VoxadaptError
 from voxadapt.fileio import StageMarker, file_digest, text_digest, write_text_atomic
-from voxadapt.layout import AUGMENT_KINDS, DataLayout, ExpLayout
+from voxadapt.layout import AUGMENT_KINDS, DataLayout, ExpLayout, ModelDirLayout, PhaseLayout, trial_list
 from voxadapt.models.aam import AAMSoftmax
 from voxadapt.models.backbone import backbone_from_config
 from voxadapt.models.speaker import SpeakerModel, build_model, load_weights, model_fingerprint, save_model_dir
@@ -111,12 +111,12 @@ class PhaseTrainer:
                  init_dir: Path | None, info: DistInfo):
         self.cfg, self.phase, self.info = cfg, phase, info
         self.data, self.exp, self.init_dir = data, exp, init_dir
-        self.phase_dir = exp.phase_dir(phase.name)
-        self.ckpt_dir = self.phase_dir / "checkpoints"
-        self.final_dir = self.phase_dir / "final"
+        self.phase_layout = PhaseLayout(exp.phase_dir(phase.name))
+        self.ckpt_dir = self.phase_layout.checkpoints
+        self.final_dir = self.phase_layout.final.root
         self.seed = cfg.seed * 1000 + phase_index
         self.created = time.time()  # the set-up time (to the first batch in hand) is reported
-        init_classes = (init_dir / "classes.txt").read_text().split() if init_dir else None
+        init_classes = ModelDirLayout(init_dir).classes.read_text().split() if init_dir else None
         train, sr = cfg.data.sets.train, cfg.data.sample_rate
         speeds = cfg.augment.speeds if cfg.augment.speed_perturb else []
         if cfg.loader.shards:
@@ -133,10 +133,10 @@ class PhaseTrainer:
             "model": model_fingerprint(cfg.model), "phase": phase.fingerprint(),
             "loader": cfg.loader.fingerprint(), "augment": augment,
             "seed": cfg.seed, "classes": digest,
-            "init": file_digest(init_dir / "model.safetensors") if init_dir else "pretrained",
-            "teacher": file_digest(Path(cfg.model.distill.teacher) / "model.safetensors") if cfg.model.distill.teacher else "",
+            "init": file_digest(ModelDirLayout(init_dir).weights) if init_dir else "pretrained",
+            "teacher": file_digest(ModelDirLayout(Path(cfg.model.distill.teacher)).weights) if cfg.model.distill.teacher else "",
         }
-        self.marker = StageMarker(self.phase_dir / "done.json", self.fingerprint)
+        self.marker = StageMarker(self.phase_layout.marker, self.fingerprint)
         # This phase's and every later one's drops must leave classes to train on: refused before any trains.
         for later in (cfg.train.phases + cfg.adapt.phases)[phase_index:]:
             batch = later.batch_size or cfg.loader.batch_size
@@ -149,7 +149,7 @@ class PhaseTrainer:
         cfg, phase, dev = self.cfg, self.phase, self.info.device
         model, head = build_model(cfg, self.table.num_classes)
         if self.init_dir:
-            load_weights(self.init_dir / "model.safetensors", model, head)
+            load_weights(ModelDirLayout(self.init_dir).weights, model, head)
         try:
             set_trainable(model, head, phase.trainable_layers, phase.cnn_grad_scale, phase.train_embedding)
         except ValueError as err:
@@ -196,7 +196,7 @@ class PhaseTrainer:
             test_dirs = [self.data.set_dir(s) for s in cfg.data.sets.tests]
             audio = adaptation_set(phase.dropadapt.adaptation_dir, test_dirs, phase.dropadapt.max_utts, self.seed)
             self.dropadapt = DropAdapt(phase.dropadapt, n, self.seed, audio, cfg.data.sample_rate, self.table.classes,
-                                       self.phase_dir / "dropadapt.tsv")
+                                       self.phase_layout.dropadapt_log)
         self.head_classes: torch.Tensor | None = None  # rows of the head in the softmax (None: all)
         self.nonfinite_run = torch.zeros((), dtype=torch.float64, device=dev)  # non-finite steps in a row
         self.pending: list[tuple[int, torch.Tensor, float, list[float]]] = []  # steps the host has not read yet
@@ -205,7 +205,7 @@ class PhaseTrainer:
         self.dataset = CropBatchDataset(self.table, phase.crop_seconds or cfg.loader.crop_seconds, augment)
         self.validator = None
         dev_set = cfg.data.sets.dev
-        if self.info.is_main and dev_set and (self.data.set_dir(dev_set) / "trials").is_file():
+        if self.info.is_main and dev_set and trial_list(self.data.set_dir(dev_set)).is_file():
             self.validator = DevEer(self.data.set_dir(dev_set), cfg.data.sample_rate, cfg.extract)
         self.writer = None
         if self.info.is_main:
@@ -373,7 +373,7 @@ class PhaseTrainer:
 
     # --------------------------------------------------------------------------------- run
     def run(self) -> Path:
-        if self.marker.is_done(outputs_hint=self.phase_dir):
+        if self.marker.is_done(outputs_hint=self.phase_layout.root):
             log.info("phase %s: already trained (%s); nothing to do", self.phase.name, self.final_dir)
             return self.final_dir
         self._build()
@@ -512,12 +512,12 @@ class PhaseTrainer:
             from voxadapt.report.plots import save_layer_weight_png
 
             self.model.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")})
-            save_layer_weight_png(self.phase_dir / "layer_weights.png",
+            save_layer_weight_png(self.phase_layout.layer_weights_png,
                                   {k: v.cpu().numpy() for k, v in self.model.pooling.layer_weights().items()},
                                   f"{self.cfg.name} / {self.phase.name}")
             s = self.summary
             s["seconds_per_step"] = round(s["seconds"] / max(1, s["steps"] - s["start_step"]), 3)
-            write_text_atomic(self.phase_dir / "summary.json", json.dumps(s, indent=1) + "\n")
+            write_text_atomic(self.phase_layout.summary, json.dumps(s, indent=1) + "\n")
             self.marker.mark_done()
             log.info("phase %s: done; model (average of %d epoch checkpoints) in %s", self.phase.name, len(chosen),
                      self.final_dir)
