@@ -23,7 +23,10 @@ are chosen in the shell.
                                        a set's x-vectors, an evaluation's data)
   <dir>/.lock                          held by the run writing <dir> (<data>, <exp>/<name>, an evaluation)
 A package (<exp>/<name>/package/, `PackageLayout`) and an evaluation directory (local/evaluate.sh,
-`EvalLayout`) have layouts of their own.
+`EvalLayout`) have layouts of their own; the files inside a model dir, a phase, a back-end, a set's
+x-vectors, a scored list, the degraded set and pre-training are named by `ModelDirLayout`,
+`PhaseLayout`, `BackendLayout`, `EmbeddingsLayout`, `ScoresLayout`, `DegradedSetLayout` and
+`PretrainLayout`.
 """
 
 from __future__ import annotations
