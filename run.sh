@@ -95,6 +95,23 @@ done
   *) die "--corpus '$corpus' is not one of synthetic, voxceleb, kaldi" ;;
 esac
 
+# Options for one corpus are errors with another, never silently ignored: checked before the config
+# is read when --corpus is given (the config may not fit the other corpus), else with the config's.
+check_corpus_options() {
+  local opt for_corpus
+  for opt in voxceleb1_root voxceleb2_root vox1_trials vox2_convert_dir train_dir test_dir trials; do
+    case "$opt" in train_dir|test_dir|trials) for_corpus=kaldi ;; *) for_corpus=voxceleb ;; esac
+    if [ -n "${!opt}" ] && [ "$corpus" != "$for_corpus" ]; then
+      die "--$opt applies to --corpus $for_corpus, but the corpus is '$corpus'; add --corpus $for_corpus or drop --$opt"
+    fi
+    # Corpus paths are read by stage 0 only: later stages use the data dirs it made.
+    if [ -n "${!opt}" ] && [ "$stage" -gt 0 ]; then
+      die "--$opt is read by stage 0 only, and --stage is $stage; to score new data with a trained model use local/evaluate.sh (see --help)"
+    fi
+  done
+}
+[ -z "$corpus" ] || check_corpus_options
+
 overrides=()
 add_override() { [ -z "$2" ] || overrides+=(--set "$1=$2"); }
 add_override data.corpus "$corpus"
@@ -116,17 +133,7 @@ common=(--config "$config" ${overrides[@]+"${overrides[@]}"})
 paths=$(python -m voxadapt.stages paths "${common[@]}" --data "$data" --exp "$exp")
 eval "$paths"
 
-# Options for one corpus are errors with another, never silently ignored.
-for opt in voxceleb1_root voxceleb2_root vox1_trials vox2_convert_dir train_dir test_dir trials; do
-  case "$opt" in train_dir|test_dir|trials) for_corpus=kaldi ;; *) for_corpus=voxceleb ;; esac
-  if [ -n "${!opt}" ] && [ "$corpus" != "$for_corpus" ]; then
-    die "--$opt applies to --corpus $for_corpus, but the corpus is '$corpus'; add --corpus $for_corpus or drop --$opt"
-  fi
-  # Corpus paths are read by stage 0 only: later stages use the data dirs it made.
-  if [ -n "${!opt}" ] && [ "$stage" -gt 0 ]; then
-    die "--$opt is read by stage 0 only, and --stage is $stage; to score new data with a trained model use local/evaluate.sh (see --help)"
-  fi
-done
+check_corpus_options
 
 log() { echo "$(date '+%F %T') [run.sh] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
