@@ -13,11 +13,14 @@ PACKAGE = ROOT / "voxadapt"
 
 
 def owned_names() -> set[str]:
-    """The names layout.py joins onto a directory (`root / "name"`), and its file-name constants."""
+    """The names layout.py joins onto a directory (`root / "name"`, `Under("name")`), and its file-name
+    constants."""
     names = {layout.CUTS, *layout.MANIFEST_FILES}
     for node in ast.walk(ast.parse((PACKAGE / "layout.py").read_text())):
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant):
             names.add(node.right.value)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Under":
+            names.update(arg.value for arg in node.args if isinstance(arg, ast.Constant))
     return names
 
 

@@ -46,6 +46,18 @@ AUGMENT_WEIGHTS = ("reverb", "noise", "music", "babble", "telephone", "codec")
 DEGRADE_CONDITIONS = ("room", "noise", "telephone", "codec")
 
 
+class Under:
+    """A path under a layout's root, declared in one line: `config = Under("config.yaml")`."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, layout: object, owner: type | None = None) -> Path:
+        if layout is None:  # looked up on the class, not a layout
+            return self  # type: ignore[return-value]
+        return layout.root.joinpath(*self.parts)  # type: ignore[attr-defined]
+
+
 def dir_marker(directory: Path) -> Path:
     """The marker of an output directory made as a whole."""
     return directory / ".done.json"
@@ -111,9 +123,7 @@ class DataLayout:
     def manifest_dir(self, name: str) -> Path:
         return self.manifests_root / name
 
-    @property
-    def manifests_root(self) -> Path:
-        return self.root / "manifests"
+    manifests_root = Under("manifests")
 
     def cuts(self, name: str) -> Path:
         return self.manifest_dir(name) / CUTS
@@ -128,13 +138,8 @@ class DataLayout:
     def augment_manifest(self, kind: str) -> Path:
         return self.augment_dir / f"{kind}.jsonl.gz"
 
-    @property
-    def generated_audio(self) -> Path:
-        return self.root / "audio"
-
-    @property
-    def generated_augment_audio(self) -> Path:
-        return self.root / "augment"
+    generated_audio = Under("audio")
+    generated_augment_audio = Under("augment")
 
     def marker(self, stage: int, name: str) -> Path:
         return self.root / ".done" / f"stage{stage}_{name}.json"
@@ -146,21 +151,14 @@ class ScoredLayout:
 
     root: Path
 
-    @property
-    def scores_dir(self) -> Path:
-        return self.root / "scores"
+    scores_dir = Under("scores")
 
     def scores(self, list_name: str) -> Path:
         """<method>.{score,llr}, det.png, histogram.png of one trial list."""
         return self.scores_dir / list_name
 
-    @property
-    def results_md(self) -> Path:
-        return self.root / "RESULTS.md"
-
-    @property
-    def results_json(self) -> Path:
-        return self.root / "results.json"
+    results_md = Under("RESULTS.md")
+    results_json = Under("results.json")
 
 
 @dataclass(frozen=True)
@@ -171,26 +169,14 @@ class ExpLayout(ScoredLayout):
     def of(cls, exp: str | Path, name: str) -> ExpLayout:
         return cls(Path(exp) / name)
 
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
+    config = Under("config.yaml")
 
     def phase_dir(self, phase: str) -> Path:
         return self.root / phase
 
-    @property
-    def model(self) -> Path:
-        """Link to the final phase's averaged model (stage 4)."""
-        return self.root / "model"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tensorboard"
-
-    @property
-    def log_dir(self) -> Path:
-        """Logs of the training stages (train.log, adapt.log; .node<R> per node)."""
-        return self.root / "log"
+    model = Under("model")  # Link to the final phase's averaged model (stage 4).
+    tensorboard = Under("tensorboard")
+    log_dir = Under("log")  # Logs of the training stages (train.log, adapt.log; .node<R> per node).
 
     def embeddings(self, set_name: str) -> Path:
         return self.root / "embeddings" / set_name
@@ -198,17 +184,13 @@ class ExpLayout(ScoredLayout):
     def xvector_scp(self, set_name: str) -> Path:
         return EmbeddingsLayout(self.embeddings(set_name)).xvector_scp
 
-    @property
-    def backend(self) -> Path:
-        return self.root / "backend"
+    backend = Under("backend")
 
     @property
     def calibration(self) -> Path:
         return self.backend / "calibration.json"
 
-    @property
-    def package(self) -> Path:
-        return self.root / "package"
+    package = Under("package")
 
     def marker(self, stage: int, name: str) -> Path:
         return self.root / ".done" / f"stage{stage}_{name}.json"
@@ -218,18 +200,13 @@ class ExpLayout(ScoredLayout):
 class EvalLayout(ScoredLayout):
     """local/evaluate.sh's output directory for one evaluation (a model on a new data dir)."""
 
-    @property
-    def data_dir(self) -> Path:
-        """The checked copy of the user's data dir, with the trial list as data/trials."""
-        return self.root / "data"
+    data_dir = Under("data")  # The checked copy of the user's data dir, with the trial list as data/trials.
 
     @property
     def trials(self) -> Path:
         return self.data_dir / "trials"
 
-    @property
-    def embeddings(self) -> Path:
-        return self.root / "embeddings"
+    embeddings = Under("embeddings")
 
     @property
     def xvector_scp(self) -> Path:
@@ -242,37 +219,14 @@ class PackageLayout:
 
     root: Path
 
-    @property
-    def manifest(self) -> Path:
-        return self.root / "voxadapt-model.json"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def backbone(self) -> Path:
-        return self.root / "backbone.json"
-
-    @property
-    def weights(self) -> Path:
-        return self.root / "model.safetensors"
-
-    @property
-    def adapter_weights(self) -> Path:
-        return self.root / "adapters.safetensors"
-
-    @property
-    def backend(self) -> Path:
-        return self.root / "backend"
-
-    @property
-    def calibration(self) -> Path:
-        return self.root / "calibration.json"
-
-    @property
-    def onnx(self) -> Path:
-        return self.root / "model.onnx"
+    manifest = Under("voxadapt-model.json")
+    config = Under("config.yaml")
+    backbone = Under("backbone.json")
+    weights = Under("model.safetensors")
+    adapter_weights = Under("adapters.safetensors")
+    backend = Under("backend")
+    calibration = Under("calibration.json")
+    onnx = Under("model.onnx")
 
 
 def is_package(path: str | Path) -> bool:
@@ -342,22 +296,10 @@ class ModelDirLayout:
 
     root: Path
 
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def backbone(self) -> Path:
-        return self.root / "backbone.json"
-
-    @property
-    def weights(self) -> Path:
-        return self.root / "model.safetensors"
-
-    @property
-    def classes(self) -> Path:
-        """The training classes, one per line, in head-row order."""
-        return self.root / "classes.txt"
+    config = Under("config.yaml")
+    backbone = Under("backbone.json")
+    weights = Under("model.safetensors")
+    classes = Under("classes.txt")  # The training classes, one per line, in head-row order.
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -370,30 +312,17 @@ class PhaseLayout:
 
     root: Path
 
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
+    checkpoints = Under("checkpoints")
 
     @property
     def final(self) -> ModelDirLayout:
         """The phase's averaged model."""
         return ModelDirLayout(self.root / "final")
 
-    @property
-    def marker(self) -> Path:
-        return self.root / "done.json"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def layer_weights_png(self) -> Path:
-        return self.root / "layer_weights.png"
-
-    @property
-    def dropadapt_log(self) -> Path:
-        return self.root / "dropadapt.tsv"
+    marker = Under("done.json")
+    summary = Under("summary.json")
+    layer_weights_png = Under("layer_weights.png")
+    dropadapt_log = Under("dropadapt.tsv")
 
 
 @dataclass(frozen=True)
@@ -403,35 +332,13 @@ class BackendLayout:
 
     root: Path
 
-    @property
-    def mean(self) -> Path:
-        return self.root / "mean.vec"
-
-    @property
-    def lda(self) -> Path:
-        return self.root / "lda.mat"
-
-    @property
-    def kaldi_lda(self) -> Path:
-        return self.root / "transform.mat"
-
-    @property
-    def plda(self) -> Path:
-        return self.root / "plda"
-
-    @property
-    def cohort(self) -> Path:
-        return self.root / "cohort.ark"
-
-    @property
-    def plda_em(self) -> Path:
-        """The PLDA's log-likelihood per EM iteration (stage 6)."""
-        return self.root / "plda_em.json"
-
-    @property
-    def calibration(self) -> Path:
-        """Stage 6's calibrations (a package keeps its own beside backend/)."""
-        return self.root / "calibration.json"
+    mean = Under("mean.vec")
+    lda = Under("lda.mat")
+    kaldi_lda = Under("transform.mat")
+    plda = Under("plda")
+    cohort = Under("cohort.ark")
+    plda_em = Under("plda_em.json")  # The PLDA's log-likelihood per EM iteration (stage 6).
+    calibration = Under("calibration.json")  # Stage 6's calibrations (a package keeps its own beside backend/).
 
     @property
     def parameters(self) -> tuple[Path, ...]:
@@ -445,26 +352,11 @@ class EmbeddingsLayout:
 
     root: Path
 
-    @property
-    def xvector_scp(self) -> Path:
-        """Written last: its presence means the set is complete."""
-        return self.root / "xvector.scp"
-
-    @property
-    def spk_xvector_scp(self) -> Path:
-        return self.root / "spk_xvector.scp"
-
-    @property
-    def spk_xvector_ark(self) -> Path:
-        return self.root / "spk_xvector.ark"
-
-    @property
-    def num_utts(self) -> Path:
-        return self.root / "num_utts.ark"
-
-    @property
-    def info(self) -> Path:
-        return self.root / "info.json"
+    xvector_scp = Under("xvector.scp")  # Written last: its presence means the set is complete.
+    spk_xvector_scp = Under("spk_xvector.scp")
+    spk_xvector_ark = Under("spk_xvector.ark")
+    num_utts = Under("num_utts.ark")
+    info = Under("info.json")
 
     def job_scp(self, job: int) -> Path:
         return self.root / f"xvector.{job}.scp"
@@ -492,13 +384,8 @@ class ScoresLayout:
     def llr(self, method: str) -> Path:
         return self.root / f"{method}.llr"
 
-    @property
-    def det_png(self) -> Path:
-        return self.root / "det.png"
-
-    @property
-    def histogram_png(self) -> Path:
-        return self.root / "histogram.png"
+    det_png = Under("det.png")
+    histogram_png = Under("histogram.png")
 
 
 def trial_list(set_dir: Path) -> Path:
@@ -548,18 +435,10 @@ class DegradedSetLayout:
 
     root: Path
 
-    @property
-    def audio(self) -> Path:
-        return self.root / "flac"
+    audio = Under("flac")
 
     def utterance_audio(self, utt: str) -> Path:
         return self.audio / f"{utt}.flac"
 
-    @property
-    def settings(self) -> Path:
-        """The settings a (partial) copy was made with: one made with others is removed."""
-        return self.root / "settings.json"
-
-    @property
-    def utt2condition(self) -> Path:
-        return self.root / "utt2condition"
+    settings = Under("settings.json")  # The settings a (partial) copy was made with: one made with others is removed.
+    utt2condition = Under("utt2condition")
