@@ -89,10 +89,12 @@ def test_markers_made_before_a_key_was_added_still_match():
 
     from voxadapt.config.loader import upgrade_fingerprint
     from voxadapt.config.schema import ADDED
+    from voxadapt.stages.extract import conditioning_settings
 
     cfg = load_config(None)
     now = {"model": dataclasses.asdict(cfg.model), "phase": cfg.train.phases[0].fingerprint(),
-           "scoring": dataclasses.asdict(cfg.scoring), "synthetic": dataclasses.asdict(cfg.data.synthetic)}
+           "scoring": dataclasses.asdict(cfg.scoring), "synthetic": dataclasses.asdict(cfg.data.synthetic),
+           "conditioning": conditioning_settings(cfg.extract)}
     old = copy.deepcopy(now)  # nested sections too (model.backend)
     for added in ADDED:
         *path, key = added.split(".")

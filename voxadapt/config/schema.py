@@ -22,12 +22,14 @@ SCHEMA_VERSION = 2
 RENAMED: dict[int, dict[str, str]] = {2: {"augment.aug_prob": "augment.probability"}}
 # Keys added after experiments were made, with the default that reproduces what those experiments
 # did, under the names fingerprints keep them ("phase": a training phase, "scoring": the scoring
-# section): a marker or checkpoint without the key was made at that default.
+# section, "conditioning": stage 5's extraction settings): a marker or checkpoint without the key
+# was made at that default.
 ADDED: dict[str, Any] = {"model.subcenters": 1, "phase.inter_topk": 0, "phase.inter_margin": 0.0,
                          "scoring.calibration_qmf": False, "synthetic.test_utts_per_speaker": 0,
                          "phase.dropadapt.max_utts": 0, "phase.cnn_grad_scale": 0.0,
                          "phase.train_embedding": True, "phase.layer_decay_from": "top", "phase.layerdrop": 0.0,
-                         "model.backend.token_positions": "none"}
+                         "model.backend.token_positions": "none",
+                         "conditioning.engine": "auto", "conditioning.precision": "fp32"}
 
 
 # ----------------------------------------------------------------------------------------- top
