@@ -31,6 +31,7 @@ nnodes=1
 node_rank=0
 master_addr=127.0.0.1
 master_port=""   # empty: 29500 for several nodes; a free port on one node
+set=()           # --set KEY=VALUE: one config value (repeatable)
 
 help_message="Usage: $0 [options]
 Stages:
@@ -60,20 +61,6 @@ Options:
 Every stage is resumable: re-running a finished stage does nothing.
 A trained model on new data (your Kaldi dir and trial list): local/evaluate.sh --model exp/<name> ..."
 
-# --set KEY=VALUE (repeatable) overrides one config value; Kaldi's option parser takes one value per name.
-sets=()
-args=()
-while [ $# -gt 0 ]; do
-  if [ "$1" = --set ]; then
-    [ $# -ge 2 ] || { echo "ERROR: $0: option '--set' needs a value (KEY=VALUE, e.g. --set loader.batch_size=128)" >&2; exit 1; }
-    sets+=(--set "$2")
-    shift 2
-  else
-    args+=("$1")
-    shift
-  fi
-done
-set -- ${args[@]+"${args[@]}"}
 . utils/parse_options.sh
 if [ $# -ne 0 ]; then echo "ERROR: $0: unexpected argument '$1' (see $0 --help)" >&2; exit 1; fi
 
@@ -103,22 +90,10 @@ done
 . ./path.sh
 . ./cmd.sh
 
-# Options for one corpus are errors with another, never silently ignored.
-corpus_used="${corpus:-$(python pyscripts/show_config.py --config "$config" --get data.corpus)}"
-case "$corpus_used" in
+[ -z "$corpus" ] || case "$corpus" in
   synthetic|voxceleb|kaldi) ;;
-  *) die "--corpus '$corpus_used' is not one of synthetic, voxceleb, kaldi" ;;
+  *) die "--corpus '$corpus' is not one of synthetic, voxceleb, kaldi" ;;
 esac
-for opt in voxceleb1_root voxceleb2_root vox1_trials vox2_convert_dir train_dir test_dir trials; do
-  case "$opt" in train_dir|test_dir|trials) for_corpus=kaldi ;; *) for_corpus=voxceleb ;; esac
-  if [ -n "${!opt}" ] && [ "$corpus_used" != "$for_corpus" ]; then
-    die "--$opt applies to --corpus $for_corpus, but the corpus is '$corpus_used'; add --corpus $for_corpus or drop --$opt"
-  fi
-  # Corpus paths are read by stage 0 only: later stages use the data dirs it made.
-  if [ -n "${!opt}" ] && [ "$stage" -gt 0 ]; then
-    die "--$opt is read by stage 0 only, and --stage is $stage; to score new data with a trained model use local/evaluate.sh (see --help)"
-  fi
-done
 
 overrides=()
 add_override() { [ -z "$2" ] || overrides+=(--set "$1=$2"); }
@@ -133,10 +108,26 @@ add_override model.backbone.path "$ssl_model"
 add_override data.kaldi.train_dir "$train_dir"
 add_override data.kaldi.test_dir "$test_dir"
 add_override data.kaldi.trials "$trials"
-common=(--config "$config" ${overrides[@]+"${overrides[@]}"} ${sets[@]+"${sets[@]}"})
+for kv in ${set[@]+"${set[@]}"}; do overrides+=(--set "$kv"); done
+common=(--config "$config" ${overrides[@]+"${overrides[@]}"})
 
-name=$(python pyscripts/show_config.py "${common[@]}" --get name)
-expdir="$exp/$name"
+# Python owns every name and path (voxadapt/layout.py); asked once, they come back as shell variables:
+# corpus, expdir, model_dir, log_dir, data_lock, exp_lock, all_sets, backbone_source, set_dir[<set>], xvector_dir[<set>].
+paths=$(python -m voxadapt.stages paths "${common[@]}" --data "$data" --exp "$exp")
+eval "$paths"
+
+# Options for one corpus are errors with another, never silently ignored.
+for opt in voxceleb1_root voxceleb2_root vox1_trials vox2_convert_dir train_dir test_dir trials; do
+  case "$opt" in train_dir|test_dir|trials) for_corpus=kaldi ;; *) for_corpus=voxceleb ;; esac
+  if [ -n "${!opt}" ] && [ "$corpus" != "$for_corpus" ]; then
+    die "--$opt applies to --corpus $for_corpus, but the corpus is '$corpus'; add --corpus $for_corpus or drop --$opt"
+  fi
+  # Corpus paths are read by stage 0 only: later stages use the data dirs it made.
+  if [ -n "${!opt}" ] && [ "$stage" -gt 0 ]; then
+    die "--$opt is read by stage 0 only, and --stage is $stage; to score new data with a trained model use local/evaluate.sh (see --help)"
+  fi
+done
+
 log() { echo "$(date '+%F %T') [run.sh] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
@@ -144,17 +135,15 @@ run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 if run_stage 3 || run_stage 4; then
   if [ -n "$ssl_model" ]; then
     [ -d "$ssl_model" ] || die "--ssl_model $ssl_model: not found; give an existing local save_pretrained directory"
-  elif [ -z "$(python pyscripts/show_config.py "${common[@]}" --get model.backbone.source)" ]; then
+  elif [ -z "$backbone_source" ]; then
     die "--ssl_model is not given and $config has no model.backbone.path: stages 3-4 need pre-trained weights;" \
         "give --ssl_model DIR (a local save_pretrained directory), or model.backbone.arch in the config for a random init"
   fi
 fi
 
 if run_stage 5; then
-  # The corpus's sets, <train> first (voxadapt/layout.py owns the names and paths).
-  all_sets=$(python pyscripts/show_config.py "${common[@]}" --get data.sets.all)
-  for set in $extract_sets; do
-    [[ " $all_sets " == *" $set "* ]] || die "--extract_sets: '$set' is not a set of this corpus ($all_sets)"
+  for s in $extract_sets; do
+    [[ " $all_sets " == *" $s "* ]] || die "--extract_sets: '$s' is not a set of this corpus ($all_sets)"
   done
 fi
 
@@ -167,39 +156,39 @@ node=""
 . utils/lock.sh
 if [ "$stage" -le 2 ]; then
   mkdir -p "$data"
-  if ! lock_dir "$data/.lock"; then
-    log "waiting for another run preparing $data (it holds $data/.lock)"
+  if ! lock_dir "$data_lock"; then
+    log "waiting for another run preparing $data (it holds $data_lock)"
     flock -x "$lock_fd"
   fi
-  data_lock=$lock_fd
+  data_lock_fd=$lock_fd
 fi
 if [ "$stop_stage" -ge 3 ]; then
   mkdir -p "$expdir"
-  lock_dir "$expdir/.lock$node" ||
-    die "another run is using $expdir (it holds $expdir/.lock$node); wait for it to end, or give this run another --exp"
+  lock_dir "$exp_lock$node" ||
+    die "another run is using $expdir (it holds $exp_lock$node); wait for it to end, or give this run another --exp"
 fi
 
 if run_stage 0; then
   # reads: the corpus (generated, --voxceleb*_root, or --train_dir/--test_dir/--trials)
   # writes: $data/<set>/{wav.scp,utt2spk,spk2utt,reco2dur,trials*} for every set
   log "Stage 0: data dirs"
-  python pyscripts/prepare_data.py "${common[@]}" --data "$data" --nj "$nj"
+  python -m voxadapt.stages data "${common[@]}" --data "$data" --nj "$nj"
 fi
 
 if run_stage 1; then
   # reads: $data/<set>/   writes: $data/manifests/<set>/{recordings,supervisions,cuts}.jsonl.gz
   log "Stage 1: lhotse manifests"
-  python pyscripts/make_manifests.py "${common[@]}" --data "$data"
+  python -m voxadapt.stages manifests "${common[@]}" --data "$data"
 fi
 
 if run_stage 2; then
   # reads: $data/manifests/<train>/cuts.jsonl.gz (+ --musan_root, --rirs_root)
   # writes: $data/manifests/augment/{noise,music,speech,rir}.jsonl.gz (+ $data/shards/<train>/ with loader.shards)
   log "Stage 2: augmentation resources and speed perturbation"
-  python pyscripts/prepare_augment.py "${common[@]}" --data "$data" --nj "$nj"
+  python -m voxadapt.stages augment "${common[@]}" --data "$data" --nj "$nj"
 fi
 
-[ -z "${data_lock:-}" ] || exec {data_lock}>&-  # prepared: other runs may use and prepare it now
+[ -z "${data_lock_fd:-}" ] || exec {data_lock_fd}>&-  # prepared: other runs may use and prepare it now
 
 torchrun_args=(--nproc_per_node "$nproc_per_node" --nnodes "$nnodes" --node_rank "$node_rank"
                --master_addr "$master_addr" --master_port "${master_port:-29500}")
@@ -211,33 +200,24 @@ fi
 if run_stage 3; then
   # reads: $data/manifests/<train>/ (or $data/shards/<train>/), $data/manifests/augment/, $data/dev/ (validation EER)
   # writes: $expdir/config.yaml, $expdir/<phase>/{checkpoints,final,summary.json}, $expdir/tensorboard/
-  log "Stage 3: training (log: $expdir/log/train$node.log; TensorBoard: $expdir/tensorboard)"
-  $train_cmd "$expdir/log/train$node.log" \
-    python pyscripts/torchrun.py "${torchrun_args[@]}" pyscripts/train.py "${common[@]}" --data "$data" --exp "$exp" --stage train
+  log "Stage 3: training (log: $log_dir/train$node.log)"
+  $train_cmd "$log_dir/train$node.log" \
+    python pyscripts/torchrun.py "${torchrun_args[@]}" -m voxadapt.stages train "${common[@]}" --data "$data" --exp "$exp"
 fi
 
 if run_stage 4; then
   # reads: stage 3's last phase   writes: $expdir/<adapt phase>/, $expdir/model -> <last phase>/final
-  log "Stage 4: adaptation phases and the final model (log: $expdir/log/adapt$node.log)"
-  $train_cmd "$expdir/log/adapt$node.log" \
-    python pyscripts/torchrun.py "${torchrun_args[@]}" pyscripts/train.py "${common[@]}" --data "$data" --exp "$exp" --stage adapt
+  log "Stage 4: adaptation phases and the final model (log: $log_dir/adapt$node.log)"
+  $train_cmd "$log_dir/adapt$node.log" \
+    python pyscripts/torchrun.py "${torchrun_args[@]}" -m voxadapt.stages adapt "${common[@]}" --data "$data" --exp "$exp"
 fi
 
 if run_stage 5; then
   # reads: $data/<set>/, $expdir/model
   # writes: $expdir/embeddings/<set>/{xvector,spk_xvector}.{ark,scp}, num_utts.ark for every set
-  log "Stage 5: x-vectors ($nj jobs per set; logs: $expdir/embeddings/<set>/log/)"
-  # Local jobs share this machine's cores; more threads than cores makes every job crawl.
-  threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1
-  for set in ${extract_sets:-$all_sets}; do
-    out="$expdir/embeddings/$set"
-    merge=(python pyscripts/merge_xvectors.py "${common[@]}" --data "$data/$set" --model "$expdir/model" --out "$out" --nj "$nj")
-    if "${merge[@]}" --check; then continue; fi
-    utils/split_data.sh "$data/$set" "$nj"
-    $extract_cmd JOB=1:"$nj" "$out/log/extract.JOB.log" \
-      python pyscripts/extract_xvectors.py "${common[@]}" --model "$expdir/model" \
-        --split-dir "$data/$set/split$nj" --out "$out" --job JOB --num-threads "$threads"
-    "${merge[@]}"
+  log "Stage 5: x-vectors ($nj jobs per set; logs: log/ in each set's x-vector dir)"
+  for s in ${extract_sets:-$all_sets}; do
+    steps/extract_xvectors.sh --nj "$nj" --cmd "$extract_cmd" "${common[@]}" "$model_dir" "${set_dir[$s]}" "${xvector_dir[$s]}"
   done
 fi
 
@@ -245,20 +225,20 @@ if run_stage 6; then
   # reads: $expdir/embeddings/<train>/ (+ the calibration set's x-vectors and trials)
   # writes: $expdir/backend/{mean.vec,lda.mat,plda,cohort.ark,calibration.json}
   log "Stage 6: back-end (mean, LDA, PLDA, AS-norm cohort, calibration)"
-  python pyscripts/train_backend.py "${common[@]}" --data "$data" --exp "$exp" --binary "$binary"
+  python -m voxadapt.stages backend "${common[@]}" --data "$data" --exp "$exp" --binary "$binary"
 fi
 
 if run_stage 7; then
   # reads: $data/<test>/trials*, $expdir/embeddings/<test>/, $expdir/backend/
   # writes: $expdir/scores/<list>/{<method>.score,<method>.llr,det.png,histogram.png}, $expdir/RESULTS.md, results.json
   log "Stage 7: scoring"
-  python pyscripts/score.py "${common[@]}" --data "$data" --exp "$exp"
+  python -m voxadapt.stages score "${common[@]}" --data "$data" --exp "$exp"
 fi
 
 if run_stage 8; then
   # reads: $expdir/model, $expdir/backend/   writes: $expdir/package/ (+ model.onnx)
   log "Stage 8: packaged model for 'voxadapt embed|verify|score' and voxadapt.load()"
-  python pyscripts/package_model.py "${common[@]}" --exp "$exp"
+  python -m voxadapt.stages package "${common[@]}" --exp "$exp"
 fi
 
 log "Done (stages $stage..$stop_stage) for $expdir"

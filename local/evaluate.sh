@@ -2,7 +2,7 @@
 # Evaluate a trained experiment or a packaged model on your own Kaldi data dir and trial list,
 # with the steps of stages 0, 5 and 7; the recipe's data/ is never touched.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+root="$(cd "$(dirname "$0")/.." && pwd)"
 
 stage=0
 stop_stage=2
@@ -10,7 +10,7 @@ model=""        # exp/<name> (a trained experiment) or a package directory (exp/
 data_dir=""     # your Kaldi data dir: wav.scp (paths or 'cmd |' pipes), utt2spk, optional segments
 trials=""       # its trial list, Kaldi 'enroll test target|nontarget' or VoxCeleb '1|0 a.wav b.wav'
 name=""         # the list's name in the results (default: the data dir's name)
-out=""          # evaluation directory (default: <experiment>/eval/<name>)
+out=""          # evaluation directory (default: <experiment>/eval/<name>, or <package>_eval/<name>)
 nj=2            # extraction jobs, through $extract_cmd (cmd.sh)
 cohort_scp=""   # AS-norm cohort x-vectors (default: the model's training-speaker means)
 
@@ -25,12 +25,19 @@ Options:
   --data_dir DIR     your Kaldi data dir (required)
   --trials FILE      its trial list (required)
   --name NAME        name of the list in the results (default: the data dir's name)
-  --out DIR          evaluation directory (default: <experiment>/eval/<name>)
+  --out DIR          evaluation directory (default: <experiment>/eval/<name> for an experiment,
+                     <package>_eval/<name> beside a package: one per model, never inside the package)
   --nj N             extraction jobs (default: $nj)
   --cohort_scp FILE  AS-norm cohort x-vectors from your domain (default: the model's training speakers)
-  --stage N --stop_stage M   run stages N..M (default: $stage..$stop_stage)"
+  --stage N --stop_stage M   run stages N..M (default: $stage..$stop_stage)
+Paths are relative to the directory you run this from."
 
-. utils/parse_options.sh
+. "$root/utils/parse_options.sh"
+# Option paths are the caller's; the steps run in the recipe's directory (its path.sh, cmd.sh, utils/).
+for opt in model data_dir trials out cohort_scp; do
+  [ -z "${!opt}" ] || [[ "${!opt}" == /* ]] || printf -v "$opt" '%s' "$PWD/${!opt}"
+done
+cd "$root"
 die() { echo "ERROR: $0: $*" >&2; exit 1; }
 [ $# -eq 0 ] || die "unexpected argument '$1' (see $0 --help)"
 [ -n "$model" ] && [ -n "$data_dir" ] && [ -n "$trials" ] || die "give --model, --data_dir and --trials (see $0 --help)"
@@ -46,37 +53,26 @@ name="${name:-$(basename "$data_dir")}"
 . ./cmd.sh
 log() { echo "$(date '+%F %T') [evaluate.sh] $*"; }
 
-# Experiment or package, Python decides: the model dir stage 5's jobs load, the config they read
-# extraction settings from, and the default output dir.
-mapfile -t paths < <(python pyscripts/evaluate.py paths --model "$model" --name "$name")
-[ "${#paths[@]}" -eq 3 ] || exit 1
-model_dir="${paths[0]}"
-config="${paths[1]}"
-out="${out:-${paths[2]}}"
+# Experiment or package, Python decides (voxadapt/layout.py owns the paths): model_dir (what the
+# extraction jobs load), config (their settings), out (default <experiment>/eval/<name>), out_lock,
+# out_data, out_xvectors.
+paths=$(python pyscripts/evaluate.py paths --model "$model" --name "$name" ${out:+--eval-dir "$out"})
+eval "$paths"
 # Two evaluations into one directory would overwrite each other's files: the second stops.
 mkdir -p "$out"
 . utils/lock.sh
-lock_dir "$out/.lock" ||
-  die "another evaluation is using $out (it holds $out/.lock); wait for it to end, or give this one another --out"
+lock_dir "$out_lock" ||
+  die "another evaluation is using $out (it holds $out_lock); wait for it to end, or give this one another --out"
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
-  log "Stage 0: validating $data_dir and $trials -> $out/data"
+  log "Stage 0: validating $data_dir and $trials -> $out_data"
   python pyscripts/evaluate.py prepare --model "$model" --data-dir "$data_dir" --trials "$trials" \
     --eval-dir "$out" --nj "$nj"
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  log "Stage 1: x-vectors ($nj jobs; logs: $out/embeddings/log/)"
-  threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1
-  merge=(python pyscripts/merge_xvectors.py --config "$config" --data "$out/data" --model "$model_dir"
-         --out "$out/embeddings" --nj "$nj")
-  if ! "${merge[@]}" --check; then
-    utils/split_data.sh "$out/data" "$nj"
-    $extract_cmd JOB=1:"$nj" "$out/embeddings/log/extract.JOB.log" \
-      python pyscripts/extract_xvectors.py --config "$config" --model "$model_dir" \
-        --split-dir "$out/data/split$nj" --out "$out/embeddings" --job JOB --num-threads "$threads"
-    "${merge[@]}"
-  fi
+  log "Stage 1: x-vectors ($nj jobs; logs: $out_xvectors/log/)"
+  steps/extract_xvectors.sh --nj "$nj" --cmd "$extract_cmd" --config "$config" "$model_dir" "$out_data" "$out_xvectors"
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then

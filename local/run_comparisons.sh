@@ -3,9 +3,10 @@
 # scratch under the comparison's exp dir (stages 3-7; finished runs are skipped) and each table
 # (EER with 95 % speaker-bootstrap intervals on the clean and degraded lists, paired differences
 # from the table's reference) is printed and written to <exp>/table_*.md.
-#   --scale tiny: ./run.sh's data/ (run ./run.sh first: its model is the distillation teacher)
+#   --scale tiny: ./run.sh's data/ and exp/compare/; the distillation teacher is ./run.sh's model
 #   --scale eval: conf/eval_synthetic.yaml (1,000 training and 5,000 test speakers) in data_eval/,
-#                 exp/compare_eval/; data and the teacher (exp/eval_synthetic) are made if missing
+#                 exp/compare_eval/; the teacher is conf/eval_synthetic.yaml's model
+# The data and the teacher are made (./run.sh) if missing.
 set -euo pipefail
 seeds="1 2 3"
 only=""
@@ -30,13 +31,16 @@ esac
 . ./path.sh
 case "$scale" in
   # DropClass and DropAdapt drop a share of the classes: their configs differ with the class count.
-  tiny) data=data; exp=exp/compare; overlay=(); teacher=exp/mhfa_tiny/model
-        dropclass=conf/mhfa_dropclass_tiny.yaml; dropadapt=conf/dropadapt_tiny.yaml; random_drop=conf/dropadapt_random_tiny.yaml
-        [ -f data/.done/stage2_augment.json ] || die "data/ is not prepared; run ./run.sh --stop_stage 2 first" ;;
-  eval) data=data_eval; exp=exp/compare_eval; overlay=(--overlay conf/eval_synthetic.yaml); teacher=exp/eval_synthetic/model
-        dropclass=conf/mhfa_dropclass_eval.yaml; dropadapt=conf/dropadapt_eval.yaml; random_drop=conf/dropadapt_random_eval.yaml
-        ./run.sh --config conf/eval_synthetic.yaml --data "$data" --stop_stage 2 ;;
+  tiny) data=data; exp=exp/compare; overlay=(); base=conf/mhfa_tiny.yaml
+        dropclass=conf/mhfa_dropclass_tiny.yaml; dropadapt=conf/dropadapt_tiny.yaml; random_drop=conf/dropadapt_random_tiny.yaml ;;
+  eval) data=data_eval; exp=exp/compare_eval; overlay=(--overlay conf/eval_synthetic.yaml); base=conf/eval_synthetic.yaml
+        dropclass=conf/mhfa_dropclass_eval.yaml; dropadapt=conf/dropadapt_eval.yaml; random_drop=conf/dropadapt_random_eval.yaml ;;
 esac
+./run.sh --config "$base" --data "$data" --stop_stage 2  # nothing to do once prepared
+# The base config's trained model ($model_dir; voxadapt/layout.py owns the path) is the distillation teacher.
+paths=$(python -m voxadapt.stages paths --config "$base" --data "$data")
+eval "$paths"
+teacher=$model_dir
 want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
 compare() {
   # shellcheck disable=SC2086  # the seed list is meant to split
@@ -58,10 +62,7 @@ if want dropadapt; then
   compare --reference "$(basename "$random_drop" .yaml)" --stage3-from mhfa_frozen_tiny --configs "$random_drop" "$dropadapt"
 fi
 if want systems; then
-  if [ "$scale" = eval ] && [ ! -f "$teacher/model.safetensors" ]; then
-    ./run.sh --config conf/eval_synthetic.yaml --data "$data" --stage 3 --stop_stage 4
-  fi
-  [ -f "$teacher/model.safetensors" ] || die "$teacher (the KD teacher) is missing; run ./run.sh first"
+  [ -e "$teacher" ] || ./run.sh --config "$base" --data "$data" --stage 3 --stop_stage 4
   # PLDA too: a head that has not converged can leave embeddings that cosine scoring cannot use
   # but a supervised projection can (the class token at the evaluation scale).
   compare --reference mhfa_tiny --teacher "$teacher" --mfcc-reference --methods cosine asnorm plda \

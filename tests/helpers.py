@@ -68,6 +68,14 @@ def run_py(script: str, *args: str, env: dict | None = None, cwd: Path | None = 
                           text=True, env=full_env, cwd=cwd, timeout=timeout)
 
 
+def run_step(step: str, *args: str, env: dict | None = None, cwd: Path | None = None,
+              timeout: float = 600) -> subprocess.CompletedProcess:
+    """One step of `python -m voxadapt.stages` (run.sh's stages, `paths`, `config`), as run.sh runs it."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "voxadapt.stages", step, *args], capture_output=True,
+                          text=True, env=full_env, cwd=cwd or ROOT, timeout=timeout)
+
+
 def run_sh(script: str, *args: str, env: dict | None = None, cwd: Path | None = None,
            timeout: float = 900) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}

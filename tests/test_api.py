@@ -24,7 +24,7 @@ def test_api_embed_and_verify(package, wavs):
     model = voxadapt.load(package)
     x, sr = sf.read(wavs[0], dtype="float32")
     assert sr == model.sample_rate
-    np.testing.assert_allclose(model.embed(wavs[0]), model.embed(x), atol=1e-6)
+    np.testing.assert_allclose(model.embed(wavs[0]), model.embed(x, sample_rate=sr), atol=1e-6)
     same, other = model.verify(wavs[0], wavs[0]), model.verify(wavs[0], wavs[1])
     assert same.method == model.manifest["default_method"] and same.score >= other.score
     assert same.threshold == 0.0 and same.accept and same.llr >= other.llr  # even odds by default
@@ -62,7 +62,7 @@ def test_onnx_matches_pytorch(package, wavs):
     for w in wavs:
         x, _ = sf.read(w, dtype="float32")
         a = session.run(None, {"waveform": x[None]})[0][0]
-        b = model.embed(x)
+        b = model.embed(x, sample_rate=model.sample_rate)
         assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.9999
 
 
@@ -141,4 +141,4 @@ def test_adapters_only_package(micro_pipeline, tmp_path):
 
     with torch.no_grad():  # embed() scales every input to the configured level first
         want = model(torch.from_numpy(normalize_level(wav, cfg.extract.level_dbfs))[None]).numpy()[0]
-    np.testing.assert_allclose(api.load(pkg).embed(wav), want, atol=1e-5)
+    np.testing.assert_allclose(api.load(pkg).embed(wav, sample_rate=16000), want, atol=1e-5)

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import TINY, assert_clean_error, run_py, set_args, write_wav
+from helpers import TINY, assert_clean_error, run_step, set_args, write_wav
 from lhotse import AudioSource, MonoCut, Recording, SupervisionSegment, load_manifest_lazy
 
 from voxadapt.augment.generate import make_rir
@@ -162,7 +162,7 @@ def _stage2(tmp_path, tiny_data, *over):
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data / "manifests", data / "manifests", ignore=shutil.ignore_patterns("augment", "*_sp"))
-    return run_py("prepare_augment.py", *set_args(TINY + list(over)), "--data", str(data)), data
+    return run_step("augment", *set_args(TINY + list(over)), "--data", str(data)), data
 
 
 def test_musan_path_that_is_not_musan(tmp_path, tiny_data):

@@ -18,8 +18,8 @@ from helpers import (
     hold_lock,
     kill_group,
     make_data_dir,
-    run_py,
     run_sh,
+    run_step,
     set_args,
     venv_env,
     write_wav,
@@ -132,7 +132,7 @@ def test_a_run_preparing_data_waits_for_another_preparing_it(tmp_path):
 def test_config_faults(tmp_path, text, fragments):
     path = tmp_path / "c.yaml"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    assert_clean_error(run_py("show_config.py", "--config", str(path), "--get", "name"), *fragments)
+    assert_clean_error(run_step("config", "--config", str(path), "--get", "name"), *fragments)
 
 
 # ------------------------------------------------------------------------------ tables from editors
@@ -276,7 +276,7 @@ def test_cli_option_faults(package, wav, tmp_path):
         (["embed", str(package), wav, "--wav-scp", str(tmp_path / "list.scp")],
          ["give audio files or directories, --list or --wav-scp, not several"]),
         (["verify", str(package), str(tmp_path / "dir"), wav], [f"{tmp_path / 'dir'}: is a directory"]),
-        (["embed", str(package), str(tmp_path / "dir")], [f"{tmp_path / 'dir'}: no .wav/.flac/.ogg files"]),
+        (["embed", str(package), str(tmp_path / "dir")], [f"{tmp_path / 'dir'}: no .wav/.flac/.ogg/.mp3 files"]),
         (["embed", str(mono), wav], [f"{mono}: is a file, not a packaged model directory"]),
         (["export-onnx", str(package), str(tmp_path / "dir")], [f"{tmp_path / 'dir'}: is a directory",
                                                                 "model.onnx"]),
@@ -304,13 +304,13 @@ def test_api_waveform_faults(package):
         ({"a": 1}, "cannot use a dict as audio"),
     ]:
         with pytest.raises(VoxadaptError, match=message):
-            model.embed(x)
+            model.embed(x, sample_rate=sr)
     with pytest.raises(VoxadaptError, match="nothing to embed"):
         model.embed_many([])
     with pytest.raises(VoxadaptError, match="p_target 0 is not a probability"):
-        model.verify(speech, speech, p_target=0)
+        model.verify(speech, speech, p_target=0, sample_rate=sr)
     # A plain list of samples is a waveform too.
-    np.testing.assert_allclose(model.embed(speech.tolist()), model.embed(speech), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.embed(speech.tolist(), sample_rate=sr), model.embed(speech, sample_rate=sr), rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------ stages
@@ -389,7 +389,7 @@ def test_kaldi_import_failure_names_the_users_file_and_leaves_nothing(tmp_path):
     (test / "wav.scp").write_text(wav_scp[0] + "\n" + wav_scp[1].replace(" ", " x ", 1) + "\n")
     over = ["data.corpus=kaldi", f"data.kaldi.train_dir={train}", f"data.kaldi.test_dir={test}",
             f"data.kaldi.trials={tmp_path / 'trials'}"]
-    proc = run_py("prepare_data.py", *set_args(over), "--data", str(tmp_path / "data"))
+    proc = run_step("data", *set_args(over), "--data", str(tmp_path / "data"))
     assert_clean_error(proc, f"{test}/wav.scp:2", "audio file not found")
     assert not (tmp_path / "data" / "train").exists() and not (tmp_path / "data" / "test").exists()
 
@@ -409,3 +409,4 @@ def test_model_digest_is_of_content_not_path_or_time(tmp_path):
     assert model_digest(tmp_path / "a") == model_digest(tmp_path / "b")
     (tmp_path / "b" / "model.safetensors").write_bytes(b"other weights")
     assert model_digest(tmp_path / "a") != model_digest(tmp_path / "b")
+

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import assert_clean_error, run_py
+from helpers import assert_clean_error, run_step
 
 from voxadapt.config import load_config
 from voxadapt.errors import ConfigError
@@ -52,12 +52,12 @@ def test_bad_yaml_names_the_line(tmp_path):
 
 
 def test_missing_config_file_cli(tmp_path):
-    proc = run_py("show_config.py", "--config", str(tmp_path / "nope.yaml"))
+    proc = run_step("config", "--config", str(tmp_path / "nope.yaml"))
     assert_clean_error(proc, "nope.yaml: config file not found")
 
 
 def test_show_config_prints_a_value():
-    proc = run_py("show_config.py", "--config", "conf/mhfa_tiny.yaml", "--get", "name")
+    proc = run_step("config", "--config", "conf/mhfa_tiny.yaml", "--get", "name")
     assert proc.returncode == 0 and proc.stdout.strip() == "mhfa_tiny"
 
 

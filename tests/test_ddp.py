@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import MICRO, ROOT, run_py, set_args
+from helpers import MICRO, run_py, set_args
 from test_train import _losses
 
 from voxadapt.config import PhaseConfig, load_config
@@ -50,8 +50,7 @@ def valid(self, *args):
     return real_valid(self, *args)
 
 PhaseTrainer._train_step, DevEer.__call__ = step, valid
-sys.argv = sys.argv[1:]  # train.py and its arguments
-runpy.run_path(sys.argv[0], run_name="__main__")
+runpy.run_module("voxadapt.stages", run_name="__main__", alter_sys=True)  # argv: train and its arguments
 '''
 
 
@@ -63,8 +62,7 @@ def free_port() -> int:
 
 def torchrun(n: int, tiny_data: Path, exp: Path, overrides: list[str], script: Path | None = None,
              env: dict | None = None):  # noqa: ANN201
-    train = str(ROOT / "pyscripts" / "train.py")
-    args = [str(script), train] if script else [train]
+    args = [str(script), "train"] if script else ["-m", "voxadapt.stages", "train"]
     return run_py("torchrun.py", "--nproc_per_node", str(n), "--master_port", str(free_port()), *args,
                   *set_args(overrides), "--data", str(tiny_data), "--exp", str(exp), env={"OMP_NUM_THREADS": "1", **(env or {})})
 

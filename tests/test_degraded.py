@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import TINY, assert_clean_error, run_py, set_args
+from helpers import TINY, assert_clean_error, run_step, set_args
 from scipy.signal import welch
 
 from voxadapt.augment.channel import lossy_codec, telephone
@@ -97,7 +97,7 @@ def test_degraded_settings_are_checked():
         load_config(None, ["data.degraded.conditions=[room, fog]"])
     with pytest.raises(ConfigError, match=r"degraded.noise_snr must be \[low, high\]"):
         load_config(None, ["data.degraded.noise_snr=[10, 0]"])
-    proc = run_py("show_config.py", *set_args(["data.degraded.codec_compression=[0.5, 2]"]), "--get", "name")
+    proc = run_step("config", *set_args(["data.degraded.codec_compression=[0.5, 2]"]), "--get", "name")
     assert_clean_error(proc, "codec_compression must be within [0, 1]")
 
 

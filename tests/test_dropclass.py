@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import MICRO, assert_clean_error, make_data_dir, run_py, set_args
+from helpers import MICRO, assert_clean_error, make_data_dir, run_step, set_args
 
 from voxadapt.config import DropAdaptConfig, DropClassConfig, load_config
 from voxadapt.data.audio import read_utterance
@@ -233,7 +233,7 @@ def test_dropadapt_phase_scores_a_subset_of_the_enrolment_side(tiny_data, tmp_pa
 
 
 def test_bad_dropclass_values_are_clear_errors(tiny_data, tmp_path):
-    proc = run_py("train.py", *set_args(MICRO + ["train.phases.0.dropclass.every_steps=5",
+    proc = run_step("train", *set_args(MICRO + ["train.phases.0.dropclass.every_steps=5",
                                                  "train.phases.0.dropclass.drop=36"]),
                   "--data", str(tiny_data), "--exp", str(tmp_path))
     assert_clean_error(proc, "dropclass.drop 36 must be less than the 36 training classes")

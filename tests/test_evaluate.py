@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def test_a_file_against_itself_is_accepted_by_every_method(package, wavs):
     x, sr = sf.read(wavs[0], dtype="float32")
     long = np.tile(x, 60 * sr // len(x) + 1)[: 60 * sr]
     model = voxadapt.load(package)
-    assert model.verify(long, long).llr >= model.verify(x, x).llr - 1e-9
+    assert model.verify(long, long, sample_rate=sr).llr >= model.verify(x, x, sample_rate=sr).llr - 1e-9
 
 
 @pytest.mark.slow
@@ -123,7 +124,7 @@ def test_embed_directories_lists_and_piped_wav_scp(package, wavs, tmp_path):
     assert_clean_error(voxadapt("embed", str(package), str(tmp_path / "list.txt"), "--list", "x"), "not several")
     (audio / "a.wav").unlink()
     (audio / "sub" / "b.WAV").unlink()
-    assert_clean_error(voxadapt("embed", str(package), str(audio)), "no .wav/.flac/.ogg files")
+    assert_clean_error(voxadapt("embed", str(package), str(audio)), "no .wav/.flac/.ogg/.mp3 files")
 
 
 @pytest.mark.slow
@@ -242,18 +243,47 @@ def test_a_second_evaluation_into_one_directory_stops(micro_pipeline, tmp_path):
 
 
 def test_evaluate_sh_is_told_the_model_dir_config_and_default_output_by_python(tmp_path):
-    """One resolver decides "experiment or package" for the shell too: an experiment's evaluations go
-    to <exp>/eval/<name>, a package's beside it, in eval/<name>."""
-    exp, pkg = tmp_path / "exp" / "sys", tmp_path / "shipped" / "pkg"
+    """One resolver decides "experiment or package" for the shell too, and names the output per model:
+    an experiment's evaluations go to <exp>/eval/<name>, a package's to <package>_eval/<name>, so an
+    experiment and its own package never write into one directory."""
+    exp = tmp_path / "exp" / "sys"
+    pkg = exp / "package"
     for f in (exp / "model" / "config.yaml", exp / "backend" / "mean.vec", exp / "backend" / "calibration.json",
               pkg / "voxadapt-model.json", pkg / "config.yaml", pkg / "backend" / "mean.vec", pkg / "calibration.json"):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text("")
-    for model, expected in ((exp, [exp / "model", exp / "model" / "config.yaml", exp / "eval" / "mine"]),
-                            (pkg, [pkg, pkg / "config.yaml", tmp_path / "shipped" / "eval" / "mine"])):
+    for model, expected in ((exp, (exp / "model", exp / "model" / "config.yaml", exp / "eval" / "mine")),
+                            (pkg, (pkg, pkg / "config.yaml", exp / "package_eval" / "mine"))):
         proc = run_py("evaluate.py", "paths", "--model", str(model), "--name", "mine")
         assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.splitlines() == [str(p) for p in expected]
+        shell = subprocess.run(["bash", "-c", f'{proc.stdout}\necho "$model_dir|$config|$out|$out_xvectors"'],
+                               capture_output=True, text=True, check=True)
+        model_dir, config, out = expected
+        assert shell.stdout.strip() == f"{model_dir}|{config}|{out}|{out / 'embeddings'}"
+
+
+def test_evaluate_sh_takes_paths_relative_to_the_callers_directory(micro_pipeline, tmp_path):
+    """--data_dir, --trials, --model and --out as a user types them in their own directory."""
+    work = tmp_path / "work"
+    shutil.copytree(micro_pipeline / "data" / "test", work / "mydata", ignore=shutil.ignore_patterns("split*"))
+    exp = os.path.relpath(micro_pipeline / "exp" / "mhfa_tiny", work)
+    proc = subprocess.run(["bash", str(ROOT / "local" / "evaluate.sh"), "--model", exp, "--data_dir", "mydata",
+                           "--trials", "mydata/trials", "--out", "out", "--stop_stage", "0"],
+                          cwd=work, env=venv_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (work / "out" / "data" / "trials").is_file()
+
+
+def test_evaluate_sh_checks_the_trial_list_before_any_audio(micro_pipeline, tmp_path):
+    mine = tmp_path / "mine"
+    shutil.copytree(micro_pipeline / "data" / "test", mine, ignore=shutil.ignore_patterns("split*"))
+    (mine / "wav.scp").write_text("".join(f"{line.split()[0]} /nonexistent.wav\n"
+                                          for line in (mine / "wav.scp").read_text().splitlines()))
+    (tmp_path / "trials").write_text("nobody else target\n")
+    proc = run_sh("local/evaluate.sh", "--model", str(micro_pipeline / "exp" / "mhfa_tiny"), "--data_dir", str(mine),
+                  "--trials", str(tmp_path / "trials"), "--out", str(tmp_path / "out"), env=venv_env())
+    assert_clean_error(proc, "trials", "are unknown", "nobody")
+    assert "nonexistent.wav" not in proc.stderr
 
 
 def test_run_sh_points_new_test_sets_to_evaluate_sh(tmp_path):
@@ -294,12 +324,12 @@ def test_embeddings_do_not_depend_on_level_or_surrounding_silence(package, wavs)
 
     model = voxadapt.load(package)
     quiet = (np.round(x * 10 ** (-30 / 20) * 32767) / 32767).astype(np.float32)  # -30 dB in a 16-bit file
-    assert cosine(model.embed(x), model.embed(quiet)) >= 0.99
+    assert cosine(model.embed(x, sample_rate=sr), model.embed(quiet, sample_rate=sr)) >= 0.99
     with_vad = voxadapt.load(package, vad=True)
     floor = np.random.default_rng(0).normal(0, 10 ** (-60 / 20), len(x) + 20 * sr).astype(np.float32)
     padded = floor.copy()
     padded[10 * sr:10 * sr + len(x)] += x  # 10 s of near-silence on each side
-    assert cosine(with_vad.embed(x), with_vad.embed(padded)) >= 0.98
+    assert cosine(with_vad.embed(x, sample_rate=sr), with_vad.embed(padded, sample_rate=sr)) >= 0.98
 
 
 @pytest.mark.slow

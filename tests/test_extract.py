@@ -282,14 +282,17 @@ def test_bad_inputs(micro_exp, tiny_data, tmp_path):
     (data / "test" / "wav.scp").write_text("\n".join(lines) + "\n")
     from voxadapt.data.split import split_data_dir
 
-    split_data_dir(data / "test", 2)
+    split = split_data_dir(data / "test", 2)
     model = micro_exp / "exp" / "mhfa_tiny" / "model"
-    proc = run_py("extract_xvectors.py", "--model", str(model), "--split-dir", str(data / "test" / "split2"),
+    proc = run_py("extract_xvectors.py", "job", "--model", str(model), "--split-dir", str(split),
                   "--out", str(tmp_path / "xv"), "--job", "1")
     assert_clean_error(proc, f"utterance '{bad_utt}'", "cannot decode audio")
     assert not (tmp_path / "xv" / "xvector.1.scp").exists()
-    proc = run_py("extract_xvectors.py", "--model", str(tmp_path), "--split-dir", str(data / "test" / "split2"),
+    proc = run_py("extract_xvectors.py", "job", "--model", str(tmp_path), "--split-dir", str(split),
                   "--out", str(tmp_path / "xv"), "--job", "2")
     assert_clean_error(proc, "not a trained voxadapt model directory")
-    proc = run_py("split_data.py", str(tiny_data / "test"), "21")
+    proc = run_py("extract_xvectors.py", "split", "--model", str(model), "--data-dir", str(tiny_data / "test"),
+                  "--out", str(tmp_path / "xv"), "--nj", "21")
     assert_clean_error(proc, "cannot split 20 utterances into 21 jobs", "--nj between 1 and 20")
+    proc = run_py("extract_xvectors.py", "job", "--model", str(model), "--out", str(tmp_path / "xv"))
+    assert_clean_error(proc, "job needs --split-dir")

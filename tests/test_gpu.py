@@ -208,7 +208,7 @@ def test_the_micro_pipeline_on_the_gpu_scores_like_the_cpu_run(micro_pipeline, t
 @needs_cuda
 def test_training_on_the_gpu_resumes_after_a_kill(tiny_data, tmp_path):
     exp = tmp_path / "exp"
-    args = ["python", str(ROOT / "pyscripts" / "train.py"), *set_args(MICRO + GPU), "--data", str(tiny_data), "--exp", str(exp)]
+    args = ["python", "-m", "voxadapt.stages", "train", *set_args(MICRO + GPU), "--data", str(tiny_data), "--exp", str(exp)]
     proc = start_killable(args, ROOT, {"PYTHONPATH": str(ROOT)})
     deadline = time.time() + 300
     while time.time() < deadline and not (exp / "mhfa_tiny" / "main" / "checkpoints" / "ckpt-000000006.pt").exists():

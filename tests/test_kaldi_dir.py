@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 
+import numpy as np
 import pytest
+import soundfile as sf
 from helpers import ROOT, assert_clean_error, make_data_dir, run_py, run_sh, write_wav
 
 from voxadapt.data.kaldi_dir import DataDir
@@ -84,6 +86,7 @@ def set_audio(ddir, utt, maker):
     ("stereo", lambda p: write_wav(p.with_suffix(".wav"), 1.0, channels=2), "2 channels, the recipe needs mono"),
     ("too short", lambda p: write_wav(p.with_suffix(".wav"), 0.05), "only 0.050 s long"),
     ("silent", lambda p: write_wav(p.with_suffix(".wav"), 1.0, amplitude=0.0), "silent"),
+    ("dithered silence", lambda p: write_dithered_silence(p.with_suffix(".wav")), "silent"),
     ("failing pipe", lambda p: "false |", "failed with exit code 1"),
     ("pipe writing nothing", lambda p: "true |", "wrote no audio"),
 ])
@@ -93,6 +96,34 @@ def test_bad_audio_names_the_wav_scp_line(ddir, case, maker, message):
         validate_data_dir(ddir, 16000, nj=2 if case == "stereo" else 1)
     text = str(err.value)
     assert "wav.scp:2: recording 'spkA-001'" in text and message in text, (case, text)
+
+
+def write_dithered_silence(path):
+    """What `sox -n` writes to a 16-bit file: zeros with +-1 step of triangular dither."""
+    rng = np.random.default_rng(0)
+    sf.write(path, np.round(rng.uniform(-0.5, 0.5, 16000) + rng.uniform(-0.5, 0.5, 16000)) / 32768, 16000, subtype="PCM_16")
+    return path
+
+
+def test_every_audio_fault_in_one_run_and_fixing_drops_them(tmp_path):
+    d = make_data_dir(tmp_path / "d", {"spkA": 6, "spkB": 6})
+    write_wav(d / "wav" / "spkA-001.wav", 1.0, sr=22050)
+    write_wav(d / "wav" / "spkA-002.wav", 1.0, channels=2)
+    write_wav(d / "wav" / "spkA-003.wav", 0.1)
+    (d / "wav" / "spkB-004.wav").unlink()
+    with pytest.raises(DataError) as err:
+        validate_data_dir(d, 16000)
+    text = str(err.value)
+    assert "4 of 12 recordings have audio faults (sample rate: 1, channels: 1, too short: 1, unreadable: 1)" in text
+    assert all(f"'{u}'" in text for u in ("spkA-001", "spkA-002", "spkA-003", "spkB-004")), text
+    assert "utils/fix_data_dir.sh --drop-bad-audio true" in text
+    proc = run_sh("utils/fix_data_dir.sh", str(d))
+    assert proc.returncode == 0 and "12 of 12 utterances kept (audio not checked: --drop-bad-audio true" in proc.stdout
+    proc = run_sh("utils/fix_data_dir.sh", "--drop-bad-audio", "true", "--allow-drop", "40", str(d))
+    assert proc.returncode == 0, proc.stderr
+    assert "wav.scp: audio fault (channels): 1 dropped ('spkA-002')" in proc.stdout
+    assert "8 of 12 utterances kept" in proc.stdout
+    assert len(validate_data_dir(d, 16000).utterance_ids) == 8 and "spkB-004" not in DataDir.load(d).utt2spk
 
 
 def test_truncated_wav_is_detected_even_if_header_claims_more(ddir, tmp_path):
@@ -149,7 +180,7 @@ def test_fix_data_dir_drops_and_reports(ddir):
     assert report.dropped["utt2spk: malformed lines"] == ["line 4"]
     assert report.dropped["utt2spk: no audio for it (not in wav.scp)"] == ["'spkZ-000'"]
     assert report.dropped["wav.scp: no utterance uses the recording"] == ["'spkB-000'"]
-    assert (report.utterances_before, report.utterances_after) == (7, 4)
+    assert (report.utterances_before, report.utterances_after) == (5, 4)  # utterances, not lines
     d = validate_data_dir(ddir, 16000)
     assert d.utterance_ids == ["spkA-000", "spkA-001", "spkA-002", "spkB-001"]
     assert (ddir / ".backup" / "1" / "utt2spk").read_text() == original
@@ -178,7 +209,9 @@ def test_fix_refuses_to_drop_most_of_a_dir_and_prints_one_line_per_reason(ddir):
 def test_fix_removes_bom_and_crlf(ddir):
     (ddir / "utt2spk").write_bytes(b"\xef\xbb\xbf" + (ddir / "utt2spk").read_bytes().replace(b"\n", b"\r\n"))
     report = fix_data_dir(ddir)
-    assert "utt2spk: byte-order mark removed" in report.dropped and report.utterances_after == 5
+    assert "utt2spk: byte-order mark removed" in report.fixed and not report.dropped  # repaired, nothing dropped
+    assert "utt2spk: byte-order mark removed: 1 fixed (line 1)" in report.summary()
+    assert (report.utterances_before, report.utterances_after) == (5, 5)
     validate_data_dir(ddir, 16000)
 
 
@@ -198,7 +231,8 @@ def test_validate_cli_errors_and_success(ddir):
 
 
 def test_shell_wrappers_have_help():
-    for script in ("utils/validate_data_dir.sh", "utils/fix_data_dir.sh", "run.sh", "tests/run.sh"):
+    for script in ("utils/validate_data_dir.sh", "utils/fix_data_dir.sh", "run.sh", "tests/run.sh",
+                   "steps/extract_xvectors.sh", "local/evaluate.sh"):
         proc = subprocess.run(["bash", str(ROOT / script), "--help"], capture_output=True, text=True)
         assert proc.returncode == 0 and "Usage" in proc.stdout, script
 
@@ -214,3 +248,9 @@ def test_key_values_clean_and_irregular_tables(tmp_path):
     (tmp_path / "blank").write_text("a x\n\nb y\n")
     with pytest.raises(DataError, match="blank:2: empty line"):
         read_key_values(tmp_path / "blank")
+
+
+def test_validation_draws_no_progress_bar_into_a_log(ddir, capfd):
+    # A bar in a log file leaves its line open ('\r'), and the next message, an ERROR say, lands on it.
+    validate_data_dir(ddir, 16000, audio="decode")
+    assert "\r" not in capfd.readouterr().err

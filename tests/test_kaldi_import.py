@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import assert_clean_error, make_data_dir, run_py, set_args
+from helpers import assert_clean_error, make_data_dir, run_step, set_args
 
 from voxadapt.config import load_config
 from voxadapt.data.kaldi_dir import DataDir
@@ -32,7 +32,7 @@ def test_import_keeps_the_enrolment_map_the_trials_name(tmp_path):
     data_stage.run(load_config(None, over), DataLayout(tmp_path / "data"), nj=1)
     assert (tmp_path / "data" / "test" / "enroll.map").read_text() == "c-enr c-000 c-001\n"
     (test / "enroll.map").write_text("c-enr c-000 zzz\n")
-    proc = run_py("prepare_data.py", *set_args(over), "--data", str(tmp_path / "data2"))
+    proc = run_step("data", *set_args(over), "--data", str(tmp_path / "data2"))
     assert_clean_error(proc, f"{test}/enroll.map:1", "'zzz'", "not in the data dir")
     assert not (tmp_path / "data2" / "test").exists()
 
@@ -43,12 +43,12 @@ def test_import_errors_name_the_users_file(tmp_path):
     (tmp_path / "trials").write_text("c-000 zzz target\n")
     over = ["data.corpus=kaldi", f"data.kaldi.train_dir={train}", f"data.kaldi.test_dir={test}",
             f"data.kaldi.trials={tmp_path / 'trials'}"]
-    proc = run_py("prepare_data.py", *set_args(over), "--data", str(tmp_path / "data"))
+    proc = run_step("data", *set_args(over), "--data", str(tmp_path / "data"))
     assert_clean_error(proc, str(tmp_path / "trials"), "unknown: zzz")
     (train / "utt2spk").write_text("a-001 a\na-000 a\n")
-    proc = run_py("prepare_data.py", *set_args(over), "--data", str(tmp_path / "data"))
+    proc = run_step("data", *set_args(over), "--data", str(tmp_path / "data"))
     assert_clean_error(proc, f"{train}/utt2spk:2: not sorted")
-    proc = run_py("prepare_data.py", "--set", "data.corpus=kaldi", "--data", str(tmp_path / "data"))
+    proc = run_step("data", "--set", "data.corpus=kaldi", "--data", str(tmp_path / "data"))
     assert_clean_error(proc, "--corpus kaldi needs --train_dir")
 
 

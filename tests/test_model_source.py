@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from helpers import MICRO, MICRO_ARCH, ROOT, assert_clean_error, run_py, run_sh, set_args, venv_env
+from helpers import MICRO, MICRO_ARCH, ROOT, assert_clean_error, run_sh, run_step, set_args, venv_env
 
 from voxadapt.config import BackboneConfig, load_config
 from voxadapt.errors import VoxadaptError
@@ -26,7 +26,7 @@ SHIPPED = [o for o in MICRO if not o.startswith(("model.backbone.arch", "train.p
 
 
 def train(tiny_data, exp, overrides):
-    return run_py("train.py", *set_args(overrides), "--data", str(tiny_data), "--exp", str(exp), cwd=ROOT, timeout=300)
+    return run_step("train", *set_args(overrides), "--data", str(tiny_data), "--exp", str(exp), cwd=ROOT, timeout=300)
 
 
 def micro_model_dir(path, preprocessor: dict | None = None):

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from helpers import MICRO, assert_clean_error, run_py, set_args
+from helpers import MICRO, assert_clean_error, run_step, set_args
 from torch import nn
 
 from voxadapt.config import load_config
@@ -79,7 +79,7 @@ def test_distill_token_without_teacher_is_a_config_error(tmp_path):
     over = MICRO + ["model.backend.type=clstoken", "model.backend.distill_token=true"]
     with pytest.raises(Exception, match="distill_token needs distill.teacher"):
         load_config(None, over)
-    proc = run_py("train.py", *set_args(over), "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"))
+    proc = run_step("train", *set_args(over), "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"))
     assert_clean_error(proc, "backend.distill_token needs distill.teacher")
 
 

@@ -29,10 +29,10 @@ def test_package_saved_before_the_key_rename_loads_and_embeds_as_it_did():
     v = voxadapt.load(OLD_PACKAGE)
     assert v.cfg.augment.probability == 0.6
     recorded = np.array(json.loads((OLD_PACKAGE.parent / "package_v1_embedding.json").read_text())["embedding"])
-    emb = v.embed(fixed_waveform())
+    emb = v.embed(fixed_waveform(), sample_rate=v.sample_rate)
     # Recorded on another machine and version: the same model, floats from other kernels.
     np.testing.assert_allclose(emb, recorded, rtol=1e-3, atol=1e-4)
-    same = voxadapt.load(OLD_PACKAGE, method="cosine").verify(fixed_waveform(), fixed_waveform())
+    same = voxadapt.load(OLD_PACKAGE, method="cosine").verify(fixed_waveform(), fixed_waveform(), sample_rate=v.sample_rate)
     assert same.score == pytest.approx(1.0, abs=1e-5) and same.accept
 
 
@@ -58,11 +58,11 @@ def test_old_names_in_a_versioned_config_and_unknown_versions_are_errors(tmp_pat
 
 def test_an_old_package_scores_through_local_evaluate_sh_paths(tmp_path):
     """Stage 5's jobs read the package's config with --config: the old keys are translated there too."""
-    from helpers import run_py
+    from helpers import run_step
 
     pkg = tmp_path / "pkg"
     shutil.copytree(OLD_PACKAGE, pkg)
-    proc = run_py("show_config.py", "--config", str(pkg / "config.yaml"), "--get", "augment.probability")
+    proc = run_step("config", "--config", str(pkg / "config.yaml"), "--get", "augment.probability")
     assert proc.returncode == 0 and proc.stdout.strip() == "0.6", proc.stderr
 
 

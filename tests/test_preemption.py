@@ -48,8 +48,7 @@ if rank == "0":
         (out / "saved").write_text(repr(time.time()))
 
     interrupt.StopRequested._handle, ckpt_io.save_checkpoint = note, slow_save
-sys.argv[0] = TRAIN_PY
-runpy.run_path(sys.argv[0], run_name="__main__")
+runpy.run_module("voxadapt.stages", run_name="__main__", alter_sys=True)  # argv: train and its arguments
 """
 
 
@@ -85,7 +84,7 @@ def overrides(teacher) -> list[str]:
 
 
 def torchrun_args(tiny_data, exp, over) -> list[str]:
-    return ["--standalone", "--nproc_per_node", "2", str(ROOT / "pyscripts" / "train.py"), *set_args(over),
+    return ["--standalone", "--nproc_per_node", "2", "-m", "voxadapt.stages", "train", *set_args(over),
             "--data", str(tiny_data), "--exp", str(exp)]
 
 
@@ -125,12 +124,12 @@ def signal_then_resume(tiny_data, over: list[str], tmp_path: Path, exact: bool) 
     `exact`; on GPUs, whose kernels need not be deterministic, within a tolerance)."""
     env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     launcher = tmp_path / "launcher.py"
-    launcher.write_text(SLOW_SAVE_LAUNCHER.replace("TRAIN_PY", repr(str(ROOT / "pyscripts" / "train.py"))))
+    launcher.write_text(SLOW_SAVE_LAUNCHER)
     marks = tmp_path / "marks"
     marks.mkdir()
     exp = tmp_path / "killed"
     args = torchrun_args(tiny_data, exp, over)
-    cmd = [sys.executable, str(ROOT / "pyscripts" / "torchrun.py"), *args[:3], str(launcher), str(marks), *args[4:]]
+    cmd = [sys.executable, str(ROOT / "pyscripts" / "torchrun.py"), *args[:3], str(launcher), str(marks), *args[5:]]
     proc = start_killable(cmd, ROOT, env)
     ckpts = exp / "mhfa_tiny" / "main" / "checkpoints"
     deadline = time.time() + 300

@@ -20,8 +20,8 @@ from helpers import (
     ROOT,
     assert_clean_error,
     kill_group,
-    run_py,
     run_stages,
+    run_step,
     set_args,
     start_killable,
     venv_env,
@@ -146,7 +146,7 @@ def test_finished_pipeline_rerun_does_nothing(reference):
 def test_unwritable_output_directory(reference, tmp_path):
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("a file where a directory should be")
-    proc = run_py("prepare_augment.py", *set_args(PIPELINE), "--data", str(blocker / "data"))
+    proc = run_step("augment", *set_args(PIPELINE), "--data", str(blocker / "data"))
     assert_clean_error(proc, str(blocker))
 
 
@@ -163,7 +163,7 @@ def test_a_write_that_fails_leaves_nothing_half_written(reference, tmp_path):
     for rel in REDO[6]:
         p = root / rel
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    proc = run_py("train_backend.py", "--config", str(root / "cfg.yaml"), "--data", str(root / "data"),
+    proc = run_step("backend", "--config", str(root / "cfg.yaml"), "--data", str(root / "data"),
                   "--exp", str(root / "exp"), env={"PYTHONPATH": f"{hook}:{ROOT}"})
     assert_clean_error(proc, "No space left on device")
     assert not (root / f"exp/{NAME}/backend").exists()

@@ -141,7 +141,7 @@ def _is_trainer(proc: Path, exp_root: Path) -> bool:
         args = (proc / "cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return any(a.endswith(b"pyscripts/train.py") for a in args) and str(exp_root).encode() in b" ".join(args)
+    return b"voxadapt.stages" in args and b"train" in args and str(exp_root).encode() in b" ".join(args)
 
 
 def test_time_limit_warning_saves_requeues_and_resumes(slurm, tiny_data, tmp_path):

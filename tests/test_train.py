@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import MICRO, ROOT, assert_clean_error, kill_group, run_py, set_args, start_killable
+from helpers import MICRO, ROOT, assert_clean_error, kill_group, run_py, run_step, set_args, start_killable
 from safetensors.torch import load_file
 
 from voxadapt.config import load_config
@@ -23,7 +23,7 @@ DETERMINISTIC = MICRO + ["train.deterministic=true"]
 
 
 def train(tiny_data, exp, overrides, stage="train"):
-    return run_py("train.py", *set_args(overrides), "--data", str(tiny_data), "--exp", str(exp), "--stage", stage)
+    return run_step(stage, *set_args(overrides), "--data", str(tiny_data), "--exp", str(exp))
 
 
 def final_weights(exp, name="mhfa_tiny", phase="main"):
@@ -47,7 +47,7 @@ def test_training_writes_checkpoints_model_and_logs(reference_run):
     assert [c for c in ckpts if "-end" in c] == ["ckpt-000000022-end0000.pt", "ckpt-000000044-end0001.pt"]
     assert list((exp / "mhfa_tiny" / "tensorboard" / "main").glob("events.out.tfevents.*"))
     assert "validation EER" in proc.stderr and "trainable" in proc.stderr
-    again = run_py("train.py", *set_args(DETERMINISTIC), "--data", str(phase.parents[2] / "x"), "--exp", str(exp))
+    again = run_step("train", *set_args(DETERMINISTIC), "--data", str(phase.parents[2] / "x"), "--exp", str(exp))
     assert_clean_error(again, "manifests")  # wrong data root: clear error, nothing touched
     assert (phase / "done.json").is_file()
 
@@ -73,7 +73,7 @@ def test_rerun_of_a_finished_phase_does_nothing(tiny_data, reference_run):
 
 def test_resume_after_sigkill_gives_identical_weights(tiny_data, reference_run, tmp_path):
     exp = tmp_path / "exp"
-    args = ["python", str(ROOT / "pyscripts" / "train.py"), *set_args(DETERMINISTIC), "--data", str(tiny_data),
+    args = ["python", "-m", "voxadapt.stages", "train", *set_args(DETERMINISTIC), "--data", str(tiny_data),
             "--exp", str(exp)]
     for wait_for in ("ckpt-000000006.pt", "ckpt-000000027.pt"):  # once mid-epoch 1, once in epoch 2
         proc = start_killable(args, ROOT, {"PYTHONPATH": str(ROOT)})
@@ -92,7 +92,7 @@ def test_resume_after_sigkill_gives_identical_weights(tiny_data, reference_run, 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_data, tmp_path):
     exp = tmp_path / "exp"
-    args = ["python", str(ROOT / "pyscripts" / "train.py"), *set_args(DETERMINISTIC), "--data", str(tiny_data),
+    args = ["python", "-m", "voxadapt.stages", "train", *set_args(DETERMINISTIC), "--data", str(tiny_data),
             "--exp", str(exp)]
     proc = start_killable(args, ROOT, {"PYTHONPATH": str(ROOT)})
     ckpts = exp / "mhfa_tiny" / "main" / "checkpoints"
@@ -114,7 +114,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_data, tmp_path):
 
 def test_checkpoint_of_another_config_is_refused(tiny_data, tmp_path):
     exp = tmp_path / "exp"
-    args = ["python", str(ROOT / "pyscripts" / "train.py"), *set_args(MICRO), "--data", str(tiny_data),
+    args = ["python", "-m", "voxadapt.stages", "train", *set_args(MICRO), "--data", str(tiny_data),
             "--exp", str(exp)]
     proc = start_killable(args, ROOT, {"PYTHONPATH": str(ROOT)})
     deadline = time.time() + 300
@@ -190,7 +190,7 @@ def test_one_and_two_processes_give_the_same_loss_curve(tiny_data, tmp_path):
     for n in (1, 2):
         exp = tmp_path / f"exp{n}"
         proc = run_py("torchrun.py", "--nproc_per_node", str(n), "--master_port", str(29600 + n),
-                      str(ROOT / "pyscripts" / "train.py"), *set_args(over), "--data", str(tiny_data),
+                      "-m", "voxadapt.stages", "train", *set_args(over), "--data", str(tiny_data),
                       "--exp", str(exp), env={"OMP_NUM_THREADS": "1"})
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[n] = _losses(exp)

@@ -21,6 +21,7 @@ def test_kaldi_and_voxceleb_formats(tmp_path):
     ("a b\n", ":1: expected 3 fields"),
     ("a b c target\n", ":1: expected 3 fields"),
     ("a b yes\n", ":1: label must be target/nontarget"),
+    ("a b 1\n", ":1: label '1' in the third column"),
     ("", "trial list is empty"),
 ])
 def test_malformed_trials(tmp_path, text, message):

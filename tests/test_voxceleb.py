@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import assert_clean_error, run_py, set_args, write_wav
+from helpers import assert_clean_error, run_step, set_args, write_wav
 
 from voxadapt.config import load_config
 from voxadapt.data.kaldi_dir import DataDir
@@ -85,6 +85,6 @@ def test_failing_decoder_is_named(fake_vox, tmp_path):
     vox1, vox2 = fake_vox
     over = vox_overrides(vox1, vox2, "data.voxceleb.m4a_decode_cmd=no-such-decoder {path}",
                          f"data.voxceleb.convert_dir={tmp_path / 'flac'}")
-    proc = run_py("prepare_data.py", *set_args(over), "--data", str(tmp_path / "data"))
+    proc = run_step("data", *set_args(over), "--data", str(tmp_path / "data"))
     assert_clean_error(proc, "decoding failed", "m4a_decode_cmd")
     assert not (tmp_path / "data" / ".done").exists()

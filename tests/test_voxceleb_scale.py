@@ -14,7 +14,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
-from helpers import assert_clean_error, run_py, set_args, write_wav
+from helpers import assert_clean_error, run_step, set_args, write_wav
 
 from voxadapt.config import load_config
 from voxadapt.corpus.voxceleb_tree import VOX1, VOX2_DEV, build_tree, scaled
@@ -92,7 +92,7 @@ def test_header_mode_names_a_broken_m4a(tree, tmp_path):
     bad.unlink()  # a hard link: replace it, the pool file stays intact
     bad.write_bytes(b"\0\0\0\x08free" + b"x" * 100)
     try:
-        proc = run_py("prepare_data.py", *set_args(["data.corpus=voxceleb", f"data.voxceleb.vox1_root={tree.vox1}",
+        proc = run_step("data", *set_args(["data.corpus=voxceleb", f"data.voxceleb.vox1_root={tree.vox1}",
                                                      f"data.voxceleb.vox2_root={tree.vox2}"]),
                       "--data", str(tmp_path / "data"), "--nj", "2")
         assert_clean_error(proc, str(bad), "not a readable MP4 audio header", "re-download the file")
@@ -219,7 +219,7 @@ def test_training_from_shards_resumes_after_a_kill(tiny_data, tmp_path):
     assert len(list((tmp_path / "data" / "shards" / "train").glob("shar/recording.*.tar"))) == 6
 
     def train(exp):
-        return ["python", str(ROOT / "pyscripts" / "train.py"), "--config", str(tmp_path / "cfg.yaml"),
+        return ["python", "-m", "voxadapt.stages", "train", "--config", str(tmp_path / "cfg.yaml"),
                 "--data", str(tmp_path / "data"), "--exp", str(exp)]
 
     env = {"PYTHONPATH": str(ROOT)}

@@ -1,5 +1,6 @@
 # Source this after setting defaults: Kaldi-style option parsing for shell scripts.
-#   --foo-bar VALUE  or  --foo_bar VALUE  sets the shell variable foo_bar (it must already exist)
+#   --foo-bar VALUE  or  --foo_bar VALUE  sets the shell variable foo_bar (it must already exist);
+#                    if foo_bar is an array (foo_bar=()), each use appends VALUE (a repeatable option)
 #   --help / -h      prints $help_message and exits 0
 # Boolean options take an explicit value (--use-gpu true). Parsing stops at the first
 # argument that does not start with "--"; what remains stays in "$@".
@@ -23,7 +24,11 @@ while [ $# -gt 0 ]; do
         echo "ERROR: $0: option '$1' needs a value" >&2
         exit 1
       fi
-      printf -v "$_name" '%s' "$2"
+      if [[ "$(declare -p "$_name")" == "declare -a"* ]]; then
+        eval "$_name+=(\"\$2\")"
+      else
+        printf -v "$_name" '%s' "$2"
+      fi
       shift 2 ;;
     *) break ;;
   esac

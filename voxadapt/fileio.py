@@ -180,7 +180,7 @@ class StageMarker:
             where = outputs_hint or self.path.parent
             raise VoxadaptError(
                 f"{where}: made with different settings ({', '.join(changed)} changed); "
-                f"delete {where} to redo it, or use another --data/--exp directory"
+                f"delete {where} to redo it, or write elsewhere (run.sh --data/--exp, local/evaluate.sh --out)"
             )
         return True
 

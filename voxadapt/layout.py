@@ -1,5 +1,10 @@
 """Where everything lives: the data and experiment trees, the set names, trial lists, stage markers.
 
+This module is the one owner of paths: Python code asks it, and the shell scripts ask it once per
+run (`python -m voxadapt.stages paths`, `pyscripts/evaluate.py paths`) and pass the answers to each
+step explicitly, as Kaldi's steps take their directories as arguments. Only the roots (--data, --exp)
+are chosen in the shell.
+
   <data>/<set>/                        Kaldi data dir (wav.scp, utt2spk, spk2utt, reco2dur, trials*)
   <data>/manifests/<set>/              lhotse recordings/supervisions/cuts (.jsonl.gz)
   <data>/manifests/augment/<kind>.jsonl.gz   noise, music, speech, rir recordings (stage 2)
@@ -8,13 +13,15 @@
   <data>/<test>_degraded/              the degraded copy of the first test set: a data dir with its
                                        audio (flac/) and utt2condition (data.degraded)
   <data>/.done/stage<N>_<name>.json    stage markers
+  <data>/<set>/split<N>dur/<n>/        a data dir's N parts of equal duration (stage 5's jobs)
   <exp>/<name>/config.yaml, <phase>/, model -> <phase>/final, log/, tensorboard/
-  <exp>/<name>/embeddings/<set>/xvector.{ark,scp}, spk_xvector.{ark,scp}, num_utts.ark
+  <exp>/<name>/embeddings/<set>/xvector.{ark,scp}, spk_xvector.{ark,scp}, num_utts.ark, log/extract.<n>.log
   <exp>/<name>/backend/                mean.vec, lda.mat, plda, cohort.ark, calibration.json
   <exp>/<name>/scores/<list>/          <method>.{score,llr}, det.png, histogram.png
   <exp>/<name>/RESULTS.md, results.json, package/, .done/stage<N>_<name>.json
   <dir>/.done.json                     marker of an output directory made as a whole (a split,
                                        a set's x-vectors, an evaluation's data)
+  <dir>/.lock                          held by the run writing <dir> (<data>, <exp>/<name>, an evaluation)
 A package (<exp>/<name>/package/, `PackageLayout`) and an evaluation directory (local/evaluate.sh,
 `EvalLayout`) have layouts of their own.
 """
@@ -39,6 +46,22 @@ DEGRADE_CONDITIONS = ("room", "noise", "telephone", "codec")
 def dir_marker(directory: Path) -> Path:
     """The marker of an output directory made as a whole."""
     return directory / ".done.json"
+
+
+def lock(directory: Path) -> Path:
+    """The lock file a run holds on a directory it writes (utils/lock.sh)."""
+    return directory / ".lock"
+
+
+def split_dir(data_dir: Path, nj: int) -> Path:
+    """<data-dir>/split<N>dur/<1..N>/: a data dir's N parts of about equal duration. Not Kaldi's
+    split<N>, whose parts are by speaker, and which Kaldi tools may have made in the same dir."""
+    return data_dir / f"split{nj}dur"
+
+
+def job_log(out_dir: Path, step: str, job: int | str) -> Path:
+    """The log of one job of a step writing `out_dir` (job 'JOB' for $cmd JOB=1:N)."""
+    return out_dir / "log" / f"{step}.{job}.log"
 
 
 @dataclass(frozen=True)
@@ -119,8 +142,36 @@ class DataLayout:
         return self.root / ".done" / f"stage{stage}_{name}.json"
 
 
+def xvector_scp(xvector_dir: Path) -> Path:
+    """The x-vector table of an extraction's output dir (steps/extract_xvectors.sh)."""
+    return xvector_dir / "xvector.scp"
+
+
 @dataclass(frozen=True)
-class ExpLayout:
+class ScoredLayout:
+    """What an experiment (stage 7) and an evaluation (local/evaluate.sh) both write when they score."""
+
+    root: Path
+
+    @property
+    def scores_dir(self) -> Path:
+        return self.root / "scores"
+
+    def scores(self, list_name: str) -> Path:
+        """<method>.{score,llr}, det.png, histogram.png of one trial list."""
+        return self.scores_dir / list_name
+
+    @property
+    def results_md(self) -> Path:
+        return self.root / "RESULTS.md"
+
+    @property
+    def results_json(self) -> Path:
+        return self.root / "results.json"
+
+
+@dataclass(frozen=True)
+class ExpLayout(ScoredLayout):
     root: Path  # <exp>/<name>
 
     @classmethod
@@ -143,11 +194,16 @@ class ExpLayout:
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
 
+    @property
+    def log_dir(self) -> Path:
+        """Logs of the training stages (train.log, adapt.log; .node<R> per node)."""
+        return self.root / "log"
+
     def embeddings(self, set_name: str) -> Path:
         return self.root / "embeddings" / set_name
 
     def xvector_scp(self, set_name: str) -> Path:
-        return self.embeddings(set_name) / "xvector.scp"
+        return xvector_scp(self.embeddings(set_name))
 
     @property
     def backend(self) -> Path:
@@ -158,21 +214,6 @@ class ExpLayout:
         return self.backend / "calibration.json"
 
     @property
-    def scores_dir(self) -> Path:
-        return self.root / "scores"
-
-    def scores(self, list_name: str) -> Path:
-        return self.scores_dir / list_name
-
-    @property
-    def results_md(self) -> Path:
-        return self.root / "RESULTS.md"
-
-    @property
-    def results_json(self) -> Path:
-        return self.root / "results.json"
-
-    @property
     def package(self) -> Path:
         return self.root / "package"
 
@@ -181,10 +222,8 @@ class ExpLayout:
 
 
 @dataclass(frozen=True)
-class EvalLayout:
+class EvalLayout(ScoredLayout):
     """local/evaluate.sh's output directory for one evaluation (a model on a new data dir)."""
-
-    root: Path
 
     @property
     def data_dir(self) -> Path:
@@ -201,18 +240,7 @@ class EvalLayout:
 
     @property
     def xvector_scp(self) -> Path:
-        return self.embeddings / "xvector.scp"
-
-    def scores(self, name: str) -> Path:
-        return self.root / "scores" / name
-
-    @property
-    def results_md(self) -> Path:
-        return self.root / "RESULTS.md"
-
-    @property
-    def results_json(self) -> Path:
-        return self.root / "results.json"
+        return xvector_scp(self.embeddings)
 
 
 @dataclass(frozen=True)
@@ -258,6 +286,23 @@ def is_package(path: str | Path) -> bool:
     return PackageLayout(Path(path)).manifest.is_file()
 
 
+def package_dir(path: str | Path) -> Path:
+    """The package a user names: a package, or an experiment (exp/<name>) whose package/ is one.
+    Anything else is returned as given, for read_manifest to say what it lacks."""
+    path = Path(path)
+    if not path.exists():
+        raise VoxadaptError(located(path, None, "not found", "give a package (exp/<name>/package) or its experiment"))
+    exp = ExpLayout(path)
+    if is_package(path) or not path.is_dir():
+        return path
+    if is_package(exp.package):
+        return exp.package
+    if exp.config.is_file() or os.path.lexists(exp.model):
+        raise VoxadaptError(located(path, None, "an experiment without a package",
+                                    "make one with ./run.sh --stage 8 (after stages 3-7)"))
+    return path
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Where a trained experiment (exp/<name>) or a package keeps what evaluation needs."""
@@ -290,5 +335,8 @@ class ModelSource:
         return source
 
     def eval_dir(self, name: str) -> Path:
-        """local/evaluate.sh's default output: <exp>/<name>/eval/<data>, or eval/<data> beside a package."""
-        return self.model.parent / "eval" / name  # exp/<name>/model's parent, or the package's
+        """local/evaluate.sh's default output, one per model: <experiment>/eval/<data> for an experiment,
+        <package>_eval/<data> beside a package (a package stays as it was made)."""
+        if is_package(self.model):
+            return self.model.with_name(self.model.name + "_eval") / name
+        return self.model.parent / "eval" / name  # exp/<name>/model's parent

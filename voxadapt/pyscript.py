@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import NoReturn
 
 from voxadapt.errors import VoxadaptError
@@ -44,15 +44,16 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - avoids importi
     return load_config(args.config, args.overrides)
 
 
-def add_layout_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default="data", help="data root (default: data)")
-    parser.add_argument("--exp", default="exp", help="experiment root (default: exp)")
-
-
-def layouts_from_args(args: argparse.Namespace, cfg):  # noqa: ANN001, ANN201 - (DataLayout, ExpLayout)
-    from voxadapt.layout import DataLayout, ExpLayout
-
-    return DataLayout(Path(args.data)), ExpLayout.of(args.exp, cfg.name)
+def shell_assignments(values: dict[str, str | dict[str, str]]) -> str:
+    """`name=value` lines (dicts as associative arrays) that bash can eval safely."""
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            items = " ".join(f"[{shlex.quote(k)}]={shlex.quote(v)}" for k, v in value.items())
+            lines.append(f"declare -A {key}=({items})")
+        else:
+            lines.append(f"{key}={shlex.quote(value)}")
+    return "\n".join(lines)
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import mmap
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -207,6 +208,52 @@ def read_vector_scp(scp: Path) -> tuple[list[str], np.ndarray]:
     bad = np.flatnonzero(~np.isfinite(matrix).all(1))
     if len(bad):
         raise VoxadaptError(located(scp, bad[0] + 1, f"x-vector of '{keys[bad[0]]}' has NaN or Inf", "re-extract it"))
+    return keys, matrix
+
+
+RSPECIFIER = re.compile(r"^(ark|scp)((?:,[a-z]+)*):(.+)$", re.S)
+
+
+def read_vectors(spec: str | Path) -> tuple[list[str], np.ndarray]:
+    """The vectors of an x-vector table as (keys, float32 matrix), in order: an scp file, an archive
+    (a path ending .ark), or a Kaldi rspecifier (scp:F, ark:F, ark:- for stdin, 'ark:cmd |')."""
+    found = RSPECIFIER.match(str(spec))
+    if found and found[1] == "scp":
+        return read_vector_scp(Path(found[3]))
+    if found or str(spec).endswith(".ark"):
+        return read_vector_archive(found[3] if found else str(spec))
+    return read_vector_scp(Path(spec))
+
+
+def read_vector_archive(rxfilename: str) -> tuple[list[str], np.ndarray]:
+    """The vectors of a Kaldi archive (binary or text) read from a file, '-' (stdin) or 'command |'."""
+    if not rxfilename.rstrip().endswith("|") and rxfilename != "-" and not Path(rxfilename).is_file():
+        raise VoxadaptError(located(rxfilename, None, "x-vector archive not found", "run stage 5, or check the path"))
+    fd = io.BytesIO(read_rxfilename(rxfilename))
+    keys, vectors = [], []
+    while key := _read_token(fd):
+        what = f"vector archive (entry {len(keys) + 1}, '{key}')"
+        if fd.read(2) == BINARY:  # read here: _read_array copies the rest of the archive for each object
+            head = fd.read(VECTOR_HEADER - len(BINARY))
+            dtype = VECTOR_TYPES.get(head[:3])
+            size = int.from_bytes(head[4:], "little") * (dtype.itemsize if dtype else 0)
+            data = fd.read(size)
+            if dtype is None or head[3:4] != b"\4" or len(data) != size:
+                raise _fail(rxfilename, what)
+            vectors.append(np.frombuffer(data, dtype))
+        else:
+            fd.seek(-2, io.SEEK_CUR)
+            vectors.append(_read_array(fd, False, 1, rxfilename, what))
+        keys.append(key)
+    if not keys:
+        raise VoxadaptError(located(rxfilename, None, "empty x-vector archive", "run stage 5"))
+    if len({len(v) for v in vectors}) > 1:
+        raise VoxadaptError(located(rxfilename, None, f"x-vectors of mixed dimensions {sorted({len(v) for v in vectors})}",
+                                    "all vectors must come from one model"))
+    matrix = np.array(vectors, dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(matrix).all(1))
+    if len(bad):
+        raise VoxadaptError(located(rxfilename, None, f"x-vector of '{keys[bad[0]]}' has NaN or Inf", "re-extract it"))
     return keys, matrix
 
 

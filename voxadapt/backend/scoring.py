@@ -45,7 +45,8 @@ class Embeddings:
 
     @classmethod
     def from_scp(cls, scp: str | Path) -> Embeddings:
-        return cls(*kf.read_vector_scp(Path(scp)))
+        """An scp, an archive (.ark) or a Kaldi rspecifier (kaldi_format.read_vectors)."""
+        return cls(*kf.read_vectors(scp))
 
     def subset(self, ids: list[str]) -> Embeddings:
         rows = np.fromiter(map(self.index.__getitem__, ids), np.intp, len(ids))

@@ -100,7 +100,7 @@ def header_durations(clips: list[Clip], nj: int) -> dict[str, float]:
     paths = [c.path for c in clips]
     with ProcessPoolExecutor(max(1, nj)) as pool:
         found = list(tqdm(pool.map(_mp4_duration, paths, chunksize=2000), total=len(paths),
-                          desc="reading MP4 headers", mininterval=10, leave=False))
+                          desc="reading MP4 headers", mininterval=10, leave=False, disable=None))
     for d in found:
         if isinstance(d, str):
             raise DataError(f"{d}; re-download the file or remove it from the tree")
@@ -123,7 +123,7 @@ def vox2_data_dir(cfg: VoxCelebConfig, out: Path, nj: int, validation: AudioChec
         log.info("decoding %d VoxCeleb2 files to FLAC under %s (%d jobs)", len(convert), cfg.convert_dir, nj)
         with ProcessPoolExecutor(max(1, nj)) as pool:
             errors = [e for e in tqdm(pool.map(_convert_one, convert, chunksize=64), total=len(convert),
-                                      desc="m4a -> flac", mininterval=10) if e]
+                                      desc="m4a -> flac", mininterval=10, disable=None) if e]
         if errors:
             raise DataError(f"{errors[0]} ({len(errors)} file(s) failed); check data.voxceleb.m4a_decode_cmd "
                             "(is ffmpeg installed? apt-get install ffmpeg)")

@@ -22,6 +22,18 @@ if TYPE_CHECKING:
     from voxadapt.data.kaldi_dir import DataDir
 
 
+# Audio whose every sample lies within this many 16-bit steps of its mean is silence, whether digital
+# zeros or the +-1-2 steps that dither makes of them (`sox -n`, any 16-bit export of a silent track).
+# Level normalisation would blow such noise up to speech level; no recorded voice, however quiet,
+# stays this close (speech 30 dB below a normal level still peaks at hundreds of steps).
+SILENCE_STEPS = 4
+
+
+def near_silent(x: np.ndarray) -> bool:
+    """Whether `x` (float samples in [-1, 1], any shape) is silence or dither (SILENCE_STEPS)."""
+    return x.size == 0 or float(np.abs(x - x.mean(axis=-1, keepdims=True)).max()) < SILENCE_STEPS / 32768
+
+
 def is_pipe(rx: str) -> bool:
     return rx.rstrip().endswith("|")
 

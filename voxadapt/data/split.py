@@ -1,8 +1,8 @@
 """Split a data dir into N parts for parallel jobs (Kaldi's split_data.sh, balanced by duration).
 
 Parts are contiguous runs of utterances in sorted order with about equal total duration, written
-to <data>/split<N>/<n>/ (1-based, as Kaldi's JOB numbers). A finished split is reused as long as
-the data dir's tables are unchanged.
+to layout.split_dir (<data>/split<N>dur/<n>/, 1-based as Kaldi's JOB numbers). A finished split
+is reused as long as the data dir's tables are unchanged.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from voxadapt.data.kaldi_dir import DataDir, Segment, tables_digest
 from voxadapt.errors import DataError, located
 from voxadapt.fileio import StageMarker, atomic_dir
-from voxadapt.layout import dir_marker
+from voxadapt.layout import dir_marker, split_dir
 
 
 def utterance_durations(d: DataDir) -> dict[str, float]:
@@ -36,7 +36,7 @@ def split_data_dir(path: str | Path, nj: int) -> Path:
     if nj < 1 or nj > len(utts):
         raise DataError(located(d.path, None, f"cannot split {len(utts)} utterances into {nj} jobs",
                                 f"use --nj between 1 and {len(utts)}"))
-    out = d.path / f"split{nj}"
+    out = split_dir(d.path, nj)
     marker = StageMarker(dir_marker(out), {"tables": tables_digest(d.path), "nj": nj})
     if out.is_dir() and marker.is_done():
         return out

@@ -96,6 +96,10 @@ def _read_line_by_line(path: Path, lines: list[str]) -> list[Trial]:
             trial = Trial(parts[0], parts[1], parts[2] == "target")
         elif parts[0] in ("0", "1"):
             trial = Trial(voxceleb_path_to_utt(parts[1]), voxceleb_path_to_utt(parts[2]), parts[0] == "1")
+        elif parts[2] in ("0", "1"):
+            raise DataError(located(path, lineno, f"label '{parts[2]}' in the third column: {line[:200]!r}",
+                                    "Kaldi lists end with target/nontarget ('enroll test target'); VoxCeleb lists "
+                                    "start with 1/0 ('1 path1 path2')"))
         else:
             raise DataError(located(path, lineno, f"label must be target/nontarget (Kaldi) or 1/0 (VoxCeleb): "
                                     f"{line[:200]!r}", "fix the line"))

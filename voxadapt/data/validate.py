@@ -12,13 +12,15 @@ recordings or AUTO_DECODE_PIPES pipes, else 'decode'), in `nj` processes:
           the headers: a broken decoder or codec fails here instead of in training.
           Not checked outside the sample: damaged data after a good header, and silence.
 Both return the durations, which the caller writes as reco2dur so later stages never open the
-audio just to learn its length.
+audio just to learn its length. Every faulty recording is reported in one run (a warning each, and
+one error with a count per kind of fault).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from collections import Counter
 from collections.abc import Collection
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -29,14 +31,13 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from voxadapt.data.audio import is_pipe, read_audio
+from voxadapt.data.audio import SILENCE_STEPS, is_pipe, near_silent, read_audio
 from voxadapt.data.kaldi_dir import DataDir, write_table
 from voxadapt.data.mp4 import mp4_audio
 from voxadapt.errors import DataError, VoxadaptError, located
 
 log = logging.getLogger(__name__)
 
-SILENCE_PEAK = 1.0 / 32768  # below one 16-bit step everywhere: digital silence
 # 'auto' decodes at most this many recordings, of which at most this many pipes (a pipe starts a
 # decoder process: ~50 ms each for ffmpeg on m4a, so VoxCeleb2's 1.09 M would take hours).
 AUTO_DECODE_LIMIT = 20_000
@@ -47,11 +48,15 @@ MP4_SUFFIXES = (".m4a", ".mp4")
 AudioCheck = Literal["auto", "decode", "header", "none"]
 
 
+MAX_LISTED_FAULTS = 5  # recordings named in the error; the log has a warning for each
+
+
 @dataclass(frozen=True)
 class RecordingCheck:
     recording: str
     duration: float = 0.0
     error: str | None = None
+    kind: str = "unreadable"  # of the error: unreadable, sample rate, channels, too short, silent
 
 
 def audio_check(mode: AudioCheck, rxfilenames: Collection[str]) -> AudioCheck:
@@ -65,13 +70,13 @@ def audio_check(mode: AudioCheck, rxfilenames: Collection[str]) -> AudioCheck:
 def _judge(reco: str, duration: float, sr: int, channels: int, sample_rate: int, min_duration: float) -> RecordingCheck:
     if sr != sample_rate:
         return RecordingCheck(reco, duration, f"sample rate {sr} Hz, expected {sample_rate} Hz; resample it "
-                              f"(e.g. a wav.scp pipe 'sox {{file}} -r {sample_rate} -t wav - |')")
+                              f"(e.g. a wav.scp pipe 'sox {{file}} -r {sample_rate} -t wav - |')", "sample rate")
     if channels != 1:
         return RecordingCheck(reco, duration, f"{channels} channels, the recipe needs mono; pick one "
-                              "channel (e.g. a wav.scp pipe 'sox {file} -t wav - remix 1 |')")
+                              "channel (e.g. a wav.scp pipe 'sox {file} -t wav - remix 1 |')", "channels")
     if duration < min_duration:
         return RecordingCheck(reco, duration, f"only {duration:.3f} s long (minimum {min_duration} s); "
-                              "remove it with utils/fix_data_dir.sh after deleting its wav.scp line")
+                              "remove it with utils/fix_data_dir.sh --drop-bad-audio true", "too short")
     return RecordingCheck(reco, duration)
 
 
@@ -83,8 +88,9 @@ def check_recording(item: tuple[str, str, int, float]) -> RecordingCheck:
     except VoxadaptError as err:
         return RecordingCheck(reco, error=str(err))
     res = _judge(reco, audio.shape[1] / sr, sr, audio.shape[0], sample_rate, min_duration)
-    if res.error is None and audio.size and float(np.abs(audio).max()) < SILENCE_PEAK:
-        return RecordingCheck(reco, res.duration, "silent (all samples are zero); remove it from the data dir")
+    if res.error is None and audio.size and near_silent(audio):
+        return RecordingCheck(reco, res.duration, f"silent (no sample {SILENCE_STEPS} 16-bit steps from its mean: "
+                              "digital silence or dither); remove it from the data dir", "silent")
     return res
 
 
@@ -112,9 +118,9 @@ def _run(fn, items: list, nj: int, desc: str) -> list[RecordingCheck]:  # noqa: 
     chunk = max(1, len(items) // (nj * 20))
     if nj > 1 and len(items) > 1:
         with ProcessPoolExecutor(nj) as pool:
-            return list(tqdm(pool.map(fn, items, chunksize=chunk), total=len(items), desc=desc, leave=False,
+            return list(tqdm(pool.map(fn, items, chunksize=chunk), total=len(items), desc=desc, leave=False, disable=None,
                              mininterval=5))
-    return [fn(i) for i in tqdm(items, desc=desc, leave=False, mininterval=5)]
+    return [fn(i) for i in tqdm(items, desc=desc, leave=False, mininterval=5, disable=None)]
 
 
 def validate_data_dir(path: str | Path, sample_rate: int, min_duration: float = 0.2, audio: AudioCheck = "decode",
@@ -132,7 +138,7 @@ def validate_data_dir(path: str | Path, sample_rate: int, min_duration: float = 
         results = _run(check_header, [(r, rx, sample_rate, min_duration, known.get(r)) for r, rx in recos], nj,
                        f"checking the audio headers of {d.path}")
     if audio != "none":
-        _raise_first(d, results)
+        _raise_faults(d, results)
         d.reco2dur = {r.recording: r.duration for r in results}
     if audio == "header" and sample:
         _check_sample(d, sample_rate, min_duration, nj, sample, seed)
@@ -150,11 +156,25 @@ def validate_data_dir(path: str | Path, sample_rate: int, min_duration: float = 
     return d
 
 
-def _raise_first(d: DataDir, results: list[RecordingCheck]) -> None:
-    for res in results:
-        if res.error:
-            raise DataError(located(d.path / "wav.scp", d.lines["wav.scp"][res.recording],
-                                    f"recording '{res.recording}': {res.error}"))
+def _raise_faults(d: DataDir, results: list[RecordingCheck]) -> None:
+    """One error for all faulty recordings: the fault itself when there is one, else a count per kind
+    and the first few (each is logged as a warning)."""
+    faults = [res for res in results if res.error]
+    wav_scp = d.path / "wav.scp"
+    messages = [located(wav_scp, d.lines["wav.scp"][res.recording], f"recording '{res.recording}': {res.error}")
+                for res in faults]
+    if len(faults) == 1:
+        raise DataError(messages[0])
+    if faults:
+        for message in messages:
+            log.warning("%s", message)
+        kinds = Counter(res.kind for res in faults)
+        listed = "; ".join(f"line {d.lines['wav.scp'][res.recording]} '{res.recording}': {res.error.split(';')[0]}"
+                           for res in faults[:MAX_LISTED_FAULTS])
+        more = f"; ... ({len(faults) - MAX_LISTED_FAULTS} more, each in the log above)" if len(faults) > MAX_LISTED_FAULTS else ""
+        raise DataError(located(wav_scp, None, f"{len(faults)} of {len(results)} recordings have audio faults ("
+                                + ", ".join(f"{kind}: {n}" for kind, n in kinds.most_common()) + f"): {listed}{more}",
+                                f"fix them, or drop them with utils/fix_data_dir.sh --drop-bad-audio true {d.path}"))
 
 
 def _check_sample(d: DataDir, sample_rate: int, min_duration: float, nj: int, sample: int, seed: int) -> None:
@@ -164,7 +184,7 @@ def _check_sample(d: DataDir, sample_rate: int, min_duration: float, nj: int, sa
     picked = sorted(np.random.default_rng(seed).choice(len(recos), min(sample, len(recos)), replace=False))
     items = [(recos[i], d.wav_scp[recos[i]], sample_rate, min_duration) for i in picked]
     results = _run(check_recording, items, nj, f"decoding a sample of {len(items)} recordings of {d.path}")
-    _raise_first(d, results)
+    _raise_faults(d, results)
     for res in results:
         header = d.reco2dur[res.recording]
         if abs(res.duration - header) > HEADER_TOLERANCE:
@@ -180,15 +200,21 @@ def _check_sample(d: DataDir, sample_rate: int, min_duration: float, nj: int, sa
 
 @dataclass
 class FixReport:
-    """What fixing dropped, by reason ('utt2spk: no audio for it' -> keys or 'file:line's)."""
+    """What fixing dropped and what it repaired in place, by reason ('utt2spk: no audio for it' ->
+    keys or 'file:line's). Utterances are the distinct ids of utt2spk's well-formed lines."""
 
-    utterances_before: int
+    utterances_before: int = 0
     utterances_after: int = 0
     dropped: dict[str, list[str]] = field(default_factory=dict)
+    fixed: dict[str, list[str]] = field(default_factory=dict)  # kept, repaired (a byte-order mark, CR LF)
     backup: Path | None = None
+    audio_checked: bool = False
 
     def drop(self, reason: str, what: str) -> None:
         self.dropped.setdefault(reason, []).append(what)
+
+    def fix(self, reason: str, what: str) -> None:
+        self.fixed.setdefault(reason, []).append(what)
 
     @property
     def dropped_share(self) -> float:
@@ -197,9 +223,10 @@ class FixReport:
     def summary(self) -> list[str]:
         """One line per reason with a count and the first few entries."""
         out = []
-        for reason, items in self.dropped.items():
-            shown = ", ".join(items[:3]) + (f", ... ({len(items) - 3} more)" if len(items) > 3 else "")
-            out.append(f"{reason}: {len(items)} dropped ({shown})")
+        for done, entries in (("fixed", self.fixed), ("dropped", self.dropped)):
+            for reason, items in entries.items():
+                shown = ", ".join(items[:3]) + (f", ... ({len(items) - 3} more)" if len(items) > 3 else "")
+                out.append(f"{reason}: {len(items)} {done} ({shown})")
         return out
 
 
@@ -211,10 +238,10 @@ def _lenient_table(path: Path, fields: int | None, report: FixReport) -> dict[st
         return out
     text = path.read_bytes().decode("utf-8", errors="replace")
     if text.startswith("\ufeff"):
-        report.drop(f"{path.name}: byte-order mark removed", "line 1")
+        report.fix(f"{path.name}: byte-order mark removed", "line 1")
         text = text[1:]
     if "\r" in text:
-        report.drop(f"{path.name}: Windows line ends converted", f"{text.count(chr(13))} lines")
+        report.fix(f"{path.name}: Windows line ends converted", f"{text.count(chr(13))} lines")
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     for lineno, line in enumerate(text.split("\n"), start=1):
         parts = line.strip().split(maxsplit=1)
@@ -244,8 +271,11 @@ def _new_backup_dir(path: Path) -> Path:
             n += 1
 
 
-def fix_data_dir(path: str | Path, allow_drop: float = 10.0) -> FixReport:
+def fix_data_dir(path: str | Path, allow_drop: float = 10.0, drop_bad_audio: bool = False, sample_rate: int = 16000,
+                 min_duration: float = 0.2, nj: int = 1) -> FixReport:
     """Sort the tables, drop malformed, duplicate and inconsistent entries, regenerate spk2utt.
+    With `drop_bad_audio`, every recording is decoded and those validation refuses (unreadable,
+    another sample rate, not mono, too short, silent) are dropped with their utterances.
 
     Refuses (changing nothing) when more than `allow_drop` percent of the utterances would go:
     that is a mismatch of ids between tables, not a few bad lines. The originals are copied to a
@@ -255,10 +285,10 @@ def fix_data_dir(path: str | Path, allow_drop: float = 10.0) -> FixReport:
     if not (path / "wav.scp").is_file() or not (path / "utt2spk").is_file():
         raise DataError(located(path, None, "not a Kaldi data dir (needs wav.scp and utt2spk)",
                                 "check the path"))
-    before = sum(1 for line in (path / "utt2spk").read_bytes().splitlines() if line.strip())
-    report = FixReport(before)
+    report = FixReport(audio_checked=drop_bad_audio)
     wav = _lenient_table(path / "wav.scp", None, report)
     utt2spk = _lenient_table(path / "utt2spk", 2, report)
+    before = report.utterances_before = len(utt2spk)
     seg_raw = _lenient_table(path / "segments", 4, report) if (path / "segments").is_file() else None
     segments = None
     if seg_raw is not None:
@@ -289,6 +319,19 @@ def fix_data_dir(path: str | Path, allow_drop: float = 10.0) -> FixReport:
                     f"'{u}'")
     for r in sorted(set(wav) - used):
         report.drop("wav.scp: no utterance uses the recording", f"'{r}'")
+    if drop_bad_audio:
+        checks = _run(check_recording, [(r, wav[r], sample_rate, min_duration) for r in sorted(used)], nj,
+                      f"decoding the audio of {path}")
+        bad = {res.recording for res in checks if res.error}
+        for res in checks:
+            if res.error:
+                report.drop(f"wav.scp: audio fault ({res.kind})", f"'{res.recording}'")
+        lost = {u for u in utts if (segments[u].split()[0] if segments is not None else u) in bad}
+        if segments is not None:  # else each recording is its utterance, reported above
+            for u in sorted(lost):
+                report.drop("segments: its recording has an audio fault", f"'{u}'")
+            segments = {u: v for u, v in segments.items() if u not in lost}
+        utts, used = utts - lost, used - bad
     report.utterances_after = len(utts)
     if not utts:
         raise DataError(located(path, None, "no usable utterance would be left after fixing",

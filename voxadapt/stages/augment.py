@@ -13,12 +13,12 @@ from voxadapt.config import Config
 from voxadapt.data.shards import write_shards
 from voxadapt.errors import DataError, located
 from voxadapt.fileio import StageMarker, atomic_dir, file_digest
-from voxadapt.layout import AUGMENT_KINDS, MANIFEST_FILES, DataLayout, ExpLayout
+from voxadapt.layout import AUGMENT_KINDS, MANIFEST_FILES, DataLayout
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, data: DataLayout, exp: ExpLayout | None = None, nj: int = 1) -> None:
+def run(cfg: Config, data: DataLayout, nj: int = 1) -> None:
     train = cfg.data.sets.train
     train_cuts = data.cuts(train)
     recordings = data.manifest_dir(train) / MANIFEST_FILES[0]

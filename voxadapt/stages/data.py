@@ -11,7 +11,7 @@ from voxadapt.data.kaldi_dir import write_table
 from voxadapt.data.trials import read_enroll_map, read_trials
 from voxadapt.data.validate import validate_data_dir
 from voxadapt.fileio import StageMarker
-from voxadapt.layout import DataLayout, ExpLayout, enroll_map, trial_lists
+from voxadapt.layout import DataLayout, enroll_map, trial_lists
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def fingerprint(cfg: Config) -> dict:
             d.corpus: dataclasses.asdict(getattr(d, d.corpus))}
 
 
-def run(cfg: Config, data: DataLayout, exp: ExpLayout | None = None, nj: int = 1) -> None:
+def run(cfg: Config, data: DataLayout, nj: int = 1) -> None:
     marker = StageMarker(data.marker(0, "data"), fingerprint(cfg))
     if marker.is_done(outputs_hint=data.root):
         log.info("stage 0: %s already prepared (%s); nothing to do", data.root, cfg.data.corpus)

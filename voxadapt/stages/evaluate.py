@@ -27,9 +27,9 @@ from voxadapt.layout import EvalLayout, ModelSource, dir_marker
 log = logging.getLogger(__name__)
 
 
-def prepare_eval_data(data_dir: Path, trials: Path, out: Path, config: Path, nj: int) -> None:
+def prepare_eval_data(data_dir: Path, trials: Path, out: Path, source: ModelSource, nj: int) -> None:
     """Validate the user's data dir and trial list, and write the checked copy to `out`."""
-    cfg = load_config(config)
+    cfg = load_config(source.config)
     fingerprint = {"tables": tables_digest(data_dir) if data_dir.is_dir() else "",
                    "trials": file_digest(trials) if trials.is_file() else "",
                    "sample_rate": cfg.data.sample_rate, "min_duration": cfg.data.min_duration}
@@ -37,6 +37,12 @@ def prepare_eval_data(data_dir: Path, trials: Path, out: Path, config: Path, nj:
     if marker.is_done(outputs_hint=out):
         log.info("%s: already prepared; nothing to do", out)
         return
+    # The trial list against the tables first: a wrong list is said before the audio is decoded.
+    read_trials(trials, known=DataDir.load(data_dir).utt2spk)
+    train_dir = cfg.data.kaldi.train_dir if cfg.data.corpus == "kaldi" else ""
+    if train_dir and Path(train_dir).resolve() == data_dir.resolve():
+        log.warning("%s is the data dir this model was trained on: its EER says nothing about unseen speakers",
+                    data_dir)
     d = validate_data_dir(data_dir, cfg.data.sample_rate, cfg.data.min_duration, audio=cfg.data.validation, nj=nj,
                           sample=cfg.data.validation_sample)
     checked = read_trials(trials, known=d.utt2spk)

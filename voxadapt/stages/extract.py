@@ -1,8 +1,8 @@
 """Stage 5: x-vectors of a data dir <data>/<set>/ into <exp>/embeddings/<set>/, as Kaldi float
 vectors (kaldiio), in N jobs.
 
-run.sh drives the stage (split, `$extract_cmd JOB=1:N`, merge) because its jobs may run on a
-cluster. Each job (`run_job`) embeds one part of <data>/<set>/split<N>/ into
+steps/extract_xvectors.sh drives the stage (split, `$extract_cmd JOB=1:N`, merge) because its jobs
+may run on a cluster. Each job (`run_job`) embeds one part of the split data dir into
 xvector.<n>.{ark,scp}; the .scp is renamed into place last, so a job whose .scp exists is
 complete and a re-run skips it. `run_merge` joins the parts into one sorted xvector.scp, checks
 it (every utterance once, finite values, one dimension), and writes speaker means
@@ -27,7 +27,7 @@ from voxadapt.data.split import utterance_durations
 from voxadapt.embed import embed_waveforms, probe_waveforms
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import StageMarker, atomic_path, file_digest, text_digest
-from voxadapt.layout import dir_marker
+from voxadapt.layout import dir_marker, job_log
 from voxadapt.models.loading import load_embedding_model, weights_file
 from voxadapt.onnx_export import extraction_engine
 from voxadapt.train.distributed import resolve_device
@@ -103,7 +103,7 @@ def merge_jobs(data_dir: Path, out_dir: Path, nj: int) -> int:
         part = out_dir / f"xvector.{job}.scp"
         if not part.is_file():
             raise VoxadaptError(located(part, None, "missing: extraction job did not finish",
-                                        f"see {out_dir}/log/extract.{job}.log and re-run stage 5"))
+                                        f"see {job_log(out_dir, 'extract', job)} and re-run stage 5"))
         for line in part.read_text().splitlines():
             utt, loc = line.split(maxsplit=1)
             if utt in lines:

@@ -9,12 +9,12 @@ from voxadapt.data.kaldi_dir import tables_digest
 from voxadapt.data.manifests import make_manifests
 from voxadapt.errors import DataError, located
 from voxadapt.fileio import StageMarker
-from voxadapt.layout import DataLayout, ExpLayout
+from voxadapt.layout import DataLayout
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, data: DataLayout, exp: ExpLayout | None = None) -> None:
+def run(cfg: Config, data: DataLayout) -> None:
     sets = cfg.data.sets.all
     for name in sets:
         if not (data.set_dir(name) / "wav.scp").is_file():

@@ -11,14 +11,14 @@ from voxadapt.api import SpeakerVerifier
 from voxadapt.config import Config
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import StageMarker, file_digest
-from voxadapt.layout import DataLayout, ExpLayout, PackageLayout
+from voxadapt.layout import ExpLayout, PackageLayout
 from voxadapt.onnx_export import export_onnx
 from voxadapt.package import make_package
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, data: DataLayout | None, exp: ExpLayout, out: Path | None = None,
+def run(cfg: Config, exp: ExpLayout, out: Path | None = None,
         adapters_only: bool = False, onnx: bool = True) -> None:
     out = out or exp.package
     model_link = exp.model
