@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""X-vector extraction speed against the roofline, WavLM Base+ architecture + MHFA (random init:
-the real model's compute), whole utterances of 2-20 s (log-uniform, VoxCeleb1-test-like).
+"""X-vector extraction speed against the roofline, WavLM Base+ and Large architectures + MHFA
+(random init: the real models' compute), whole utterances of 2-20 s (log-uniform, VoxCeleb1-test-like).
 
 Roofline: the model's matmul/conv FLOPs for these utterances (torch's FlopCounterMode, fitted per
 length as a + b*n + c*n^2 from three counted lengths) divided by the fp32 matrix-multiply rate
-measured in the same run. A variant at 1.00x would run every FLOP at the sgemm rate.
-    python benchmarks/extraction.py [--utts 16] [--threads N] [--device cpu|cuda] [--profile]
+measured in the same run. A variant at 1.00x would run every FLOP at the sgemm rate. The int8
+engine (extract.engine onnx-int8) does its matrix multiplies in int8, which this roofline does not
+count: it can go below 1.00x. Peak memory is the process's peak RSS while the variant ran (reset
+before each run through /proc/self/clear_refs; it includes the models the process holds).
+    python benchmarks/extraction.py [--utts 16] [--threads N] [--device cpu|cuda] [--arch "WavLM Base+"] [--int8-choices] [--profile]
 """
-
 from __future__ import annotations
 
 import argparse
@@ -64,6 +66,21 @@ def onnx_stage5(model, wavs: list[np.ndarray], device: str, bf16: bool = False) 
     stage5_path(model.onnx, wavs, device)  # the exported graph, built once per job as stage 5 does
 
 
+def int8_stage5(model, wavs: list[np.ndarray], device: str, bf16: bool = False) -> None:  # noqa: ANN001
+    stage5_path(model.int8, wavs, device)  # the graph quantised once per job as stage 5 does
+
+
+# The quantisation choices int8_stage5's graph was picked from (--int8-choices): name -> (ops, per channel)
+INT8_CHOICES = {"int8 MatMul/Gemm, per tensor": (("MatMul", "Gemm"), False),
+                "int8 MatMul/Gemm + Conv (ConvInteger), per channel": (("MatMul", "Gemm", "Conv"), True)}
+
+
+def choice_variant(name: str):  # noqa: ANN201
+    def run(model, wavs: list[np.ndarray], device: str, bf16: bool = False) -> None:  # noqa: ANN001
+        stage5_path(model.choices[name], wavs, device)
+    return run
+
+
 def one_at_a_time(model: torch.nn.Module, wavs: list[np.ndarray], device: str, bf16: bool = False) -> None:
     with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
         for w in wavs:
@@ -87,10 +104,15 @@ def wide_batches(model: torch.nn.Module, wavs: list[np.ndarray], device: str, bf
     stage5_path(model, wavs, device, bf16, batch_seconds=200.0, max_padding=1e9)
 
 
+ONNX_VARIANTS = ("engine auto", "engine onnx-int8")
+ARCH = {"WavLM Base+": {"num_hidden_layers": 12},  # transformers' default WavLM config is Base(+)'s shape
+        "WavLM Large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
+                        "do_stable_layer_norm": True, "feat_extract_norm": "layer", "conv_bias": True}}
 VARIANTS = {
     "one utterance at a time, no_grad (plain forward)": (one_at_a_time, False),
     "stage 5 on a CPU with engine torch (PyTorch, the default before): one piece per batch, inference_mode": (stage5_path, False),
     "stage 5 on a CPU now (engine auto: the ONNX graph through onnxruntime)": (onnx_stage5, False),
+    "stage 5 on a CPU with engine onnx-int8 (int8 MatMul/Gemm, dynamic, per channel)": (int8_stage5, False),
     "stage 5 on a GPU: 200 s batches of lengths within 5 %, masked": (length_batches, False),
     "200 s batches by sorted length, no padding cap": (wide_batches, False),
     "one utterance at a time, bf16 autocast": (one_at_a_time, True),
@@ -110,6 +132,109 @@ def profile(model: torch.nn.Module, device: str) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
 
 
+def peak_rss_reset() -> None:
+    with open("/proc/self/clear_refs", "w") as f:  # Linux: resets VmHWM to the current RSS
+        f.write("5")
+
+
+def rss_mb(field: str = "VmHWM") -> float:
+    """The process's peak (VmHWM) or current (VmRSS) resident memory."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+
+def cosines(a, b, wavs: list[np.ndarray]) -> list[float]:  # noqa: ANN001
+    with torch.inference_mode():
+        return [float(torch.nn.functional.cosine_similarity(a(torch.from_numpy(w)[None]), b(torch.from_numpy(w)[None]))[0])
+                for w in wavs]
+
+
+def build_engines(model: torch.nn.Module, wavs: list[np.ndarray], work: str, choose: bool) -> str:
+    """model.onnx and model.int8 as stage 5 builds them; returns what it cost, as a line."""
+    from pathlib import Path
+
+    from voxadapt.onnx_export import OnnxEmbedder, export_onnx, quantize_int8
+
+    threads = torch.get_num_threads()
+    model.choices = {}
+    fp32, int8 = Path(work) / "model.onnx", Path(work) / "model.int8.onnx"
+    start = time.perf_counter()
+    export_onnx(model, fp32, SR, None)
+    held = rss_mb("VmRSS")
+    model.onnx = OnnxEmbedder(fp32, threads)
+    fp32_mb = rss_mb("VmRSS") - held
+    export_s = time.perf_counter() - start
+    start = time.perf_counter()
+    quantize_int8(fp32, int8)
+    held = rss_mb("VmRSS")
+    model.int8 = OnnxEmbedder(int8, threads)
+    int8_mb = rss_mb("VmRSS") - held
+    quant_s = time.perf_counter() - start
+    # parity on these real-length utterances, not only the export's probe
+    onnx_cos, int8_cos = cosines(model, model.onnx, wavs), cosines(model.onnx, model.int8, wavs)
+    choices = ""
+    for name, (ops, per_channel) in INT8_CHOICES.items() if choose else ():
+        path = Path(work) / f"{len(model.choices)}.onnx"
+        quantize_int8(fp32, path, ops, per_channel)
+        model.choices[name] = OnnxEmbedder(path, threads)
+        choices += (f"; {name}: graph {path.stat().st_size / 1e6:.0f} MB, cosine vs fp32 ONNX "
+                    f"{min(cosines(model.onnx, model.choices[name], wavs)):.6f}")
+    return (f"ONNX export + session (once per stage-5 job): {export_s:.1f} s, graph {fp32.stat().st_size / 1e6:.0f} MB; "
+            f"int8 quantisation + session (once per job): {quant_s:.1f} s, graph {int8.stat().st_size / 1e6:.0f} MB; "
+            f"resident memory a session adds: fp32 {fp32_mb:.0f} MB, int8 {int8_mb:.0f} MB; smallest cosine over the "
+            f"utterances: ONNX vs PyTorch {min(onnx_cos):.6f}, int8 vs fp32 ONNX {min(int8_cos):.6f}{choices}")
+
+
+def measure(arch: str, wavs: list[np.ndarray], args: argparse.Namespace) -> None:
+    import json
+    import tempfile
+
+    from voxadapt.config import load_config
+    from voxadapt.models.speaker import build_model
+
+    cfg = load_config(None, ["model.backbone.type=wavlm", f"model.backbone.arch={json.dumps(ARCH[arch])}"])
+    model = build_model(cfg, 1)[0].eval().to(args.device)
+    if args.profile:
+        profile(model, args.device)
+        return
+    variants = {n: v for n, v in VARIANTS.items() if args.device == "cpu" or not any(w in n for w in ONNX_VARIANTS)}
+    audio_s = sum(len(w) for w in wavs) / SR
+    flops = float(flops_per_utterance(model, [len(w) for w in wavs], args.device).sum())
+    rate = matmul_rate(args.device)
+    roofline_s = flops / rate
+    with tempfile.TemporaryDirectory() as work:  # the sessions hold the graphs: the files can go
+        engines = build_engines(model, wavs, work, args.int8_choices) if args.device == "cpu" else ""
+    if args.int8_choices:
+        variants.update({f"stage 5 on a CPU with {name}": (choice_variant(name), False) for name in INT8_CHOICES})
+    one_at_a_time(model, wavs[:2], args.device)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    peaks: dict[str, float] = {name: 0.0 for name in variants}
+    for _ in range(args.rounds):  # interleaved rounds: a shared machine's drift hits every variant
+        for name, (fn, bf16) in variants.items():
+            sync(args.device)
+            peak_rss_reset()
+            start = time.perf_counter()
+            fn(model, wavs, args.device, bf16)
+            sync(args.device)
+            times[name].append(time.perf_counter() - start)
+            peaks[name] = max(peaks[name], rss_mb())
+    print(f"## {arch} + MHFA\n\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; {len(wavs)} utterances, "
+          f"{audio_s:.0f} s of audio (2-20 s); {flops / audio_s / 1e9:.1f} GFLOP per second of audio; fp32 matmul rate "
+          f"{rate / 1e9:.0f} GFLOP/s; roofline {roofline_s:.1f} s (RTF {roofline_s / audio_s:.3f}); best of "
+          f"{args.rounds} rounds\n")
+    if engines:
+        print(engines + "\n")
+    onnx = next((min(ts) for n, ts in times.items() if "engine auto" in n), None)
+    print("| variant | seconds | audio s / s | RTF | x roofline | speed x fp32 ONNX | process peak RSS (MB; all engines held) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, ts in times.items():
+        t = min(ts)
+        print(f"| {name} | {t:.1f} | {audio_s / t:.1f} | {t / audio_s:.3f} | {t / roofline_s:.2f} | "
+              f"{f'{onnx / t:.2f}' if onnx else '-'} | {peaks[name]:.0f} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--utts", type=int, default=16)
@@ -119,60 +244,21 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="only show where one 10 s utterance's time goes")
     parser.add_argument("--skip", action="append", default=[], metavar="WORDS",
                         help="leave out the variants whose name contains WORDS (e.g. bf16; repeatable)")
+    parser.add_argument("--int8-choices", action="store_true",
+                        help="also the int8 quantisations the engine's was chosen from (per tensor; with Conv)")
+    parser.add_argument("--arch", action="append", choices=list(ARCH),
+                        help="the architectures to measure (repeatable; default: both)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     for words in args.skip:
         for name in [n for n in VARIANTS if words in n]:
             del VARIANTS[name]
-    from voxadapt.config import load_config
-    from voxadapt.models.speaker import build_model
-
-    cfg = load_config(None, ["model.backbone.type=wavlm"])
-    model = build_model(cfg, 1)[0].eval().to(args.device)
-    if args.profile:
-        profile(model, args.device)
-        return
     rng = np.random.default_rng(0)
     lengths = [int(SR * s) for s in np.exp(rng.uniform(np.log(2.0), np.log(20.0), args.utts))]
     wavs = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in lengths]
-    audio_s = sum(lengths) / SR
-    flops = float(flops_per_utterance(model, lengths, args.device).sum())
-    rate = matmul_rate(args.device)
-    roofline_s = flops / rate
-    if args.device == "cpu":
-        from voxadapt.onnx_export import OnnxEmbedder
-
-        start = time.perf_counter()
-        model.onnx, _ = OnnxEmbedder.exported(model, SR, torch.get_num_threads())
-        export_s = time.perf_counter() - start
-        with torch.inference_mode():  # parity on these real-length utterances, not only the export's probe
-            cosines = [float(torch.nn.functional.cosine_similarity(model(torch.from_numpy(w)[None]),
-                                                                   model.onnx(torch.from_numpy(w)[None]))[0]) for w in wavs]
-    else:
-        VARIANTS.pop("stage 5 on a CPU now (engine auto: the ONNX graph through onnxruntime)", None)
-    one_at_a_time(model, wavs[:2], args.device)  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for _ in range(args.rounds):  # interleaved rounds: a shared machine's drift hits every variant
-        for name, (fn, bf16) in VARIANTS.items():
-            sync(args.device)
-            start = time.perf_counter()
-            fn(model, wavs, args.device, bf16)
-            sync(args.device)
-            times[name].append(time.perf_counter() - start)
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {args.device}; {args.utts} utterances, {audio_s:.0f} s of audio "
-          f"(2-20 s); {flops / audio_s / 1e9:.1f} GFLOP per second of audio; fp32 matmul rate "
-          f"{rate / 1e9:.0f} GFLOP/s; roofline {roofline_s:.1f} s (RTF {roofline_s / audio_s:.3f}); best of "
-          f"{args.rounds} rounds\n")
-    if args.device == "cpu":
-        print(f"ONNX export + session (once per stage-5 job): {export_s:.1f} s; cosine ONNX vs PyTorch over the "
-              f"{args.utts} utterances: min {min(cosines):.6f}\n")
-    print("| variant | seconds | audio s / s | RTF | x roofline |")
-    print("|---|---|---|---|---|")
-    for name, ts in times.items():
-        t = min(ts)
-        print(f"| {name} | {t:.1f} | {audio_s / t:.1f} | {t / audio_s:.3f} | {t / roofline_s:.2f} |")
+    for arch in args.arch or list(ARCH):
+        measure(arch, wavs, args)
 
 
 if __name__ == "__main__":

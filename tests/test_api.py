@@ -66,6 +66,26 @@ def test_onnx_matches_pytorch(package, wavs):
         assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.9999
 
 
+def test_cli_int8_embed_and_export(package, wavs, tmp_path):
+    """`embed --engine onnx-int8` (checked on the first inputs) writes float32 vectors within
+    cosine INT8_COSINE of fp32's; `export-onnx --int8` writes a graph with int8 matrix multiplies."""
+    import onnx
+
+    import voxadapt as api
+    from voxadapt.onnx_export import INT8_COSINE
+
+    out = f"ark,scp:{tmp_path / 'e.ark'},{tmp_path / 'e.scp'}"
+    proc = voxadapt("embed", str(package), wavs[0], wavs[1], "--engine", "onnx-int8", "--out", out)
+    assert proc.returncode == 0 and "differ from fp32" not in proc.stderr, proc.stderr
+    model = api.load(package)
+    for w, vec in kaldiio.load_scp_sequential(str(tmp_path / "e.scp")):
+        want = model.embed(w)
+        assert vec.dtype == np.float32 and float(vec @ want / np.linalg.norm(vec) / np.linalg.norm(want)) >= INT8_COSINE
+    proc = voxadapt("export-onnx", str(package), str(tmp_path / "m8.onnx"), "--int8")
+    assert proc.returncode == 0 and "int8 vs fp32 cosine" in proc.stdout, proc.stderr
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(tmp_path / "m8.onnx")).graph.node}
+
+
 def test_bad_inputs(package, wavs, tmp_path):
     assert_clean_error(voxadapt("verify", str(tmp_path), wavs[0], wavs[1]), "not a packaged voxadapt model")
     (tmp_path / "noise.wav").write_text("not audio at all")

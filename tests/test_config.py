@@ -88,11 +88,12 @@ def test_markers_made_before_a_key_was_added_still_match():
     import dataclasses
 
     from voxadapt.compat import ADDED, fingerprint_changes
+    from voxadapt.stages.extract import conditioning_settings
 
     cfg = load_config(None)
     now = {"model": dataclasses.asdict(cfg.model), "phase": cfg.train.phases[0].fingerprint(),
            "scoring": dataclasses.asdict(cfg.scoring), "synthetic": dataclasses.asdict(cfg.data.synthetic),
-           "loader": cfg.loader.fingerprint(), "binary": True}
+           "loader": cfg.loader.fingerprint(), "binary": True, "conditioning": conditioning_settings(cfg.extract)}
     old = copy.deepcopy(now)  # nested sections too (model.pooling)
     for added in ADDED:
         *path, key = added.split(".")

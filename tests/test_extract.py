@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import kaldiio
 import numpy as np
@@ -97,6 +98,75 @@ def test_onnx_engine_embeds_as_pytorch_does(micro_exp, tiny_data):
     assert extraction_engine(model, "cuda", "auto", 16000, 2) is model
     with pytest.raises(VoxadaptError, match="onnx engine runs on a CPU"):
         extraction_engine(model, "cuda", "onnx", 16000, 2)
+
+
+def test_int8_engine_is_used_only_when_it_matches_fp32_on_the_set(micro_exp, tiny_data, tmp_path, monkeypatch, caplog):
+    """extract.engine onnx-int8: the graph quantised, checked on utterances of the set; a graph
+    whose embeddings fall below INT8_COSINE is refused with a warning naming the cosine, and the
+    fp32 graph embeds instead."""
+    import onnx
+
+    from voxadapt import onnx_export
+    from voxadapt.embed import probe_waveforms
+
+    d = DataDir.load(tiny_data / "test")
+    loaded = load_speaker_model(micro_exp / "exp" / "mhfa_tiny" / "model")
+    model, cfg = loaded.model, loaded.cfg
+    audio = [read_utterance(d, u) for u in d.utterance_ids[:3]]
+    probes = probe_waveforms(audio, 16000, cfg.extract)
+    graph = tmp_path / "model.onnx"
+    onnx_export.export_onnx(model, graph, 16000, None)
+    fp32 = embed_waveforms(onnx_export.OnnxEmbedder(graph, 1), audio, 16000, cfg.extract)
+
+    def cosines(got: np.ndarray) -> np.ndarray:
+        return (got * fp32).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(fp32, axis=1)
+
+    got = embed_waveforms(onnx_export.extraction_engine(model, "cpu", "onnx-int8", 16000, 1, graph, probes), audio,
+                          16000, cfg.extract)
+    assert not np.array_equal(got, fp32) and cosines(got).min() >= onnx_export.INT8_COSINE
+
+    quantize = onnx_export.quantize_int8
+
+    def damaged(fp32_graph, out):  # noqa: ANN001, ANN202 - an int8 graph that has lost accuracy
+        quantize(fp32_graph, out)
+        m = onnx.load(str(out))
+        rng = np.random.default_rng(0)
+        for init in m.graph.initializer:
+            w = onnx.numpy_helper.to_array(init)
+            if w.dtype == np.float32 and w.size > 100:
+                init.CopyFrom(onnx.numpy_helper.from_array(rng.permutation(w.ravel()).reshape(w.shape), init.name))
+        onnx.save(m, str(out))
+
+    monkeypatch.setattr(onnx_export, "quantize_int8", damaged)
+    caplog.clear()
+    got = embed_waveforms(onnx_export.extraction_engine(model, "cpu", "onnx-int8", 16000, 1, graph, probes), audio,
+                          16000, cfg.extract)
+    np.testing.assert_array_equal(got, fp32)
+    assert re.search(r"int8 graph's embeddings differ from fp32's \(cosine 0\.\d+ < 0\.999 on 3 utterances of the set\): "
+                     r"using the fp32 graph", caplog.text), caplog.text
+
+
+def test_switching_the_engine_asks_for_re_extraction(extracted, micro_exp, tiny_data):
+    """The engine and precision are in stage 5's marker (int8 embeddings differ slightly): x-vectors
+    of one engine are not taken for another's; a marker written before they were recorded is
+    that of the defaults."""
+    import json
+
+    from voxadapt.errors import VoxadaptError
+    from voxadapt.layout import dir_marker
+    from voxadapt.stages.extract import run_merge
+
+    cfg = load_config(micro_exp / "micro.yaml")
+    where = (tiny_data / "test", micro_exp / "exp" / "mhfa_tiny" / "model", extracted / "test", 2)
+    marker = dir_marker(extracted / "test")
+    recorded = json.loads(marker.read_text())
+    for key in ("engine", "precision"):
+        del recorded["conditioning"][key]
+    marker.write_text(json.dumps(recorded))
+    assert run_merge(cfg, *where, check_only=True) == 0
+    cfg.extract.engine = "onnx-int8"
+    with pytest.raises(VoxadaptError, match="made with different settings \\(conditioning changed\\)"):
+        run_merge(cfg, *where, check_only=True)
 
 
 def test_a_model_that_cannot_be_exported_embeds_with_pytorch(monkeypatch, caplog):

@@ -34,7 +34,8 @@ ADDED: dict[str, Any] = {"model.subcenters": 1, "phase.inter_topk": 0, "phase.in
                          "phase.dropadapt.max_utts": 0, "phase.cnn_grad_scale": 0.0,
                          "phase.train_embedding": True, "phase.layer_decay_from": "top", "phase.layerdrop": 0.0,
                          "model.pooling.token_positions": "none", "scoring.asnorm_cohort": "",
-                         "loader.shards": False, "binary": True}
+                         "loader.shards": False, "binary": True,
+                         "conditioning.engine": "auto", "conditioning.precision": "fp32"}
 # old parameter-name prefix -> new, for the module attributes the RENAMED config keys name
 RENAMED_WEIGHTS: dict[str, str] = {"backend.": "pooling."}
 

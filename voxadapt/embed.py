@@ -21,6 +21,12 @@ def chunk_bounds(n: int, sr: int, opts: ExtractConfig) -> list[tuple[int, int]]:
     return [(s, s + size) for s in starts]
 
 
+def probe_waveforms(wavs: Sequence[np.ndarray], sr: int, opts: ExtractConfig) -> list[np.ndarray]:
+    """Utterances of the set as an engine sees them (conditioned, cut to one chunk): what an int8
+    engine is checked on (onnx_export.int8_or_fp32)."""
+    return [condition(np.asarray(w, dtype=np.float32), sr, opts)[: int(opts.max_chunk_seconds * sr)] for w in wavs]
+
+
 @torch.inference_mode()
 def embed_waveforms(model: Callable[..., torch.Tensor], wavs: Sequence[np.ndarray], sr: int, opts: ExtractConfig,
                     device: str = "cpu") -> np.ndarray:

@@ -14,7 +14,7 @@ import copy
 import logging
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,29 @@ def export_onnx(model: SpeakerModel, out: Path, sample_rate: int, level_dbfs: fl
 
 
 PARITY_COSINE = 0.9999  # an exported graph whose embedding differs more from PyTorch's is not used
+# An int8 graph is used only when its embeddings of the probes (utterances of the set being
+# embedded) are this close to the fp32 graph's; docs/extraction_engines.md has the measurements.
+INT8_COSINE = 0.999
+# What quantize_int8 quantises, chosen by measurement (docs/extraction_engines.md): the transformer's
+# MatMul/Gemm with int8 weights per output channel and activations quantised per call (dynamic, no
+# calibration set). The convolutions stay fp32: as ConvInteger they ran 2x slower than fp32.
+INT8_OPS = ("MatMul", "Gemm")
+
+
+def quantize_int8(graph: Path, out: Path, ops: Sequence[str] = INT8_OPS, per_channel: bool = True) -> None:
+    """Write `out`: the fp32 graph with `ops` quantised (onnxruntime's dynamic quantisation; the
+    other choices are for benchmarks/extraction.py's comparison)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quant_log = logging.getLogger()  # the quantiser advises pre-processing on the root logger, every call
+    level = quant_log.level
+    quant_log.setLevel(logging.ERROR)
+    try:
+        with atomic_path(out) as tmp:
+            quantize_dynamic(graph, tmp, op_types_to_quantize=list(ops), per_channel=per_channel,
+                             weight_type=QuantType.QInt8)
+    finally:
+        quant_log.setLevel(level)
 
 
 class OnnxEmbedder:
@@ -85,44 +108,84 @@ class OnnxEmbedder:
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
 
-    @classmethod
-    def exported(cls, model: SpeakerModel, sample_rate: int, threads: int) -> tuple[OnnxEmbedder, float]:
-        """The model exported now (without level scaling: the extraction path conditions audio
-        first), and the cosine of its embedding to PyTorch's on a probe."""
-        with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph: the file can go
-            path = Path(tmp) / "embedder.onnx"  # a temporary graph, not a package's model.onnx
-            cosine = export_onnx(model, path, sample_rate, None)
-            return cls(path, threads), cosine
-
     def __call__(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         rows = [wav[i:i + 1, : wav.shape[1] if lengths is None else int(lengths[i])].numpy() for i in range(len(wav))]
         return torch.from_numpy(np.concatenate([self.session.run(None, {"waveform": r})[0] for r in rows]))
 
 
+def probe_cosine(a: Callable[..., torch.Tensor], b: Callable[..., torch.Tensor], probes: Sequence[np.ndarray]) -> float:
+    """The smallest cosine between two engines' embeddings of the probe waveforms."""
+    with torch.inference_mode():
+        return min(float(torch.nn.functional.cosine_similarity(a(x), b(x))[0])
+                   for x in (torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))[None] for w in probes))
+
+
+def int8_or_fp32(fp32: OnnxEmbedder, graph: Path, threads: int, probes: Sequence[np.ndarray]) -> OnnxEmbedder:
+    """The int8 graph of `graph` when its embeddings of the probes match fp32's (cosine >=
+    INT8_COSINE), else `fp32` with a warning: a trained model's outlier activations can make int8
+    lose accuracy that random weights do not show, so every job measures it on its own audio."""
+    if not probes:
+        log.warning("no utterance to check the int8 graph on: using the fp32 graph")
+        return fp32
+    with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph: the file can go
+        try:
+            quantize_int8(graph, Path(tmp) / "embedder.int8.onnx")
+        except Exception as e:  # noqa: BLE001  # the quantiser's failures have no common type
+            log.warning("the graph could not be quantised to int8 (%s): using the fp32 graph", _first_line(e))
+            return fp32
+        int8 = OnnxEmbedder(Path(tmp) / "embedder.int8.onnx", threads)
+    cosine = probe_cosine(fp32, int8, probes)
+    if cosine < INT8_COSINE:
+        log.warning("the int8 graph's embeddings differ from fp32's (cosine %.6f < %s on %d utterances of the set): "
+                    "using the fp32 graph", cosine, INT8_COSINE, len(probes))
+        return fp32
+    log.info("int8 graph: cosine %.6f to fp32 on %d utterances of the set", cosine, len(probes))
+    return int8
+
+
+def export_int8(model: SpeakerModel, out: Path, sample_rate: int, level_dbfs: float | None) -> float:
+    """Write `out`: the model's graph quantised by quantize_int8. Returns the cosine of its embedding
+    to the fp32 graph's on a noise probe; the int8 engine checks the audio it embeds instead."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "embedder.onnx"  # a temporary graph, not a package's
+        export_onnx(model, fp32, sample_rate, level_dbfs)
+        quantize_int8(fp32, out)
+        probe = np.random.default_rng(0).standard_normal(int(4.7 * sample_rate)).astype(np.float32) * 0.1
+        return probe_cosine(OnnxEmbedder(fp32, 0), OnnxEmbedder(out, 0), [probe])
+
+
+def _first_line(e: Exception) -> str:
+    """An exception as one short line (an exporter's message can hold a tensor dump)."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
+
 def extraction_engine(model: SpeakerModel, device: str, engine: str, sample_rate: int, threads: int,
-                      graph: Path | None = None) -> Callable[..., torch.Tensor]:
+                      graph: Path | None = None, probes: Sequence[np.ndarray] = ()) -> Callable[..., torch.Tensor]:
     """What embeds on `device`: on a CPU with engine 'auto' or 'onnx', the ONNX graph through
     onnxruntime (1.2-1.4x faster than eager PyTorch, BENCHMARKS.md): `graph` when given (a
     package's model.onnx, parity-checked when it was packaged; its level scaling of already
     conditioned audio is a no-op), else the model exported now, used only if the export works and
     its embedding equals PyTorch's (cosine >= PARITY_COSINE on a probe). Otherwise, and on a GPU,
-    the PyTorch model: the graph is a speed-up, never a reason for extraction to fail."""
+    the PyTorch model: the graph is a speed-up, never a reason for extraction to fail. Engine
+    'onnx-int8': that graph quantised to int8, used only if it passes `int8_or_fp32`'s check on
+    `probes` (conditioned utterances of the set being embedded)."""
     if torch.device(device).type != "cpu":
-        if engine == "onnx":
-            raise VoxadaptError(f"the onnx engine runs on a CPU, not on {device}: use engine auto or torch")
+        if engine != "auto" and engine != "torch":
+            raise VoxadaptError(f"the {engine} engine runs on a CPU, not on {device}: use engine auto or torch")
         return model
     if engine == "torch":
         return model
-    if graph is not None:
-        return OnnxEmbedder(graph, threads)
-    try:
-        onnx, cosine = OnnxEmbedder.exported(model, sample_rate, threads)
-    except Exception as e:  # noqa: BLE001  # the exporter's failures have no common type
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-        log.warning("the model could not be exported to ONNX (%s): using PyTorch (extract.engine torch "
-                    "skips the attempt)", reason)
-        return model
-    if cosine < PARITY_COSINE:
-        log.warning("the ONNX graph's embedding differs from PyTorch's (cosine %.6f): using PyTorch", cosine)
-        return model
-    return onnx
+    with tempfile.TemporaryDirectory() as tmp:
+        if graph is None:
+            graph = Path(tmp) / "embedder.onnx"  # a temporary graph, not a package's
+            try:  # without level scaling: the extraction path conditions audio first
+                cosine = export_onnx(model, graph, sample_rate, None)
+            except Exception as e:  # noqa: BLE001  # the exporter's failures have no common type
+                log.warning("the model could not be exported to ONNX (%s): using PyTorch (extract.engine torch "
+                            "skips the attempt)", _first_line(e))
+                return model
+            if cosine < PARITY_COSINE:
+                log.warning("the ONNX graph's embedding differs from PyTorch's (cosine %.6f): using PyTorch", cosine)
+                return model
+        fp32 = OnnxEmbedder(graph, threads)
+        return int8_or_fp32(fp32, graph, threads, probes) if engine == "onnx-int8" else fp32

@@ -21,7 +21,9 @@ class ExtractConfig:
     device: str = "auto"
     # On a CPU, 'auto' embeds with the model exported to ONNX, run by onnxruntime (faster than eager
     # PyTorch, embeddings equal to cosine >= 0.9999); 'torch' keeps PyTorch. GPUs always use PyTorch.
-    engine: Literal["auto", "torch", "onnx"] = "auto"
+    # 'onnx-int8': that graph with int8 matrix multiplies, used when its embeddings of utterances of
+    # the set match fp32's to cosine 0.999, else fp32 with a warning (docs/extraction_engines.md).
+    engine: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     num_threads: int = 0  # torch (or onnxruntime) threads per extraction job; 0: torch's default
     # On a GPU, bf16 autocast (embeddings within cosine 0.9999 of fp32's); CPUs always embed in fp32.
     precision: Literal["fp32", "bf16"] = "fp32"

@@ -24,7 +24,7 @@ from voxadapt.config import Config, ExtractConfig
 from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir, tables_digest
 from voxadapt.data.split import utterance_durations
-from voxadapt.embed import embed_waveforms
+from voxadapt.embed import embed_waveforms, probe_waveforms
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import StageMarker, atomic_path, file_digest, text_digest
 from voxadapt.layout import EmbeddingsLayout, dir_marker
@@ -65,10 +65,14 @@ def run_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: i
         torch.set_num_threads(cfg.extract.num_threads)
     device = str(job_device(cfg.extract.device, job))
     log.info("job %d: on %s", job, device)
-    model = extraction_engine(load_embedding_model(model_dir, device), device, cfg.extract.engine,
-                              cfg.data.sample_rate, torch.get_num_threads())
     durations = utterance_durations(part)
     utts = sorted(part.utterance_ids, key=lambda u: (durations[u], u))  # similar lengths batch together
+    probes = []
+    if cfg.extract.engine == "onnx-int8":  # shortest, median, longest of this job's utterances
+        probes = probe_waveforms([read_utterance(part, u) for u in dict.fromkeys((utts[0], utts[len(utts) // 2], utts[-1]))],
+                                 cfg.data.sample_rate, cfg.extract)
+    model = extraction_engine(load_embedding_model(model_dir, device), device, cfg.extract.engine,
+                              cfg.data.sample_rate, torch.get_num_threads(), probes=probes)
     ark = EmbeddingsLayout(out_dir).job_ark(job)
     out_dir.mkdir(parents=True, exist_ok=True)
     sr = cfg.data.sample_rate
@@ -143,8 +147,9 @@ def write_summary(out_dir: Path, model_dir: Path, dim: int, count: int) -> None:
 
 
 def conditioning_settings(opts: ExtractConfig) -> dict:
-    """The extraction settings x-vectors depend on (besides the model and the audio)."""
-    return {"level_dbfs": opts.level_dbfs, "vad": opts.vad}
+    """The extraction settings x-vectors depend on (besides the model and the audio); the engine and
+    precision too (int8 or bf16 embeddings differ slightly), so switching them re-extracts."""
+    return {"level_dbfs": opts.level_dbfs, "vad": opts.vad, "engine": opts.engine, "precision": opts.precision}
 
 
 def run_merge(cfg: Config, data_dir: Path, model_dir: Path, out_dir: Path, nj: int, check_only: bool) -> int:
