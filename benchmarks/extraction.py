@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""X-vector extraction speed against the roofline, WavLM Base+ architecture + MHFA (random init:
-the real model's compute), whole utterances of 2-20 s (log-uniform, VoxCeleb1-test-like).
+"""X-vector extraction speed against the roofline, WavLM Base+ or w2v-BERT 2.0 architecture
+(--backbone) + MHFA (random init: the real model's compute), whole utterances of 2-20 s
+(log-uniform, VoxCeleb1-test-like).
 
 Roofline: the model's matmul/conv FLOPs for these utterances (torch's FlopCounterMode, fitted per
 length as a + b*n + c*n^2 from three counted lengths) divided by the fp32 matrix-multiply rate
 measured in the same run. A variant at 1.00x would run every FLOP at the sgemm rate.
-    python benchmarks/extraction.py [--utts 16] [--threads N] [--device cpu|cuda] [--profile]
+    python benchmarks/extraction.py [--backbone wavlm|w2v-bert] [--utts 16] [--threads N] [--device cpu|cuda] [--profile]
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import torch
 from voxadapt.models.adapters import merge_lora
 
 SR = 16000
+# transformers' defaults are WavLM Base+'s and w2v-BERT 2.0's shapes; one key named makes it a config-only model.
+ARCH = {"wavlm": '{"num_hidden_layers": 12}', "w2v-bert": '{"num_hidden_layers": 24}'}
 
 
 def matmul_rate(device: str, size: int = 2048, reps: int = 20) -> float:
@@ -112,6 +115,7 @@ def profile(model: torch.nn.Module, device: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", choices=list(ARCH), default="wavlm")
     parser.add_argument("--utts", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
@@ -128,7 +132,7 @@ def main() -> None:
     from voxadapt.config import load_config
     from voxadapt.models.speaker import build_model
 
-    cfg = load_config(None, ["model.backbone.type=wavlm"])
+    cfg = load_config(None, [f"model.backbone.type={args.backbone}", f"model.backbone.arch={ARCH[args.backbone]}"])
     model = build_model(cfg, 1)[0].eval().to(args.device)
     if args.profile:
         profile(model, args.device)
@@ -160,7 +164,8 @@ def main() -> None:
             fn(model, wavs, args.device, bf16)
             sync(args.device)
             times[name].append(time.perf_counter() - start)
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+    print(f"Backbone: {args.backbone} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters with MHFA). "
+          f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {args.device}; {args.utts} utterances, {audio_s:.0f} s of audio "
           f"(2-20 s); {flops / audio_s / 1e9:.1f} GFLOP per second of audio; fp32 matmul rate "
           f"{rate / 1e9:.0f} GFLOP/s; roofline {roofline_s:.1f} s (RTF {roofline_s / audio_s:.3f}); best of "
