@@ -141,6 +141,8 @@ run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 # Stages 3-4 read the pre-trained backbone: a missing --ssl_model is said now, not after stages 0-2.
 if run_stage 3 || run_stage 4; then
   if [ -n "$ssl_model" ]; then
+    case "$ssl_model" in *.pt | *.pth | *.ckpt) die "--ssl_model $ssl_model: a fairseq/UniSpeech .pt checkpoint is not read:" \
+      "give the transformers directory of the same model (huggingface-cli download microsoft/wavlm-large --local-dir models/wavlm-large)" ;; esac
     [ -d "$ssl_model" ] || die "--ssl_model $ssl_model: not found; give an existing local save_pretrained directory"
   elif [ -z "$backbone_source" ]; then
     die "--ssl_model is not given and $config has no model.backbone.path: stages 3-4 need pre-trained weights;" \

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""X-vector extraction speed against the roofline, WavLM Base+ and Large architectures + MHFA
-(random init: the real models' compute), whole utterances of 2-20 s (log-uniform, VoxCeleb1-test-like).
+"""X-vector extraction speed against the roofline, WavLM Base+ and Large and w2v-BERT 2.0 architectures
++ MHFA (random init: the real models' compute), whole utterances of 2-20 s (log-uniform, VoxCeleb1-test-like).
 
 Roofline: the model's matmul/conv FLOPs for these utterances (torch's FlopCounterMode, fitted per
 length as a + b*n + c*n^2 from three counted lengths) divided by the fp32 matrix-multiply rate
@@ -8,7 +8,8 @@ measured in the same run. A variant at 1.00x would run every FLOP at the sgemm r
 engine (extract.engine onnx-int8) does its matrix multiplies in int8, which this roofline does not
 count: it can go below 1.00x. Peak memory is the process's peak RSS while the variant ran (reset
 before each run through /proc/self/clear_refs; it includes the models the process holds).
-    python benchmarks/extraction.py [--utts 16] [--threads N] [--device cpu|cuda] [--arch "WavLM Base+"] [--int8-choices] [--profile]
+    python benchmarks/extraction.py [--utts 16] [--threads N] [--device cpu|cuda] [--arch NAME] [--int8-choices] [--profile]
+    (--arch: "WavLM Base+", "WavLM Large" (the default: both), "w2v-BERT 2.0"; repeatable)
 """
 from __future__ import annotations
 
@@ -105,9 +106,13 @@ def wide_batches(model: torch.nn.Module, wavs: list[np.ndarray], device: str, bf
 
 
 ONNX_VARIANTS = ("engine auto", "engine onnx-int8")
-ARCH = {"WavLM Base+": {"num_hidden_layers": 12},  # transformers' default WavLM config is Base(+)'s shape
-        "WavLM Large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
-                        "do_stable_layer_norm": True, "feat_extract_norm": "layer", "conv_bias": True}}
+# name -> (backbone type, architecture); transformers' defaults are WavLM Base+'s and w2v-BERT 2.0's shapes
+ARCH = {"WavLM Base+": ("wavlm", {"num_hidden_layers": 12}),
+        "WavLM Large": ("wavlm", {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                                  "intermediate_size": 4096, "do_stable_layer_norm": True, "feat_extract_norm": "layer",
+                                  "conv_bias": True}),
+        "w2v-BERT 2.0": ("w2v-bert", {"num_hidden_layers": 24})}
+DEFAULT_ARCHS = ["WavLM Base+", "WavLM Large"]
 VARIANTS = {
     "one utterance at a time, no_grad (plain forward)": (one_at_a_time, False),
     "stage 5 on a CPU with engine torch (PyTorch, the default before): one piece per batch, inference_mode": (stage5_path, False),
@@ -192,7 +197,8 @@ def measure(arch: str, wavs: list[np.ndarray], args: argparse.Namespace) -> None
     from voxadapt.config import load_config
     from voxadapt.models.speaker import build_model
 
-    cfg = load_config(None, ["model.backbone.type=wavlm", f"model.backbone.arch={json.dumps(ARCH[arch])}"])
+    backbone, shape = ARCH[arch]
+    cfg = load_config(None, [f"model.backbone.type={backbone}", f"model.backbone.arch={json.dumps(shape)}"])
     model = build_model(cfg, 1)[0].eval().to(args.device)
     if args.profile:
         profile(model, args.device)
@@ -247,7 +253,7 @@ def main() -> None:
     parser.add_argument("--int8-choices", action="store_true",
                         help="also the int8 quantisations the engine's was chosen from (per tensor; with Conv)")
     parser.add_argument("--arch", action="append", choices=list(ARCH),
-                        help="the architectures to measure (repeatable; default: both)")
+                        help="the architectures to measure (repeatable; default: both WavLMs)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -257,7 +263,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     lengths = [int(SR * s) for s in np.exp(rng.uniform(np.log(2.0), np.log(20.0), args.utts))]
     wavs = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in lengths]
-    for arch in args.arch or list(ARCH):
+    for arch in args.arch or DEFAULT_ARCHS:
         measure(arch, wavs, args)
 
 

@@ -2,8 +2,9 @@
 """Training and extraction throughput of the VoxCeleb configs, and the projected wall time of
 their whole schedule on VoxCeleb2 on one device.
 
-For each phase of conf/mhfa_wavlm_base_plus.yaml and conf/mhfa_wavlm_large.yaml (frozen backbone,
-joint fine-tuning, large-margin), the phase's own settings (trainable layers, optimiser, precision,
+For each phase of conf/mhfa_wavlm_base_plus.yaml, conf/mhfa_wavlm_large.yaml (frozen backbone,
+joint fine-tuning, large-margin) and conf/mhfa_w2vbert2.yaml (LoRA, joint, large-margin; its global
+batch is for 8 GPUs: --configs "w2v-BERT 2.0" --devices 8), the phase's own settings (trainable layers, optimiser, precision,
 L2-SP, crops and batch, loss, compile / activation checkpointing) on the WavLM architecture with
 random weights (the same compute as the pre-trained model) + MHFA + the recipe's AAM head: steps/s,
 crops/s, peak memory and GPU utilisation over --steps timed steps after --warmup. Then extraction
@@ -52,11 +53,13 @@ from voxadapt.train.optim import make_optimizer, param_groups, set_trainable  # 
 from voxadapt.train.regularize import L2SP  # noqa: E402
 from voxadapt.train.trainer import prepare_for_phase  # noqa: E402
 
-CONFIGS = {"WavLM Base+": "conf/mhfa_wavlm_base_plus.yaml", "WavLM Large": "conf/mhfa_wavlm_large.yaml"}
-# transformers' WavLMConfig defaults are the Base / Base+ shape; Large:
-ARCH = {"WavLM Base+": {}, "WavLM Large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
-                                           "intermediate_size": 4096, "do_stable_layer_norm": True,
-                                           "feat_extract_norm": "layer", "conv_bias": True}}
+CONFIGS = {"WavLM Base+": "conf/mhfa_wavlm_base_plus.yaml", "WavLM Large": "conf/mhfa_wavlm_large.yaml",
+           "w2v-BERT 2.0": "conf/mhfa_w2vbert2.yaml"}
+# transformers' WavLMConfig defaults are the Base / Base+ shape, Wav2Vec2BertConfig's w2v-BERT 2.0's (one key
+# named: a config-only model); Large:
+ARCH = {"WavLM Base+": {"num_hidden_layers": 12}, "w2v-BERT 2.0": {"num_hidden_layers": 24},
+        "WavLM Large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
+                        "do_stable_layer_norm": True, "feat_extract_norm": "layer", "conv_bias": True}}
 SMALL_ARCH = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
               "conv_dim": [32] * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4}
 VOX2_DEV_UTTERANCES, VOX2_DEV_SPEAKERS = 1_092_009, 5_994

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Training-step cost on the WavLM Base+ architecture (random init: the real model's compute).
+"""Training-step cost on the WavLM Base+ or w2v-BERT 2.0 architecture (random init: the real
+model's compute; --backbone).
 
 Each variant runs in its own process (so its peak RSS is its own): one warm-up step, then
 --steps timed steps of forward + backward + AdamW update on a batch of --batch x --seconds s.
@@ -7,7 +8,7 @@ Variants alternate over --rounds rounds (a shared VM's speed drifts; interleavin
 ratios fair); the table shows the median step time over all rounds and the largest peak RSS.
 Rows marked "before" run the adapters with F.linear on strided inputs, as before
 backbone.ContiguousLinearInputs (the old code path, side by side in the same run).
-    python benchmarks/training_efficiency.py [--batch 8] [--seconds 3] [--steps 3] [--rounds 3]
+    python benchmarks/training_efficiency.py [--backbone wavlm|w2v-bert] [--batch 8] [--seconds 3] [--steps 3] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import time
 
 from torch.overrides import TorchFunctionMode
 
+# transformers' defaults are WavLM Base+'s and w2v-BERT 2.0's shapes; one key named makes it a config-only model.
+ARCH = {"wavlm": '{"num_hidden_layers": 12}', "w2v-bert": '{"num_hidden_layers": 24}'}
 ADAPTERS = ["model.adapters.inner=true", "model.adapters.inter=true", "model.adapters.bottleneck=64"]
 # name -> (pooling, trainable_layers, extra config overrides, strided linear inputs as before the fix)
 VARIANTS = {
@@ -56,7 +59,8 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         import voxadapt.models.backbone
 
         voxadapt.models.backbone.ContiguousLinearInputs = PlainInputs
-    cfg = load_config(None, [f"model.pooling.type={pooling}", "model.backbone.type=wavlm",
+    cfg = load_config(None, [f"model.pooling.type={pooling}", f"model.backbone.type={args.backbone}",
+                             f"model.backbone.arch={ARCH[args.backbone]}",
                              f"train.phases.0.trainable_layers={layers}", "train.phases.0.backbone_lr=2e-5", *extra])
     model, head = build_model(cfg, 5994)  # VoxCeleb2's speaker count: the real head size
     set_trainable(model, head, layers)
@@ -88,6 +92,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", choices=list(ARCH), default="wavlm")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--steps", type=int, default=3)
@@ -104,8 +109,9 @@ def main() -> None:
     names = [n for n in VARIANTS if not any(words in n for words in args.skip)]
     for _ in range(args.rounds):
         for name in names:
-            out = subprocess.run([sys.executable, __file__, "--variant", name, "--batch", str(args.batch), "--seconds",
-                                  str(args.seconds), "--steps", str(args.steps), "--precision", args.precision],
+            out = subprocess.run([sys.executable, __file__, "--variant", name, "--backbone", args.backbone, "--batch",
+                                  str(args.batch), "--seconds", str(args.seconds), "--steps", str(args.steps),
+                                  "--precision", args.precision],
                                  capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             if name in results:
@@ -117,7 +123,8 @@ def main() -> None:
     import torch
 
     full = results["MHFA, full fine-tuning"]
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+    print(f"Backbone: {args.backbone} ({full['model_total'] / 1e6:.1f} M parameters with MHFA). "
+          f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch} x {args.seconds:g} s, "
           f"{args.precision}; median of {args.rounds} rounds x {args.steps} steps (each after a warm-up step); "
           "AAM head for 5,994 classes\n")

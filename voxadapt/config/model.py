@@ -12,7 +12,7 @@ from voxadapt.config.checks import require
 
 @dataclass
 class BackboneConfig:
-    type: Literal["wavlm", "hubert", "wav2vec2", "data2vec-audio"] = "wavlm"
+    type: Literal["wavlm", "hubert", "wav2vec2", "data2vec-audio", "w2v-bert"] = "wavlm"
     path: str = ""  # a local save_pretrained directory (pre-trained weights; run.sh --ssl_model)
     arch: dict[str, Any] = field(default_factory=dict)  # transformers config keys for a config-only model (random init)
     random_init: bool = False  # with path: the same architecture, random weights (a control)

@@ -41,7 +41,14 @@ class Config:
         require(not cal or cal in sets, f"scoring.calibration_set '{cal}' is not a data set of corpus "
                  f"'{self.data.corpus}' ({', '.join(sets)}); set it to '' to calibrate on held-out training "
                  "speakers (conf/mhfa_kaldi.yaml does)")
+        w2vbert = self.model.backbone.type == "w2v-bert"
+        require(not w2vbert or self.data.sample_rate == 16000,
+                f"data.sample_rate {self.data.sample_rate}: a w2v-bert backbone reads 16 kHz filterbanks; "
+                "resample the corpus to 16000 Hz and set data.sample_rate 16000")
         for p in self.train.phases + self.adapt.phases:  # options that depend on the model: adapters, a backbone in training mode
+            require(not (p.cnn_grad_scale and w2vbert),
+                    f"phase '{p.name}': cnn_grad_scale > 0 trains the CNN; a w2v-bert backbone has none (its filterbanks "
+                    "have no weights): set it to 0")
             require(not (p.cnn_grad_scale and self.model.adapters.enabled),
                      f"phase '{p.name}': cnn_grad_scale > 0 fine-tunes the whole backbone; with model.adapters "
                      "(inner, inter or lora) set it to 0")

@@ -3,10 +3,11 @@ copying model code:
 
 * Inner adapters: a bottleneck (Linear D->r, activation, Linear r->D, up-projection zero) in
   parallel to the self-attention block and to the feed-forward block of each chosen layer,
-  added by forward hooks: block(x) + s * adapter(x).
+  added by forward hooks: block(x) + s * adapter(x). A w2v-BERT conformer block has two
+  half-step feed-forward blocks: each gets one (its convolution module none).
 * Inter adapters: x + s * adapter(x) on every layer's output on its way to the pooling
   (the transformer itself still passes the unadapted output to the next layer).
-* LoRA on the attention's query and value projections, as a weight parametrization
+* LoRA on the attention's query and value projections (w2v-BERT: linear_q, linear_v), as a weight parametrization
   W + (alpha / r) B A: WavLM's attention reads q_proj.weight directly (it never calls q_proj),
   so hooking or wrapping the Linear module (as peft does) would be silently ignored.
 With the zero initialisations, the adapted model starts exactly equal to the pre-trained one.
@@ -58,6 +59,14 @@ def _parallel_hook(adapter: Bottleneck, scale: float, _module, args, kwargs, out
     return output + scale * adapter(x)
 
 
+def layer_blocks(layer: nn.Module) -> tuple[tuple[str, ...], str, tuple[str, str]]:
+    """(blocks inner adapters run beside, the attention block, its query and value projections)
+    of a transformer layer, or of a w2v-BERT conformer block."""
+    if hasattr(layer, "conv_module"):
+        return ("self_attn", "ffn1", "ffn2"), "self_attn", ("linear_q", "linear_v")
+    return ("attention", "feed_forward"), "attention", ("q_proj", "v_proj")
+
+
 def chosen_layers(cfg: AdapterConfig, num_layers: int) -> list[int]:
     layers = cfg.layers or list(range(num_layers))
     bad = [i for i in layers if not 0 <= i < num_layers]
@@ -69,7 +78,7 @@ def chosen_layers(cfg: AdapterConfig, num_layers: int) -> list[int]:
 def add_inner_adapters(layers: nn.ModuleList, dim: int, cfg: AdapterConfig) -> None:
     for i in chosen_layers(cfg, len(layers)):
         layer = layers[i]
-        for block in ("attention", "feed_forward"):
+        for block in layer_blocks(layer)[0]:
             if not isinstance(getattr(layer, block, None), nn.Module):
                 raise VoxadaptError(f"inner adapters need '{block}' blocks in each transformer layer; "
                                     f"{type(layer).__name__} has none: use a WavLM, HuBERT or wav2vec2 model")
@@ -83,11 +92,12 @@ def add_inner_adapters(layers: nn.ModuleList, dim: int, cfg: AdapterConfig) -> N
 
 def add_lora(layers: nn.ModuleList, cfg: AdapterConfig) -> None:
     for i in chosen_layers(cfg, len(layers)):
-        attention = getattr(layers[i], "attention", None)
-        for name in ("q_proj", "v_proj"):
+        _, block, projections = layer_blocks(layers[i])
+        attention = getattr(layers[i], block, None)
+        for name in projections:
             proj = getattr(attention, name, None)
             if not isinstance(proj, nn.Linear):
-                raise VoxadaptError(f"LoRA needs attention.{name} linear layers; "
+                raise VoxadaptError(f"LoRA needs {block}.{name} linear layers; "
                                     f"{type(layers[i]).__name__} has none")
             parametrize.register_parametrization(
                 proj, "weight", LowRankDelta(proj.out_features, proj.in_features, cfg.lora_rank, cfg.lora_alpha))

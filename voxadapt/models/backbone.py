@@ -5,7 +5,8 @@ encoder) and records the transformer input and every layer's output with forward
 model code is copied. The CNN encoder is frozen unless a phase trains it with a scaled-down gradient
 (cnn_grad_scale); utterances of unequal lengths go through it one at a time (GroupNorm over time
 would otherwise see padding); the transformer runs batched with a padding mask, so a batched
-embedding equals the unbatched one.
+embedding equals the unbatched one. w2v-BERT 2.0 has no CNN: its filterbanks are computed in the
+model instead (models/w2vbert.py), batched, and its feature projection is the input embedding.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from voxadapt.config import AdapterConfig, BackboneConfig
 from voxadapt.errors import VoxadaptError, first_line, located
 from voxadapt.fileio import content_digest, file_digest, read_json
 from voxadapt.models.adapters import Bottleneck, add_inner_adapters, add_lora, chosen_layers
+from voxadapt.models.w2vbert import W2vBertFbank, check_architecture, check_preprocessor
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,24 @@ MODEL_TYPES = {
     "hubert": ("HubertConfig", "HubertModel"),
     "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
     "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"),
+    "w2v-bert": ("Wav2Vec2BertConfig", "Wav2Vec2BertModel"),
 }
+HF_MODEL_TYPES = {"wav2vec2-bert": "w2v-bert"}  # transformers' model_type where it differs from the backbone type
+PT_CHECKPOINT_FIX = ("a fairseq/UniSpeech .pt checkpoint is not read: give the transformers directory of the same model "
+                     "(microsoft/wavlm-base-plus, microsoft/wavlm-large, facebook/w2v-bert-2.0, ...: "
+                     "huggingface-cli download <name> --local-dir models/<name>)")
+
+
+def reject_checkpoint_file(path: Path) -> None:
+    """The MHFA authors' recipes load Microsoft's WavLM-Base+.pt / WavLM-Large.pt; this one reads
+    transformers directories only, and says so."""
+    if path.is_file() and path.suffix in (".pt", ".pth", ".ckpt"):
+        raise VoxadaptError(located(path, None, "is a PyTorch checkpoint file, not a model directory", PT_CHECKPOINT_FIX))
+
+
+def backbone_type(hf_model_type: str) -> str:
+    """The backbone type (model.backbone.type) of a transformers config's model_type."""
+    return HF_MODEL_TYPES.get(hf_model_type, hf_model_type)
 
 
 def model_classes(model_type: str):  # noqa: ANN202
@@ -66,7 +85,8 @@ def random_hf_model(model_type: str, arch: dict, seed: int, source: str = "model
 
 
 def read_local_config(path: Path) -> tuple[str, dict]:
-    """(model_type, config dict) of a local `save_pretrained` directory, with clear errors."""
+    """(backbone type, config dict) of a local `save_pretrained` directory, with clear errors."""
+    reject_checkpoint_file(path)
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise VoxadaptError(located(path, None, "not a transformers model directory (no config.json)",
@@ -75,7 +95,7 @@ def read_local_config(path: Path) -> tuple[str, dict]:
         data = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as err:
         raise VoxadaptError(located(cfg_file, err.lineno, "not valid JSON", "re-download the model")) from None
-    model_type = data.get("model_type", "")
+    model_type = backbone_type(data.get("model_type", ""))
     if model_type not in MODEL_TYPES:
         raise VoxadaptError(located(cfg_file, None, f"model_type '{model_type}' is not an SSL speech model",
                                     f"use a {', '.join(MODEL_TYPES)} checkpoint"))
@@ -94,9 +114,15 @@ class SSLBackbone(nn.Module):
         self.num_layers = cfg.num_hidden_layers
         self.hidden_size = cfg.hidden_size
         self.stable_layer_norm = bool(getattr(cfg, "do_stable_layer_norm", False))
-        # Frozen unless set_trainable says otherwise (then with its gradient scaled by cnn_grad_scale).
-        # _freeze_parameters also stops transformers from making the waveform require a gradient.
-        model.feature_extractor._freeze_parameters()
+        # w2v-BERT: filterbanks instead of a CNN. Its own adapter and intermediate FFN (CTC models)
+        # run on the last layer only, after the states the back-end reads: they would never train.
+        self.fbank = W2vBertFbank() if not hasattr(model, "feature_extractor") else None
+        if self.fbank is not None:
+            check_architecture(cfg)
+            model.adapter = model.intermediate_ffn = None
+        else:  # Frozen unless set_trainable says otherwise (then with its gradient scaled by cnn_grad_scale).
+            # _freeze_parameters also stops transformers from making the waveform require a gradient.
+            model.feature_extractor._freeze_parameters()
         self.cnn_grad_scale = 0.0
         if hasattr(model, "masked_spec_embed") and model.masked_spec_embed is not None:
             model.masked_spec_embed.requires_grad_(False)  # only used for SpecAugment masking
@@ -109,7 +135,7 @@ class SSLBackbone(nn.Module):
         for layer in layers:
             layer.register_forward_hook(self._record_output)
         # data2vec-audio stacks several positional convolutions: padding must stay zero between them.
-        for layer in getattr(model.encoder.pos_conv_embed, "layers", []):
+        for layer in getattr(getattr(model.encoder, "pos_conv_embed", None), "layers", []):
             layer.register_forward_hook(self._zero_padding)
         self.adapter_config = adapters or AdapterConfig()
         a = self.adapter_config
@@ -142,7 +168,7 @@ class SSLBackbone(nn.Module):
     def droppable_layers(self) -> list[int]:
         """WavLM's layer 0 computes the relative position bias every layer above reads, so it always
         runs (transformers never drops it either); any layer of the other backbones may be dropped."""
-        first = 1 if hasattr(self.layers[0].attention, "rel_attn_embed") else 0
+        first = 1 if hasattr(getattr(self.layers[0], "attention", None), "rel_attn_embed") else 0
         return list(range(first, self.num_layers))
 
     def draw_layer_drops(self, seed: int, step: int) -> frozenset[int]:
@@ -183,7 +209,9 @@ class SSLBackbone(nn.Module):
         GroupNorm normalises each example over its own time axis, so nothing mixes across the batch.
         Otherwise one utterance at a time: GroupNorm never sees padding, and on a CPU this is also
         faster and far lighter than one batched call (its 512-channel activations at 200 Hz would
-        not fit in cache)."""
+        not fit in cache). w2v-BERT: its filterbanks, batched (frames never mix)."""
+        if self.fbank is not None:
+            return self.fbank(wav, lengths)
         fe = self.model.feature_extractor
         n = [wav.shape[1]] * len(wav) if lengths is None else lengths.tolist()  # one host sync, not one per item
         if len(set(n)) == 1 and not cpu_tuned(wav.device):
@@ -311,6 +339,7 @@ def require_weights(b: BackboneConfig) -> None:
 
 def _model_dir(b: BackboneConfig) -> Path:
     p = Path(b.path)
+    reject_checkpoint_file(p)
     if not p.is_dir():
         raise VoxadaptError(located(p, None, "model.backbone.path not found",
                                     "give --ssl_model an existing local save_pretrained directory"))
@@ -337,6 +366,11 @@ def backbone_digest(b: BackboneConfig) -> str:
 def waveform_normalisation(b: BackboneConfig) -> tuple[bool, str]:
     """(whether waveforms are normalised to zero mean and unit variance, where that was decided).
     Never a silent default for a saved model: WavLM Large needs it on, Base+ off."""
+    if b.type == "w2v-bert":
+        if b.normalize_waveform:
+            raise VoxadaptError("model.backbone.normalize_waveform: a w2v-bert backbone normalises its filterbanks, "
+                                "not the waveform; leave it unset or false")
+        return False, "w2v-bert: filterbanks normalised per utterance instead"
     if b.normalize_waveform is not None:
         return b.normalize_waveform, "model.backbone.normalize_waveform"
     if not b.path:
@@ -359,6 +393,8 @@ def check_backbone(b: BackboneConfig) -> None:
     require_weights(b)
     if b.path:
         read_local_config(_model_dir(b))
+        if b.type == "w2v-bert":
+            check_preprocessor(_model_dir(b))
     waveform_normalisation(b)
 
 

@@ -28,6 +28,7 @@ from voxadapt.models.backbone import (
     SSLBackbone,
     backbone_digest,
     backbone_from_config,
+    backbone_type,
     random_hf_model,
     waveform_normalisation,
 )
@@ -123,7 +124,7 @@ def save_model_dir(path: Path, cfg: Config, model: SpeakerModel, head: AAMSoftma
 def hf_model_from_json(file: Path, fix: str) -> nn.Module:
     """An untrained transformers model of the architecture saved in `file` (weights come later)."""
     hf_json = read_json(file, fix)
-    model_type = hf_json.get("model_type", "") if isinstance(hf_json, dict) else ""
+    model_type = backbone_type(hf_json.get("model_type", "")) if isinstance(hf_json, dict) else ""
     if model_type not in MODEL_TYPES:
         raise VoxadaptError(located(file, None, f"not an SSL model config (model_type {model_type!r})", fix))
     arch = {k: v for k, v in hf_json.items() if k not in ("model_type", "architectures", "transformers_version")}

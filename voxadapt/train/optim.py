@@ -26,6 +26,12 @@ def _own(module: nn.Module) -> list[nn.Parameter]:
     return [p for n, p in module.named_parameters() if not is_adapter_param(n)]
 
 
+def _own_parts(module: nn.Module, *names: str) -> list[nn.Parameter]:
+    """_own of those named submodules `module` has (w2v-BERT has no positional convolution, encoder
+    LayerNorm or CNN)."""
+    return [p for n in names if isinstance(getattr(module, n, None), nn.Module) for p in _own(getattr(module, n))]
+
+
 def adapter_params(model: SpeakerModel) -> list[nn.Parameter]:
     """Adapters, LoRA factors and, if so configured, the transformer's LayerNorms."""
     bb = model.backbone
@@ -47,14 +53,14 @@ def backbone_groups(model: SpeakerModel) -> list[tuple[str, list[nn.Parameter], 
     enc = bb.model.encoder
     L = bb.num_layers
     groups = [(f"layer{i}", _own(layer), L - 1 - i) for i, layer in enumerate(bb.layers)]
-    embed = _own(bb.model.feature_projection) + _own(enc.pos_conv_embed)
-    norm = _own(enc.layer_norm)
+    embed = _own(bb.model.feature_projection) + _own_parts(enc, "pos_conv_embed")
+    norm = _own_parts(enc, "layer_norm")
     if bb.stable_layer_norm:  # its encoder LayerNorm normalises the top layer's output
         groups[-1][1].extend(norm)
     else:
         embed += norm
     groups.append(("embedding", embed, L))
-    groups.append(("cnn", _own(bb.model.feature_extractor), L))
+    groups.append(("cnn", _own_parts(bb.model, "feature_extractor"), L))
     return groups
 
 
@@ -80,7 +86,7 @@ def set_trainable(model: SpeakerModel, head: AAMSoftmax, trainable_layers: int, 
             p.requires_grad_(on)
     if not train_embedding:  # the MHFA authors' SLT22 optimiser: transformer layers only
         hf = model.backbone.model
-        for p in _own(hf.feature_projection) + _own(hf.encoder.pos_conv_embed) + _own(hf.encoder.layer_norm):
+        for p in _own(hf.feature_projection) + _own_parts(hf.encoder, "pos_conv_embed", "layer_norm"):
             p.requires_grad_(False)
     model.backbone.cnn_grad_scale = cnn_grad_scale
     for p in list(model.pooling.parameters()) + list(head.parameters()) + adapter_params(model):
