@@ -29,7 +29,7 @@ def test_run_sh_stages_3_to_8_with_a_tiny_w2vbert_killed_and_resumed(tiny_data, 
     shutil.copytree(tiny_data, tmp_path / "data", symlinks=True)
     write_config(tmp_path / "cfg.yaml", STAGES)
     # Stage 3's own command, one process (run.sh's torchrun puts the trainer in a process group of its own).
-    first = start_killable([sys.executable, str(ROOT / "pyscripts" / "train.py"), "--config", str(tmp_path / "cfg.yaml"),
+    first = start_killable([sys.executable, "-m", "voxadapt.stages", "train", "--config", str(tmp_path / "cfg.yaml"),
                             "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp")], ROOT, {"PYTHONPATH": str(ROOT)})
     deadline = time.time() + 300
     while not list((tmp_path / "exp").glob("*/main/checkpoints/ckpt-*.pt")) and time.time() < deadline:
@@ -53,7 +53,7 @@ def test_run_sh_stages_3_to_8_with_a_tiny_w2vbert_killed_and_resumed(tiny_data, 
     model = api.load(exp / "package")
     session = ort.InferenceSession(str(exp / "package" / "model.onnx"), providers=["CPUExecutionProvider"])
     x, _ = sf.read(wav, dtype="float32")
-    a, b = session.run(None, {"waveform": x[None]})[0][0], model.embed(x)
+    a, b = session.run(None, {"waveform": x[None]})[0][0], model.embed(x, sample_rate=16000)
     assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.9999
 
 
