@@ -86,7 +86,7 @@ def read_manifest(path: Path) -> dict:
                                     "give the package directory (exp/<name>/package)"))
     if not file.is_file():
         raise VoxadaptError(located(file, None, "missing: not a packaged voxadapt model",
-                                    "make one with ./run.sh --stage 8, or pyscripts/package_model.py"))
+                                    "make one with ./run.sh --stage 8, or python -m voxadapt.stages package"))
     manifest = read_json(file, "re-package the model (./run.sh --stage 8)")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
