@@ -398,30 +398,13 @@ def trial_list(set_dir: Path) -> Path:
 class PretrainLayout:
     """SSL pre-training's work directory (pretrain/trainer.py)."""
 
-    work: Path
+    root: Path
 
-    @property
-    def data_dir(self) -> Path:
-        """The rendered corpus's data dir (unless pretrain.data_dir names one)."""
-        return self.work / "data"
-
-    @property
-    def audio(self) -> Path:
-        return self.work / "audio"
-
-    @property
-    def targets(self) -> Path:
-        """The k-means frame targets."""
-        return self.work / "targets.npz"
-
-    @property
-    def targets_marker(self) -> Path:
-        return self.work / ".targets.json"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.work / "checkpoints"
-
+    data_dir = Under("data")  # the rendered corpus's data dir (unless pretrain.data_dir names one)
+    audio = Under("audio")
+    targets = Under("targets.npz")  # the k-means frame targets
+    targets_marker = Under(".targets.json")
+    checkpoints = Under("checkpoints")
 
 
 def pretraining_summary(backbone_dir: Path) -> Path:
