@@ -97,6 +97,8 @@ def test_bad_inputs(package, wavs, tmp_path):
     assert_clean_error(voxadapt("embed", str(package), str(narrow)), "8000 Hz audio", "--allow-upsample")
     assert voxadapt("embed", str(package), str(narrow), "--allow-upsample").returncode == 0
     assert_clean_error(voxadapt("embed", str(package), str(tmp_path / "missing.wav")), "audio file not found")
+    assert_clean_error(voxadapt("embed", str(package), "no/such.wav"), "no/such.wav: audio file not found",
+                       f"a relative path: read from {ROOT}")
     broken = tmp_path / "broken"
     import shutil
 

@@ -69,7 +69,8 @@ def load_audio(source: str | Path, sample_rate: int, channel: int | None = None,
         if path.is_dir():
             raise VoxadaptError(f"{path}: is a directory; give audio files")
         if not path.is_file():
-            raise VoxadaptError(f"{path}: audio file not found")
+            where = "" if path.is_absolute() else f" (a relative path: read from {Path.cwd()}, where this runs)"
+            raise VoxadaptError(f"{path}: audio file not found{where}")
         try:
             audio, sr = sf.read(path, dtype="float32", always_2d=True)
         except Exception as err:  # noqa: BLE001 - soundfile raises several kinds for bad files
