@@ -188,7 +188,7 @@ class ExpLayout(ScoredLayout):
 
     @property
     def calibration(self) -> Path:
-        return self.backend / "calibration.json"
+        return BackendLayout(self.backend).calibration
 
     package = Under("package")
 
@@ -268,14 +268,14 @@ class ModelSource:
             source = cls(path, pkg.backend, pkg.calibration, pkg.config)
         elif path.is_dir() and (os.path.lexists(ExpLayout(path).model) or ExpLayout(path).backend.is_dir()):
             exp = ExpLayout(path)
-            source = cls(exp.model, exp.backend, exp.calibration, exp.model / "config.yaml")
+            source = cls(exp.model, exp.backend, exp.calibration, ModelDirLayout(exp.model).config)
         else:
             raise VoxadaptError(located(path, None, "neither an experiment (exp/<name> with model/ and backend/) "
                                         "nor a package (voxadapt-model.json)", "give one of them with --model"))
         if source.model.is_symlink() and not source.model.exists():
             raise VoxadaptError(located(source.model, None, f"points to {os.readlink(source.model)}, which does "
                                         "not exist", "re-run stage 4 of the experiment"))
-        for needed, made_by in ((source.config, "stages 3-4"), (source.backend / "mean.vec", "stage 6"),
+        for needed, made_by in ((source.config, "stages 3-4"), (BackendLayout(source.backend).mean, "stage 6"),
                                 (source.calibration, "stage 6")):
             if not needed.is_file():
                 raise VoxadaptError(located(needed, None, "missing", f"run {made_by} of the experiment first"))
