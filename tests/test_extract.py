@@ -296,3 +296,15 @@ def test_bad_inputs(micro_exp, tiny_data, tmp_path):
     assert_clean_error(proc, "cannot split 20 utterances into 21 jobs", "--nj between 1 and 20")
     proc = run_py("extract_xvectors.py", "job", "--model", str(model), "--out", str(tmp_path / "xv"))
     assert_clean_error(proc, "job needs --split-dir")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["m", "d", "x"], ["give --config"]),
+    (["--config", "conf/mhfa_tiny.yaml", "--nj", "0", "m", "d", "x"], ["--nj '0' must be a whole number"]),
+    (["--config", "conf/mhfa_tiny.yaml", "/nonexistent/model", "DATA", "OUT"], ["not a trained voxadapt model"]),
+])
+def test_extract_step_bad_arguments_are_one_line_errors_and_write_nothing(tiny_data, tmp_path, args, fragments):
+    args = [str(tiny_data / "test") if a == "DATA" else str(tmp_path / "out") if a == "OUT" else a for a in args]
+    proc = run_sh("steps/extract_xvectors.sh", *args, env=venv_env())
+    assert_clean_error(proc, *fragments)
+    assert not (tmp_path / "out").exists()
