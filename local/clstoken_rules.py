@@ -33,7 +33,6 @@ def main(argv):
     from voxadapt.backend.trial_list import score_list
     from voxadapt.data.audio import read_utterance
     from voxadapt.data.kaldi_dir import DataDir
-    from voxadapt.data.split import utterance_durations
     from voxadapt.embed import embed_waveforms
     from voxadapt.layout import DataLayout, trial_lists
     from voxadapt.metrics import min_dcf
@@ -57,7 +56,7 @@ def main(argv):
     def embed(set_name: str, every: int = 1) -> tuple[list[str], np.ndarray]:
         part = DataDir.load(args.data / set_name)
         utts = sorted(part.utterance_ids)[::every]
-        durations = utterance_durations(part)
+        durations = part.utt2dur()
         utts.sort(key=lambda u: (durations[u], u))
         table = np.concatenate([embed_waveforms(every_rule, [read_utterance(part, u)], cfg.data.sample_rate, cfg.extract)
                                 for u in utts])

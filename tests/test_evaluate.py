@@ -130,11 +130,10 @@ def test_embed_directories_lists_and_piped_wav_scp(package, wavs, tmp_path):
 @pytest.mark.slow
 def test_score_writes_llrs_with_durations_a_cohort_and_a_json_summary(package, micro_pipeline, tmp_path):
     from voxadapt.data.kaldi_dir import DataDir
-    from voxadapt.data.split import utterance_durations
 
     test = micro_pipeline / "data" / "test"
     scp = micro_pipeline / "exp" / "mhfa_tiny" / "embeddings" / "test" / "xvector.scp"
-    durations = utterance_durations(DataDir.load(test))
+    durations = DataDir.load(test).utt2dur()
     (tmp_path / "utt2dur").write_text("".join(f"{u} {d}\n" for u, d in durations.items()))
     args = ["score", str(package), "--trials", str(test / "trials"), "--scp", str(scp), "--method", "asnorm"]
     proc = voxadapt(*args, "--out", str(tmp_path / "s"), "--utt2dur", str(tmp_path / "utt2dur"), "--json")

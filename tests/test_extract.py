@@ -146,6 +146,40 @@ def test_int8_engine_is_used_only_when_it_matches_fp32_on_the_set(micro_exp, tin
                      r"using the fp32 graph", caplog.text), caplog.text
 
 
+def test_a_graph_over_the_protobuf_limit_keeps_its_weights_in_one_file_beside_it(micro_exp, tiny_data, tmp_path):
+    """A model whose weights exceed 2 GiB (w2v-BERT 2.0) is written as model.onnx + model.onnx.data
+    (the limit is lowered here to reach that path with the micro model): the pair can be moved,
+    embeds as the one-file graph does, quantises to int8, and a smaller model written over it
+    takes the data file away."""
+    import shutil
+
+    from voxadapt import onnx_export
+
+    d = DataDir.load(tiny_data / "test")
+    loaded = load_speaker_model(micro_exp / "exp" / "mhfa_tiny" / "model")
+    model, cfg = loaded.model, loaded.cfg
+    audio = [normalize_level(read_utterance(d, u), cfg.extract.level_dbfs) for u in d.utterance_ids[:3]]
+    inline = tmp_path / "inline" / "model.onnx"
+    onnx_export.export_onnx(model, inline, 16000, None)
+    assert sorted(p.name for p in inline.parent.iterdir()) == ["model.onnx"]
+    split = tmp_path / "split" / "model.onnx"
+    assert onnx_export.export_onnx(model, split, 16000, None, inline_limit=1000) >= onnx_export.PARITY_COSINE
+    assert sorted(p.name for p in split.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
+    assert split.stat().st_size < inline.stat().st_size / 2  # the weights moved out (tensors under 1 kB stay)
+    moved = tmp_path / "moved"
+    shutil.copytree(split.parent, moved)
+    shutil.rmtree(split.parent)
+    want = embed_waveforms(onnx_export.OnnxEmbedder(inline, 1), audio, 16000, cfg.extract)
+    got = embed_waveforms(onnx_export.OnnxEmbedder(moved / "model.onnx", 1), audio, 16000, cfg.extract)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    int8 = tmp_path / "int8.onnx"
+    onnx_export.quantize_int8(moved / "model.onnx", int8)
+    assert onnx_export.probe_cosine(onnx_export.OnnxEmbedder(moved / "model.onnx", 1),
+                                    onnx_export.OnnxEmbedder(int8, 1), audio) >= onnx_export.INT8_COSINE
+    onnx_export.export_onnx(model, moved / "model.onnx", 16000, None)
+    assert sorted(p.name for p in moved.iterdir()) == ["model.onnx"]
+
+
 def test_switching_the_engine_asks_for_re_extraction(extracted, micro_exp, tiny_data):
     """The engine and precision are in stage 5's marker (int8 embeddings differ slightly): x-vectors
     of one engine are not taken for another's; a marker written before they were recorded is

@@ -293,7 +293,6 @@ def test_stage_6_text_forms_and_stage_7_enrolment_models(micro_pipeline, package
     that a trial list names, scored as score_trials.py --enroll-map and voxadapt score --enroll-map
     score them; the utterance list of the same set is unchanged."""
     from voxadapt.data.kaldi_dir import DataDir
-    from voxadapt.data.split import utterance_durations
 
     root = tmp_path / "p"
     shutil.copytree(micro_pipeline, root, symlinks=True, ignore=shutil.ignore_patterns("package", "tensorboard"))
@@ -323,7 +322,7 @@ def test_stage_6_text_forms_and_stage_7_enrolment_models(micro_pipeline, package
     assert proc.returncode == 0, proc.stderr
     assert read_scores(tmp_path / "models.score") == read_scores(exp / "scores" / "test_models" / "plda.score")
     # The packaged model (same back-end, binary): calibrated LLRs with the models' durations.
-    (tmp_path / "utt2dur").write_text("".join(f"{u} {d}\n" for u, d in utterance_durations(test).items()))
+    (tmp_path / "utt2dur").write_text("".join(f"{u} {d}\n" for u, d in test.utt2dur().items()))
     proc = subprocess.run([sys.executable, "-m", "voxadapt", "score", str(package), "--method", "plda", "--trials",
                            str(root / "data" / "test" / "trials_models"), "--scp", str(exp / "embeddings" / "test" / "xvector.scp"),
                            "--enroll-map", str(root / "data" / "test" / "enroll.map"), "--utt2dur", str(tmp_path / "utt2dur"),

@@ -143,6 +143,9 @@ def test_pipe_and_segments_work(ddir, tmp_path):
                                    "spkB-000 recB 0 1.5\nspkB-001 recB 1.5 2.9\n")
     d = validate_data_dir(ddir, 16000)
     assert d.recording_of("spkA-001") == "recA" and d.reco2dur["recA"] == pytest.approx(3.0)
+    d.write(tmp_path / "checked")  # as stage 0 and evaluation write it: Kaldi's utt2dur, per segment
+    assert (tmp_path / "checked" / "utt2dur").read_text() == ("spkA-000 1.0000\nspkA-001 1.0000\nspkA-002 1.0000\n"
+                                                             "spkB-000 1.5000\nspkB-001 1.4000\n")
     (ddir / "segments").write_text("spkA-000 recA 0.0 1.0\nspkA-001 recA 1.0 2.0\nspkA-002 recA 2.0 -1\n"
                                    "spkB-000 recB 0 1.5\nspkB-001 recB 1.5 9.0\n")
     with pytest.raises(DataError, match="segments:5: segment 'spkB-001' ends at 9.0 s"):

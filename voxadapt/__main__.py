@@ -152,7 +152,7 @@ def cli(argv: Sequence[str] | None) -> int:
 
         from voxadapt.errors import VoxadaptError
         from voxadapt.layout import PackageLayout
-        from voxadapt.onnx_export import export_int8, export_onnx
+        from voxadapt.onnx_export import export_int8, export_onnx, external_data
 
         out = Path(args.out)
         if out.is_dir():
@@ -166,7 +166,9 @@ def cli(argv: Sequence[str] | None) -> int:
                   f"int8 vs fp32 cosine {cosine:.6f} on a noise probe (check it on your own audio)")
             return 0
         cosine = export_onnx(v.model, out, v.sample_rate, v.cfg.extract.level_dbfs)
-        print(f"{args.out}: waveform (1, samples) at {v.sample_rate} Hz -> embedding; ONNX vs PyTorch cosine {cosine:.6f}")
+        weights = f" (weights in {external_data(out)}: keep the two together)" if external_data(out).is_file() else ""
+        print(f"{args.out}: waveform (1, samples) at {v.sample_rate} Hz -> embedding{weights}; "
+              f"ONNX vs PyTorch cosine {cosine:.6f}")
         return 0
     v = SpeakerVerifier(args.model, args.device, args.method, getattr(args, "batch_size", 200.0),
                         getattr(args, "vad", None), options=OptionNames("--channel N", "--allow-upsample", "--sample-rate"))
@@ -284,12 +286,11 @@ def _durations(source: str) -> dict[str, float]:
     from pathlib import Path
 
     from voxadapt.data.kaldi_dir import DataDir, read_table
-    from voxadapt.data.split import utterance_durations
     from voxadapt.errors import DataError, located
 
     path = Path(source)
     if path.is_dir():
-        return utterance_durations(DataDir.load(path))
+        return DataDir.load(path).utt2dur()
     if path.name == "reco2dur" and (path.parent / "segments").is_file():
         raise DataError(located(path, None, "durations of recordings, but the dir has segments",
                                 f"give the data dir instead (--utt2dur {path.parent})"))

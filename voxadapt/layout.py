@@ -5,7 +5,7 @@ run (`python -m voxadapt.stages paths`, `pyscripts/evaluate.py paths`) and pass 
 step explicitly, as Kaldi's steps take their directories as arguments. Only the roots (--data, --exp)
 are chosen in the shell.
 
-  <data>/<set>/                        Kaldi data dir (wav.scp, utt2spk, spk2utt, reco2dur, trials*)
+  <data>/<set>/                        Kaldi data dir (wav.scp, utt2spk, spk2utt, reco2dur, utt2dur, trials*)
   <data>/manifests/<set>/              lhotse recordings/supervisions/cuts (.jsonl.gz)
   <data>/manifests/augment/<kind>.jsonl.gz   noise, music, speech, rir recordings (stage 2)
   <data>/shards/<train>/               shar/ (training audio as lhotse Shar shards), index.tsv (stage 2, optional)

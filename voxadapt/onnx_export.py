@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -45,8 +46,43 @@ class WaveformToEmbedding(nn.Module):
         return self.model.pooling(states, None)
 
 
-def export_onnx(model: SpeakerModel, out: Path, sample_rate: int, level_dbfs: float | None) -> float:
-    """Write `out` and check it with onnxruntime; returns the cosine between ONNX and PyTorch."""
+# A protobuf file holds at most 2 GiB: a graph with more weights (w2v-BERT 2.0: 2.3 GB) keeps them in
+# one file beside it, `<graph>.data`, which the graph names by a relative path.
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+def external_data(graph: Path) -> Path:
+    """The file that holds `graph`'s weights when they do not fit in it (see PROTOBUF_LIMIT)."""
+    return graph.with_name(graph.name + ".data")
+
+
+def _write_graph(exported: Path, out: Path, inline_limit: int) -> None:
+    """Write the exporter's graph as `out`, its weights inside when they fit in `inline_limit`
+    bytes, else in external_data(out). The exporter writes a large graph's weights as one file per
+    tensor next to it; one file named after the graph is what users can copy. The graph replaces
+    `out` last, so a killed write leaves the previous pair usable."""
+    import onnx
+
+    proto = onnx.load(str(exported))  # with its external weights
+    inline = sum(len(t.raw_data) for t in proto.graph.initializer) <= inline_limit
+    data = external_data(out)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        staged = Path(tmp) / out.name
+        if inline:
+            onnx.save_model(proto, str(staged))
+        else:
+            onnx.save_model(proto, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data.name)
+            os.replace(external_data(staged), data)
+        os.replace(staged, out)
+    if inline:
+        data.unlink(missing_ok=True)  # a larger model's weights, written here before
+
+
+def export_onnx(model: SpeakerModel, out: Path, sample_rate: int, level_dbfs: float | None,
+                inline_limit: int = PROTOBUF_LIMIT) -> float:
+    """Write `out` (with external_data(out) when the weights exceed `inline_limit` bytes) and check
+    it with onnxruntime; returns the cosine between ONNX and PyTorch."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -60,12 +96,18 @@ def export_onnx(model: SpeakerModel, out: Path, sample_rate: int, level_dbfs: fl
     probe = torch.randn(1, int(4.7 * sample_rate)) * 0.1  # another length than the traced one
     with torch.no_grad():
         b = wrapped(probe).numpy()[0]
-    with atomic_path(out) as tmp, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer notes about Python ints from shapes (kept dynamic here)
-        torch.onnx.export(wrapped, (example,), str(tmp), input_names=["waveform"], output_names=["embedding"],
-                          dynamic_axes={"waveform": {1: "samples"}}, dynamo=False, opset_version=17)
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        a = session.run(None, {"waveform": probe.numpy()})[0][0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        exported = Path(tmp) / "exported.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer notes about Python ints from shapes (kept dynamic here)
+            torch.onnx.export(wrapped, (example,), str(exported), input_names=["waveform"],
+                              output_names=["embedding"], dynamic_axes={"waveform": {1: "samples"}},
+                              dynamo=False, opset_version=17)
+        del wrapped  # a large model's weights are now held twice: in torch and in the graph
+        _write_graph(exported, out, inline_limit)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    a = session.run(None, {"waveform": probe.numpy()})[0][0]
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 

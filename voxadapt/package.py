@@ -7,6 +7,7 @@
   backend/              mean.vec, lda.mat, plda, cohort.ark (Kaldi formats; stage 6's files)
   calibration.json      score -> LLR per method, with Bayes thresholds
   model.onnx            waveform -> embedding (stage 8 writes it)
+  model.onnx.data       model.onnx's weights, for a model over 2 GB (w2v-BERT 2.0)
 """
 
 from __future__ import annotations

@@ -238,6 +238,15 @@ class DataDir:
     def recording_of(self, utt: str) -> str:
         return self.segments[utt].recording if self.segments is not None else utt
 
+    def utt2dur(self) -> dict[str, float]:
+        """Each utterance's duration: its recording's, or its segment's."""
+        if self.reco2dur is None:
+            raise DataError(located(self.path / "reco2dur", None, "missing", "validate the data dir first (stage 0 writes it)"))
+        if self.segments is None:
+            return {utt: self.reco2dur[utt] for utt in self.utterance_ids}
+        return {utt: (self.reco2dur[seg.recording] if seg.end == -1 else seg.end) - seg.start
+                for utt, seg in ((u, self.segments[u]) for u in self.utterance_ids)}
+
     def write(self, path: str | Path | None = None) -> None:
         """Write every table (sorted, atomically) to `path` (default: where it was read)."""
         out = Path(path) if path else self.path
@@ -250,6 +259,9 @@ class DataDir:
                                            for u, s in self.segments.items()))
         if self.reco2dur is not None:
             write_table(out / "reco2dur", ((r, f"{d:.4f}") for r, d in self.reco2dur.items()))
+            # Kaldi's utt2dur too (what `voxadapt score --utt2dur` and Kaldi's tools read); for a
+            # dir without segments it repeats reco2dur.
+            write_table(out / "utt2dur", ((u, f"{d:.4f}") for u, d in self.utt2dur().items()))
 
 
 def _seconds(t: float) -> str:

@@ -11,23 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from voxadapt.data.kaldi_dir import DataDir, Segment, tables_digest
+from voxadapt.data.kaldi_dir import DataDir, tables_digest
 from voxadapt.errors import DataError, located
 from voxadapt.fileio import StageMarker, atomic_dir
 from voxadapt.layout import dir_marker, split_dir
-
-
-def utterance_durations(d: DataDir) -> dict[str, float]:
-    if d.reco2dur is None:
-        raise DataError(located(d.path / "reco2dur", None, "missing", "validate the data dir first (stage 0 writes it)"))
-    out = {}
-    for utt in d.utterance_ids:
-        if d.segments is None:
-            out[utt] = d.reco2dur[utt]
-        else:
-            seg: Segment = d.segments[utt]
-            out[utt] = (d.reco2dur[seg.recording] if seg.end == -1 else seg.end) - seg.start
-    return out
 
 
 def split_data_dir(path: str | Path, nj: int) -> Path:
@@ -40,7 +27,7 @@ def split_data_dir(path: str | Path, nj: int) -> Path:
     marker = StageMarker(dir_marker(out), {"tables": tables_digest(d.path), "nj": nj})
     if out.is_dir() and marker.is_done():
         return out
-    dur = utterance_durations(d)
+    dur = d.utt2dur()
     cum = np.cumsum([dur[u] for u in utts])
     # Boundaries where the running duration crosses k/nj of the total; at least one utterance each.
     cuts = [0] + [int(np.searchsorted(cum, cum[-1] * k / nj)) for k in range(1, nj)] + [len(utts)]

@@ -15,7 +15,6 @@ from voxadapt.backend.scoring import Embeddings, score_trials
 from voxadapt.backend.training import calibration_trials, split_calibration_speakers, train_backend
 from voxadapt.config import Config
 from voxadapt.data.kaldi_dir import DataDir
-from voxadapt.data.split import utterance_durations
 from voxadapt.data.trials import read_trials, write_trials
 from voxadapt.errors import VoxadaptError
 from voxadapt.fileio import StageMarker, atomic_dir, file_digest
@@ -58,7 +57,7 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout, binary: bool = True) -> N
     labels = np.array([t.target for t in cal_trials])
     scores = score_trials(backend, cal_emb, cal_trials, sc.methods, sc.asnorm_top_n, "calibration trials")
     form = sc.calibration_form
-    quality = trial_quality(form, cal_trials, utterance_durations(cal_dir) if form != "linear" else {}, backend, cal_emb,
+    quality = trial_quality(form, cal_trials, cal_dir.utt2dur() if form != "linear" else {}, backend, cal_emb,
                             sc.asnorm_top_n, "calibration trials")
     calibrations = {m: Calibration.fit(scores[m], labels, quality, form) for m in sc.methods}
     with atomic_dir(out) as tmp:

@@ -18,7 +18,6 @@ from voxadapt.backend.scoring import Backend, Embeddings
 from voxadapt.backend.trial_list import score_list, with_cohort
 from voxadapt.config import load_config
 from voxadapt.data.kaldi_dir import DataDir, tables_digest
-from voxadapt.data.split import utterance_durations
 from voxadapt.data.trials import read_trials, write_trials
 from voxadapt.data.validate import validate_data_dir
 from voxadapt.fileio import StageMarker, atomic_dir, file_digest
@@ -66,7 +65,7 @@ def score_eval(source: ModelSource, out: EvalLayout, name: str, cohort_scp: str 
     emb = Embeddings.from_scp(out.xvector_scp)
     d = DataDir.load(out.data_dir)
     scored = score_list(out.trials, emb, backend, sc.methods, sc.asnorm_top_n, calibrations=calibrations,
-                        durations=utterance_durations(d), speaker_of=d.utt2spk, p_targets=sc.p_targets)
+                        durations=d.utt2dur(), speaker_of=d.utt2spk, p_targets=sc.p_targets)
     write_list_dir(out.scores(name), f"{cfg.name}: {name}", scored)
     results = {name: scored.metrics}
     return write_results(out.results_json, out.results_md, cfg.name, results, sc.p_targets)

@@ -23,7 +23,6 @@ import torch
 from voxadapt.config import Config, ExtractConfig
 from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir, tables_digest
-from voxadapt.data.split import utterance_durations
 from voxadapt.embed import embed_waveforms, probe_waveforms
 from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import StageMarker, atomic_path, file_digest, text_digest
@@ -65,7 +64,7 @@ def run_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: i
         torch.set_num_threads(cfg.extract.num_threads)
     device = str(job_device(cfg.extract.device, job))
     log.info("job %d: on %s", job, device)
-    durations = utterance_durations(part)
+    durations = part.utt2dur()
     utts = sorted(part.utterance_ids, key=lambda u: (durations[u], u))  # similar lengths batch together
     probes = []
     if cfg.extract.engine == "onnx-int8":  # shortest, median, longest of this job's utterances

@@ -14,7 +14,6 @@ from voxadapt.backend.scoring import Backend, Embeddings
 from voxadapt.backend.trial_list import score_list, with_cohort
 from voxadapt.config import Config
 from voxadapt.data.kaldi_dir import DataDir
-from voxadapt.data.split import utterance_durations
 from voxadapt.errors import VoxadaptError
 from voxadapt.fileio import StageMarker, file_digest
 from voxadapt.layout import DataLayout, ExpLayout, enroll_map, trial_lists
@@ -55,7 +54,7 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout) -> None:
         models = enroll_map(data.set_dir(s))
         enrolment = enrolment_side(emb, enroll_map=models, with_utterances=True) if models.is_file() else None
         scored = score_list(f, emb, backend, sc.methods, sc.asnorm_top_n, enrolment, calibrations,
-                            utterance_durations(d), speaker_of=d.utt2spk, p_targets=sc.p_targets)
+                            d.utt2dur(), speaker_of=d.utt2spk, p_targets=sc.p_targets)
         write_list_dir(exp.scores(name), f"{cfg.name}: {name}", scored)
         results[name] = scored.metrics
     table = write_results(exp.results_json, exp.results_md, cfg.name, results, sc.p_targets)
