@@ -200,12 +200,16 @@ def test_evaluate_sh_scores_a_piped_segmented_copy_like_stage_7(micro_pipeline, 
     again = run_sh("local/evaluate.sh", "--model", str(exp), "--data_dir", str(mine), "--trials",
                    str(micro_pipeline / "data" / "test" / "trials"), "--out", str(out), env=venv_env())
     assert "already prepared; nothing to do" in again.stderr and "already complete; nothing to do" in again.stderr
+    # Scoring is redone, and says so and with which cohort (a re-run with --cohort_scp is not silent).
+    assert "scored before; its scores are replaced" in again.stderr
+    assert "AS-norm cohort: the model's training-speaker means" in again.stderr
 
     # A package works the same way, with a cohort of the evaluation domain for AS-norm.
     proc = run_sh("local/evaluate.sh", "--model", str(exp / "package"), "--data_dir", str(mine), "--trials",
                   str(micro_pipeline / "data" / "test" / "trials"), "--out", str(tmp_path / "pkg"),
                   "--cohort_scp", str(out / "embeddings" / "xvector.scp"), env=venv_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"AS-norm cohort: {out / 'embeddings' / 'xvector.scp'}" in proc.stderr
     pkg = json.loads((tmp_path / "pkg" / "results.json").read_text())["mytest"]
     assert pkg["cosine"]["eer"] == pytest.approx(ours["cosine"]["eer"], abs=1e-9)
     scores = [(d / "scores" / "mytest" / "asnorm.score").read_text() for d in (out, tmp_path / "pkg")]

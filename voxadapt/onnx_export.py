@@ -59,8 +59,8 @@ def external_data(graph: Path) -> Path:
 def _write_graph(exported: Path, out: Path, inline_limit: int) -> None:
     """Write the exporter's graph as `out`, its weights inside when they fit in `inline_limit`
     bytes, else in external_data(out). The exporter writes a large graph's weights as one file per
-    tensor next to it; one file named after the graph is what users can copy. The graph replaces
-    `out` last, so a killed write leaves the previous pair usable."""
+    tensor next to it; one file named after the graph is what users can copy. Both are written
+    in a temporary directory and moved into place, the graph last: neither is ever half-written."""
     import onnx
 
     proto = onnx.load(str(exported))  # with its external weights
@@ -104,7 +104,7 @@ def export_onnx(model: SpeakerModel, out: Path, sample_rate: int, level_dbfs: fl
             torch.onnx.export(wrapped, (example,), str(exported), input_names=["waveform"],
                               output_names=["embedding"], dynamic_axes={"waveform": {1: "samples"}},
                               dynamo=False, opset_version=17)
-        del wrapped  # a large model's weights are now held twice: in torch and in the graph
+        del wrapped  # the model's copy: freed before _write_graph loads the graph's weights again
         _write_graph(exported, out, inline_limit)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     a = session.run(None, {"waveform": probe.numpy()})[0][0]

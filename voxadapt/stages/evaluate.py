@@ -62,6 +62,10 @@ def score_eval(source: ModelSource, out: EvalLayout, name: str, cohort_scp: str 
     calibrations = load_calibrations(source.calibration)
     sc.methods = [m for m in sc.methods if m in calibrations]
     backend = with_cohort(Backend.load(source.backend), sc.asnorm_cohort)
+    if "asnorm" in sc.methods:  # scoring is redone at every run: say which cohort these scores used
+        log.info("AS-norm cohort: %s", sc.asnorm_cohort or "the model's training-speaker means")
+    if out.scores(name).is_dir():
+        log.info("%s: scored before; its scores are replaced", out.scores(name))
     emb = Embeddings.from_scp(out.xvector_scp)
     d = DataDir.load(out.data_dir)
     scored = score_list(out.trials, emb, backend, sc.methods, sc.asnorm_top_n, calibrations=calibrations,
