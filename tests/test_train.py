@@ -31,12 +31,16 @@ def final_weights(exp, name="mhfa_tiny", phase="main"):
     return load_file(str(exp / name / phase / "final" / "model.safetensors"))
 
 
-@pytest.fixture(scope="module")
-def reference_run(tiny_data, tmp_path_factory):
-    exp = tmp_path_factory.mktemp("ref") / "exp"
-    proc = train(tiny_data, exp, DETERMINISTIC)
+def _trained(tiny_data, tmp_path_factory, name, overrides):
+    exp = tmp_path_factory.mktemp(name) / "exp"
+    proc = train(tiny_data, exp, overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return exp, proc
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_data, tmp_path_factory):
+    return _trained(tiny_data, tmp_path_factory, "ref", DETERMINISTIC)
 
 
 def test_training_writes_checkpoints_model_and_logs(reference_run):
@@ -236,10 +240,7 @@ IMPRINT = DETERMINISTIC + ["train.phases.0.head_init=imprint", "train.phases.0.i
 
 @pytest.fixture(scope="module")
 def imprint_run(tiny_data, tmp_path_factory):
-    exp = tmp_path_factory.mktemp("imprint") / "exp"
-    proc = train(tiny_data, exp, IMPRINT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return exp, proc
+    return _trained(tiny_data, tmp_path_factory, "imprint", IMPRINT)
 
 
 def test_imprinted_rows_are_the_classes_mean_embeddings(tiny_data):
