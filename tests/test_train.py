@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 
@@ -30,12 +31,16 @@ def final_weights(exp, name="mhfa_tiny", phase="main"):
     return load_file(str(exp / name / phase / "final" / "model.safetensors"))
 
 
-@pytest.fixture(scope="module")
-def reference_run(tiny_data, tmp_path_factory):
-    exp = tmp_path_factory.mktemp("ref") / "exp"
-    proc = train(tiny_data, exp, DETERMINISTIC)
+def _trained(tiny_data, tmp_path_factory, name, overrides):
+    exp = tmp_path_factory.mktemp(name) / "exp"
+    proc = train(tiny_data, exp, overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return exp, proc
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_data, tmp_path_factory):
+    return _trained(tiny_data, tmp_path_factory, "ref", DETERMINISTIC)
 
 
 def test_training_writes_checkpoints_model_and_logs(reference_run):
@@ -228,3 +233,71 @@ def test_cnn_trains_with_a_scaled_gradient_and_resumes(tiny_data, tmp_path):
     assert resumed.returncode == 0 and "resuming from ckpt-000000003-end0000.pt" in resumed.stderr, resumed.stderr[-3000:]
     got = final_weights(again)
     assert got.keys() == trained.keys() and all(torch.equal(got[k], trained[k]) for k in trained)
+
+
+IMPRINT = DETERMINISTIC + ["train.phases.0.head_init=imprint", "train.phases.0.imprint_crops_per_class=3"]
+
+
+@pytest.fixture(scope="module")
+def imprint_run(tiny_data, tmp_path_factory):
+    return _trained(tiny_data, tmp_path_factory, "imprint", IMPRINT)
+
+
+def test_imprinted_rows_are_the_classes_mean_embeddings(tiny_data):
+    import torch.nn.functional as F
+
+    from voxadapt.data.dataset import CropBatchDataset
+    from voxadapt.data.examples import ExampleTable
+    from voxadapt.layout import DataLayout
+    from voxadapt.train.imprint import imprint_head, imprint_specs
+
+    cfg = load_config(None, MICRO + ["model.subcenters=2"])
+    table = ExampleTable.from_manifest(DataLayout(tiny_data).cuts(cfg.data.sets.train), cfg.data.sample_rate)
+    model, head = build_model(cfg, table.num_classes)
+    crop = int(cfg.loader.crop_seconds * table.sample_rate)
+    imprint_head(model, head, CropBatchDataset(table, cfg.loader.crop_seconds), 2, 3, seed=7)
+    model.eval()
+    specs = imprint_specs(table.label, table.num_classes, 2, 3, seed=7)
+    pairs = [(i, s) for spec in specs for i, s in zip(spec.examples, spec.seeds)]
+    per_class = np.bincount(table.label[[i for i, _ in pairs]], minlength=table.num_classes)
+    assert (per_class == np.minimum(2, np.bincount(table.label))).all()
+    means = torch.zeros(table.num_classes, model.pooling.embed_dim)
+    with torch.no_grad():  # one crop at a time, read directly from the table
+        for i, seed in pairs:
+            x = table.crop(i, crop, np.random.default_rng(np.random.SeedSequence(list(seed))))
+            means[table.label[i]] += F.normalize(model(torch.from_numpy(x)[None]), dim=1)[0]
+    rows = head.weight.detach().view(table.num_classes, 2, -1)
+    for k in range(2):  # every sub-centre of a class holds its mean
+        assert (F.cosine_similarity(rows[:, k], means, dim=1) > 0.999).all()
+
+
+def test_imprinting_starts_the_loss_lower_and_a_resume_does_not_imprint_again(tiny_data, reference_run, imprint_run,
+                                                                               tmp_path):
+    exp, proc = imprint_run
+    assert proc.stderr.count("head imprinted") == 1, proc.stderr[-2000:]
+    random_loss, imprint_loss = _losses(reference_run[0])[0], _losses(exp)[0]
+    assert imprint_loss < random_loss - 0.5, (imprint_loss, random_loss)
+    # A run stopped after its first epoch resumes with that checkpoint's head, not a new imprint.
+    copy = tmp_path / "exp"
+    shutil.copytree(exp, copy)
+    phase = copy / "mhfa_tiny" / "main"
+    for p in phase.iterdir():
+        if p.name != "checkpoints":
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    for p in sorted((phase / "checkpoints").iterdir())[1:]:
+        p.unlink()
+    shutil.rmtree(copy / "mhfa_tiny" / "tensorboard")
+    done = train(tiny_data, copy, IMPRINT)
+    assert done.returncode == 0 and "resuming from ckpt-000000022" in done.stderr, done.stderr[-2000:]
+    assert "head imprinted" not in done.stderr
+    ref, got = final_weights(exp), final_weights(copy)
+    for k in ref:
+        assert np.array_equal(ref[k].numpy(), got[k].numpy()), k
+
+
+def test_bad_head_init_settings_are_clear_errors(tiny_data, tmp_path):
+    assert_clean_error(train(tiny_data, tmp_path, MICRO + ["train.phases.0.head_init=mean"]), "head_init")
+    assert_clean_error(train(tiny_data, tmp_path, MICRO + ["train.phases.0.imprint_crops_per_class=0"]),
+                       "imprint_crops_per_class must be >= 1")
+    assert_clean_error(train(tiny_data, tmp_path, MICRO + ["adapt.phases=[{name: lm, head_init: imprint}]"], stage="adapt"),
+                       "head_init imprint is for train.phases' first phase only")

@@ -35,7 +35,8 @@ ADDED: dict[str, Any] = {"model.subcenters": 1, "phase.inter_topk": 0, "phase.in
                          "phase.train_embedding": True, "phase.layer_decay_from": "top", "phase.layerdrop": 0.0,
                          "model.pooling.token_positions": "none", "scoring.asnorm_cohort": "",
                          "loader.shards": False, "binary": True,
-                         "conditioning.engine": "auto", "conditioning.precision": "fp32"}
+                         "conditioning.engine": "auto", "conditioning.precision": "fp32",
+                         "phase.head_init": "random"}
 # old parameter-name prefix -> new, for the module attributes the RENAMED config keys name
 RENAMED_WEIGHTS: dict[str, str] = {"backend.": "pooling."}
 

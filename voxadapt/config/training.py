@@ -114,6 +114,13 @@ class PhaseConfig:
     compile: bool = False
     activation_checkpointing: bool = False
     checkpoint_every_steps: int = 0  # 0: at the end of each epoch only
+    # The AAM head's rows at the start. random: Xavier-uniform. imprint: each class's rows = the
+    # normalised mean of the L2-normalised embeddings of up to imprint_crops_per_class crops of its
+    # examples (distinct examples, seeded positions, no augmentation), from the network as the phase
+    # starts (docs/methods.md). Only the first phase of train.phases has a fresh head: later phases
+    # (and stage 4's) continue the previous phase's head. A resumed phase keeps its checkpoint's head.
+    head_init: Literal["random", "imprint"] = "random"
+    imprint_crops_per_class: int = 2
     average_last: int = 1  # the phase's model = average of its last K epoch checkpoints
     dropclass: DropClassConfig = field(default_factory=DropClassConfig)
     dropadapt: DropAdaptConfig = field(default_factory=DropAdaptConfig)
@@ -131,6 +138,8 @@ class PhaseConfig:
                                    ("dropclass", "with_draws", self.dropclass.with_draws)):
             if not acts:
                 del d[section][key]
+        if self.head_init != "imprint":  # the crops count only where the head is imprinted
+            del d["imprint_crops_per_class"]
         return d
 
     def __post_init__(self) -> None:
@@ -159,6 +168,7 @@ class PhaseConfig:
         require(self.average_last <= self.epochs, "average_last cannot exceed epochs")
         require(self.crop_seconds >= 0 and self.batch_size >= 0 and self.checkpoint_every_steps >= 0,
                  "crop_seconds, batch_size and checkpoint_every_steps must be >= 0")
+        require(self.imprint_crops_per_class >= 1, "imprint_crops_per_class must be >= 1")
 
 
 @dataclass
@@ -179,6 +189,8 @@ class TrainConfig:
         require(len(set(names)) == len(names), "phase names must be unique")
         require(self.max_nonfinite_steps >= 1, "max_nonfinite_steps must be >= 1")
         require(self.collective_timeout_s > 0, "collective_timeout_s must be > 0")
+        require(all(p.head_init == "random" for p in self.phases[1:]),
+                "head_init imprint is for the first phase only: later phases continue the previous phase's head")
 
 
 @dataclass
@@ -186,6 +198,10 @@ class AdaptConfig:
     """Stage 4: more phases from the stage-3 model (e.g. large-margin fine-tuning)."""
 
     phases: list[PhaseConfig] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        require(all(p.head_init == "random" for p in self.phases),
+                "head_init imprint is for train.phases' first phase only: stage 4 continues stage 3's head")
 
 
 

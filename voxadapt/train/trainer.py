@@ -45,6 +45,7 @@ from voxadapt.train.distributed import (
 )
 from voxadapt.train.dropadapt import HEAD_KEEPS_ALL, DropAdapt, adaptation_set, check_drop_schedule
 from voxadapt.train.dropclass import DropClass
+from voxadapt.train.imprint import imprint_head
 from voxadapt.train.interrupt import StopRequested, ignore_stop_signals_in_workers
 from voxadapt.train.optim import ParamGroup, lr_factor, make_optimizer, margin_at, param_groups, set_lr, set_trainable
 from voxadapt.train.regularize import L2SP
@@ -158,6 +159,11 @@ class PhaseTrainer:
         self.distiller = None
         if cfg.model.distill.teacher:
             self.distiller = Distiller(cfg.model.distill, self.table.classes, model.pooling.embed_dim, dev).to(dev)
+        crop_seconds = phase.crop_seconds or cfg.loader.crop_seconds
+        if phase.head_init == "imprint" and not ckpt_io.list_checkpoints(self.ckpt_dir):
+            # Before DDP wraps the module: every rank imprints the same rows (and DDP broadcasts rank 0's).
+            imprint_head(self.model, self.head, CropBatchDataset(self.table, crop_seconds), phase.imprint_crops_per_class,
+                         phase.batch_size or cfg.loader.batch_size, self.seed)
         self.module: nn.Module = TrainModule(self.model, self.head, self.distiller)
         if self.info.distributed:
             # A layer that LayerDrop skips gives its parameters no gradient on any rank (the draw is shared):
@@ -202,7 +208,7 @@ class PhaseTrainer:
         self.pending: list[tuple[int, torch.Tensor, float, list[float]]] = []  # steps the host has not read yet
         resources = {k: self.data.augment_manifest(k) for k in AUGMENT_KINDS}
         augment = Augmenter(cfg.augment, resources, cfg.data.sample_rate) if cfg.augment.probability > 0 else None
-        self.dataset = CropBatchDataset(self.table, phase.crop_seconds or cfg.loader.crop_seconds, augment)
+        self.dataset = CropBatchDataset(self.table, crop_seconds, augment)
         self.validator = None
         dev_set = cfg.data.sets.dev
         if self.info.is_main and dev_set and trial_list(self.data.set_dir(dev_set)).is_file():
