@@ -4,7 +4,7 @@ training accuracy against the step, from their TensorBoard logs (stage 3 writes 
 reference EERs as horizontal lines (e.g. MFCC statistics on the same validation list).
 
     . ./path.sh; python local/learning_curves.py --exp exp/a exp/b --labels "6 epochs" "12 epochs" \
-        --reference "MFCC statistics=7.67" --out curves.png
+        --mfcc-reference data --out curves.png
 """
 
 from pathlib import Path
@@ -19,6 +19,10 @@ def main(argv):
     parser.add_argument("--phase", default="main", help="the training phase to plot")
     parser.add_argument("--reference", action="append", default=[], metavar="NAME=EER",
                         help="a horizontal line at EER %% (repeatable)")
+    parser.add_argument("--mfcc-reference", metavar="DATA",
+                        help="also a line at MFCC statistics' EER on the validation list of DATA (the data root "
+                             "the experiments trained on; their config names the sets)")
+    parser.add_argument("--nj", type=int, default=2, help="jobs for the MFCC statistics")
     parser.add_argument("--out", required=True, help="the PNG to write")
     args = parser.parse_args(argv)
     from voxadapt.errors import VoxadaptError
@@ -38,7 +42,17 @@ def main(argv):
         if not name:
             raise VoxadaptError(f"--reference {item!r}: give NAME=EER, e.g. 'MFCC statistics=7.67'")
     curves = [read_curves(Path(e), args.phase, label) for e, label in zip(args.exp, labels)]
+    if args.mfcc_reference:
+        from voxadapt import mfcc_reference
+        from voxadapt.config import load_config
+        from voxadapt.layout import DataLayout, ExpLayout
+
+        cfg = load_config(ExpLayout(Path(args.exp[0])).config)
+        references["MFCC statistics, no training"] = mfcc_reference.validation_eer(cfg, DataLayout(Path(args.mfcc_reference)),
+                                                                                    args.nj)
     save_figure(learning_curve_figure(curves, references), Path(args.out))
+    for name, value in references.items():
+        print(f"{name}: {value:.2f} %")
     for c in curves:
         print(f"{c.label}: validation EER " + ", ".join(f"{e:.2f}" for e in c.valid_eer)
               + f" % at steps {', '.join(str(s) for s in c.valid_steps)}")

@@ -115,3 +115,16 @@ def test_mfcc_reference_scores_every_list_once(tiny_data, tmp_path):
     stamp = exp.results_json.stat().st_mtime_ns
     assert mfcc_reference.run(cfg, DataLayout(tiny_data), exp, nj=2) == table
     assert exp.results_json.stat().st_mtime_ns == stamp  # done: not recomputed
+
+
+def test_mfcc_reference_on_the_validation_list_scores_it_as_a_test_list(tiny_data, tmp_path, monkeypatch):
+    """validation_eer (the learning-curve figures' line) is the reference's EER on the dev list,
+    the same number its run() gives when dev is scored as a test list."""
+    from voxadapt.layout import CorpusSets
+
+    cfg = load_config(None, TINY)
+    got = mfcc_reference.validation_eer(cfg, DataLayout(tiny_data), nj=2)
+    monkeypatch.setattr(type(cfg.data), "sets", property(lambda self: CorpusSets("train", "dev", ("dev",))))
+    exp = ExpLayout.of(tmp_path, mfcc_reference.NAME)
+    mfcc_reference.run(cfg, DataLayout(tiny_data), exp, nj=2)
+    assert got == pytest.approx(100 * json.loads(exp.results_json.read_text())["dev"]["cosine"]["eer"], abs=1e-9)

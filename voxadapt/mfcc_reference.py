@@ -23,7 +23,7 @@ from voxadapt.config import Config
 from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.fileio import StageMarker, file_digest
-from voxadapt.layout import DataLayout, ExpLayout, ScoresLayout, trial_lists
+from voxadapt.layout import DataLayout, ExpLayout, ScoresLayout, trial_list, trial_lists
 
 log = logging.getLogger(__name__)
 NAME = "mfcc_stats"
@@ -71,17 +71,31 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout, nj: int = 1) -> str:
     for s in [sets.train, *sets.scored]:
         log.info("MFCC statistics of %s", data.set_dir(s))
         emb[s] = utterance_stats(data.set_dir(s), cfg.data.sample_rate, nj)
-    train = emb[sets.train].matrix.astype(np.float64)
-    mean, std = train.mean(0), train.std(0) + 1e-6
-    # Standardised statistics are the x-vectors: cosine scoring with a zero mean is the reference's score.
-    backend = Backend(np.zeros(2 * CEPSTRA, dtype=np.float32))
     results = {}
     for name, (s, f) in lists.items():
-        standardised = Embeddings(emb[s].ids, ((emb[s].matrix - mean) / std).astype(np.float32))
-        scored = score_list(f, standardised, backend, ["cosine"], cfg.scoring.asnorm_top_n,
-                            speaker_of=DataDir.load(data.set_dir(s)).utt2spk, p_targets=cfg.scoring.p_targets)
+        scored = _score(cfg, emb[sets.train], emb[s], data.set_dir(s), f)
         write_scores(ScoresLayout(exp.scores(name)).scores("cosine"), scored.trials, scored.scores["cosine"])
         results[name] = scored.metrics
     table = write_results(exp.results_json, exp.results_md, NAME, results, cfg.scoring.p_targets)
     marker.mark_done()
     return table
+
+
+def _score(cfg: Config, train: Embeddings, emb: Embeddings, set_dir: Path, trials: Path):  # noqa: ANN202 - a ScoredList
+    """Cosine scores of a list from statistics standardised with the training set's."""
+    matrix = train.matrix.astype(np.float64)
+    mean, std = matrix.mean(0), matrix.std(0) + 1e-6
+    # Standardised statistics are the x-vectors: cosine scoring with a zero mean is the reference's score.
+    standardised = Embeddings(emb.ids, ((emb.matrix - mean) / std).astype(np.float32))
+    return score_list(trials, standardised, Backend(np.zeros(2 * CEPSTRA, dtype=np.float32)), ["cosine"],
+                      cfg.scoring.asnorm_top_n, speaker_of=DataDir.load(set_dir).utt2spk, p_targets=cfg.scoring.p_targets)
+
+
+def validation_eer(cfg: Config, data: DataLayout, nj: int = 1) -> float:
+    """The reference's EER (%) on the validation set's trial list, the list training's validation
+    EER is measured on (learning-curve figures draw it as a line)."""
+    sets = cfg.data.sets
+    dev = data.set_dir(sets.dev)
+    scored = _score(cfg, utterance_stats(data.set_dir(sets.train), cfg.data.sample_rate, nj),
+                    utterance_stats(dev, cfg.data.sample_rate, nj), dev, trial_list(dev))
+    return 100 * scored.metrics["cosine"]["eer"]
