@@ -31,7 +31,7 @@ for kv in ${set[@]+"${set[@]}"}; do opts+=(--set "$kv"); done
 io=(--model "$model_dir" --data-dir "$data_dir" --out "$out" --nj "$nj")
 
 # Prints the split dir and the jobs' log pattern, or nothing when the output is already complete.
-mapfile -t plan < <("${step[@]}" split "${opts[@]}" "${io[@]}"; echo "rc=$?")
+mapfile -t plan < <("${step[@]}" split "${opts[@]}" "${io[@]}" && echo rc=0 || echo rc=1)  # errexit would skip an echo after a failure
 [ "${plan[-1]}" = rc=0 ] || exit 1
 [ "${#plan[@]}" -eq 3 ] || exit 0
 # Local jobs share this machine's cores; more threads than cores makes every job crawl.

@@ -341,4 +341,5 @@ def test_extract_step_bad_arguments_are_one_line_errors_and_write_nothing(tiny_d
     args = [str(tiny_data / "test") if a == "DATA" else str(tmp_path / "out") if a == "OUT" else a for a in args]
     proc = run_sh("steps/extract_xvectors.sh", *args, env=venv_env())
     assert_clean_error(proc, *fragments)
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # the error alone: no shell noise after it
     assert not (tmp_path / "out").exists()
