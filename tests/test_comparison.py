@@ -13,7 +13,7 @@ from helpers import ROOT, TINY, assert_clean_error, run_py
 from voxadapt import mfcc_reference
 from voxadapt.config import load_config
 from voxadapt.data.trials import Trial
-from voxadapt.errors import ConfigError
+from voxadapt.errors import ConfigError, VoxadaptError
 from voxadapt.layout import DataLayout, ExpLayout
 from voxadapt.report.comparison import Run, System, TrialList, derived_config, markdown, overlay_sections
 
@@ -128,3 +128,6 @@ def test_mfcc_reference_on_the_validation_list_scores_it_as_a_test_list(tiny_dat
     exp = ExpLayout.of(tmp_path, mfcc_reference.NAME)
     mfcc_reference.run(cfg, DataLayout(tiny_data), exp, nj=2)
     assert got == pytest.approx(100 * json.loads(exp.results_json.read_text())["dev"]["cosine"]["eer"], abs=1e-9)
+    monkeypatch.setattr(type(cfg.data), "sets", property(lambda self: CorpusSets("train", None, ("test",))))
+    with pytest.raises(VoxadaptError, match="no validation set with a trial list"):
+        mfcc_reference.validation_eer(cfg, DataLayout(tiny_data))

@@ -22,6 +22,7 @@ from voxadapt.backend.trial_list import score_list
 from voxadapt.config import Config
 from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
+from voxadapt.errors import VoxadaptError
 from voxadapt.fileio import StageMarker, file_digest
 from voxadapt.layout import DataLayout, ExpLayout, ScoresLayout, trial_list, trial_lists
 
@@ -95,6 +96,9 @@ def validation_eer(cfg: Config, data: DataLayout, nj: int = 1) -> float:
     """The reference's EER (%) on the validation set's trial list, the list training's validation
     EER is measured on (learning-curve figures draw it as a line)."""
     sets = cfg.data.sets
+    if not sets.dev or not trial_list(data.set_dir(sets.dev)).is_file():
+        raise VoxadaptError(f"{data.root}: this corpus has no validation set with a trial list; "
+                            "the MFCC reference line needs one (training's validation EER is measured on it)")
     dev = data.set_dir(sets.dev)
     scored = _score(cfg, utterance_stats(data.set_dir(sets.train), cfg.data.sample_rate, nj),
                     utterance_stats(dev, cfg.data.sample_rate, nj), dev, trial_list(dev))
