@@ -63,9 +63,14 @@ def _write_graph(exported: Path, out: Path, inline_limit: int) -> None:
     in a temporary directory and moved into place, the graph last: neither is ever half-written."""
     import onnx
 
+    data = external_data(out)
+    one_file = [p.name for p in exported.parent.iterdir()] == [exported.name]
+    if one_file and exported.stat().st_size <= inline_limit:  # the usual case: moved as it is, not re-read
+        os.replace(exported, out)
+        data.unlink(missing_ok=True)  # a larger model's weights, written here before
+        return
     proto = onnx.load(str(exported))  # with its external weights
     inline = sum(len(t.raw_data) for t in proto.graph.initializer) <= inline_limit
-    data = external_data(out)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         staged = Path(tmp) / out.name
         if inline:
