@@ -139,6 +139,33 @@ def test_loader_workers_persist_across_epochs_and_restarts(tiny_data, tmp_path, 
         np.testing.assert_allclose(wav, wav0, rtol=1e-4, atol=1e-6)  # other crops would differ by ~0.1
 
 
+class _SlowAfterFirst(torch.utils.data.Dataset):
+    """The first batch at once, every later one after a minute: a worker busy when the run ends."""
+
+    def __getitem__(self, index: int) -> dict:
+        if index > 0:
+            time.sleep(60)
+        return {"x": torch.tensor(index)}
+
+
+def test_stop_workers_ends_a_busy_worker_that_ignores_sigterm():
+    """A finished run must not wait on a training worker: they ignore SIGTERM (torch's fallback
+    when one does not answer its shutdown), so `stop_workers` kills what is still running. Without
+    the kill the worker below lives on for its minute and the process's exit waits for it."""
+    from voxadapt.data.dataset import make_loader, stop_workers
+    from voxadapt.train.interrupt import ignore_stop_signals_in_workers
+
+    loader = make_loader(_SlowAfterFirst(), range(8), 1, worker_init_fn=ignore_stop_signals_in_workers)
+    assert next(iter(loader))["x"] == 0  # the worker is now making the next (slow) batches
+    workers = list(loader._iterator._workers)
+    started = time.monotonic()
+    stop_workers(loader)
+    assert not any(w.is_alive() for w in workers), "a worker outlived stop_workers"
+    assert time.monotonic() - started < 30
+    assert loader._iterator is None
+    stop_workers(loader)  # a second call (a loader that never started, or already stopped) is a no-op
+
+
 def test_loader_workers_auto_share_the_cores(monkeypatch):
     monkeypatch.setattr("voxadapt.data.dataset.usable_cores", lambda: 16)
     assert loader_workers(3) == 3

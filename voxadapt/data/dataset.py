@@ -43,6 +43,23 @@ class CropBatchDataset(Dataset):
                 "state_after": spec.state_after}
 
 
+def stop_workers(loader: DataLoader) -> None:
+    """End a loader's persistent workers now, not whenever the loader is collected. The training
+    workers ignore SIGTERM (train/interrupt.py), which is how torch ends a worker that does not
+    answer its shutdown in time (one still making a batch on a loaded CPU); such a worker outlived
+    a finished stage 3 run by 17 minutes, the interpreter's exit waiting on it. SIGKILL cannot
+    be ignored."""
+    batches = loader._iterator  # where torch keeps the persistent workers
+    if batches is None:
+        return
+    batches._shutdown_workers()
+    for worker in batches._workers:
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+    loader._iterator = None
+
+
 def _identity(batch: dict) -> dict:
     return batch
 

@@ -21,7 +21,7 @@ from voxadapt.augment.generate import NOISE_KINDS, make_noise
 from voxadapt.augment.online import add_at_snr
 from voxadapt.config import Config
 from voxadapt.data.audio import read_utterance
-from voxadapt.data.dataset import make_loader
+from voxadapt.data.dataset import make_loader, stop_workers
 from voxadapt.data.kaldi_dir import DataDir, write_table
 from voxadapt.data.sampler import BatchSpec, SpeakerBatchSampler
 from voxadapt.data.validate import validate_data_dir
@@ -187,9 +187,9 @@ def pretrain(cfg: Config, work: Path, nj: int) -> dict:
             "optimizer": opt.state_dict(), "sampler": sampler.state_dict(at=consumed), "rng": ckpt_io.rng_state(cpu)})
         ckpt_io.prune_checkpoints(ckpt_dir, 1)
 
+    loader = make_loader(dataset, sampler, p.num_workers, worker_init_fn=ignore_stop_signals_in_workers)
     try:
         model.train()
-        loader = make_loader(dataset, sampler, p.num_workers, worker_init_fn=ignore_stop_signals_in_workers)
         losses, accs = [], []
         for batch in loader:
             for g in opt.param_groups:
@@ -217,6 +217,7 @@ def pretrain(cfg: Config, work: Path, nj: int) -> dict:
             if step % p.checkpoint_every_steps == 0 or step == p.steps:
                 save(batch["state_after"])
     finally:
+        stop_workers(loader)
         stop.restore()
     return {"steps": step, "seconds_this_run": round(time.time() - start, 1), "history": history,
             "utterances": len(audio), "hours": round(sum(len(x) for x in audio) / cfg.data.sample_rate / 3600, 2),

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from voxadapt.augment.online import Augmenter
 from voxadapt.config import Config, PhaseConfig
-from voxadapt.data.dataset import CropBatchDataset, loader_workers, make_loader
+from voxadapt.data.dataset import CropBatchDataset, loader_workers, make_loader, stop_workers
 from voxadapt.data.examples import ExampleTable
 from voxadapt.data.sampler import SpeakerBatchSampler, epoch_batches
 from voxadapt.errors import VoxadaptError
@@ -394,9 +395,14 @@ class PhaseTrainer:
         stop = StopRequested()
         self.summary = {"trainable_params": n_train, "total_params": n_total, "start_step": step}
         started = time.time()
+        # One loader for the phase: its workers persist across epochs. The sampler runs in this
+        # process (each `for` starts it afresh), so set_epoch, restrict and a restart still apply.
+        loader = make_loader(self.dataset, self.sampler, loader_workers(self.cfg.loader.num_workers),
+                             worker_init_fn=ignore_stop_signals_in_workers, pin_memory=self.info.device.type == "cuda")
         try:
-            step = self._loop(step, batches_per_epoch, stop)
+            step = self._loop(loader, step, batches_per_epoch, stop)
         finally:
+            stop_workers(loader)
             stop.restore()
             if self.writer is not None:
                 self.writer.close()
@@ -448,13 +454,9 @@ class PhaseTrainer:
                 log.info("phase %s step %d: DropAdapt dropped %d classes (%d left), e.g. %s", self.phase.name, step,
                          len(newly), len(kept), ", ".join(self.table.classes[c] for c in newly[:3]))
 
-    def _loop(self, step: int, batches_per_epoch: int, stop: StopRequested) -> int:
+    def _loop(self, loader: DataLoader, step: int, batches_per_epoch: int, stop: StopRequested) -> int:
         phase = self.phase
         log_every = max(1, batches_per_epoch // 5)
-        # One loader for the phase: its workers persist across epochs. The sampler runs in this
-        # process (each `for` starts it afresh), so set_epoch, restrict and a restart still apply.
-        loader = make_loader(self.dataset, self.sampler, loader_workers(self.cfg.loader.num_workers),
-                             worker_init_fn=ignore_stop_signals_in_workers, pin_memory=self.info.device.type == "cuda")
         while step < phase.epochs * batches_per_epoch:
             epoch = step // batches_per_epoch
             self.sampler.set_epoch(epoch)
