@@ -63,7 +63,7 @@ def test_changed_settings_are_refused_not_mixed(checkout, tmp_path):
                   cwd=checkout, env=env).returncode == 0
     write_config(checkout / "other.yaml", TINY + ["name=tiny", "data.synthetic.seed=5"])
     proc = run_sh("run.sh", "--config", "other.yaml", "--stop_stage", "0", "--data", str(data), cwd=checkout, env=env)
-    assert proc.returncode != 0 and "made with different settings (synthetic changed)" in proc.stderr
+    assert proc.returncode != 0 and "made with different settings (synthetic.seed: 0 -> 5)" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

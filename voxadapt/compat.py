@@ -18,6 +18,7 @@ importing the config package.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -88,6 +89,28 @@ def fingerprint_changes(recorded: Any, current: dict) -> list[str]:
     if not isinstance(old, dict):
         return sorted(new) or ["fingerprint"]
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def changed_values(recorded: Any, current: dict, limit: int = 3) -> str:
+    """The first `limit` changed settings as "key: old -> new" (dotted keys, short values): what a
+    refused re-run names, so a changed default is recognised as one."""
+    changes: list[str] = []
+
+    def walk(old: Any, new: Any, key: str) -> None:
+        if isinstance(old, dict) and isinstance(new, dict):
+            for k in sorted(set(old) | set(new)):
+                walk(old.get(k), new.get(k), f"{key}.{k}" if key else k)
+        elif old != new:  # a key left out at its old-behaviour value is shown with that value
+            old, new = (ADDED.get(key) if v is None else v for v in (old, new))
+            changes.append(f"{key or 'fingerprint'}: {_short(old)} -> {_short(new)}")
+
+    walk(canonical_fingerprint(recorded), canonical_fingerprint(current), "")
+    return "; ".join(changes[:limit]) + ("; ..." if len(changes) > limit else "")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def upgrade_state_dict(state: dict) -> dict:

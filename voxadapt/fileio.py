@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from voxadapt.compat import canonical_fingerprint, fingerprint_changes
+from voxadapt.compat import canonical_fingerprint, changed_values, fingerprint_changes
 from voxadapt.errors import VoxadaptError, first_line, located
 
 
@@ -166,10 +166,10 @@ class StageMarker:
         recorded, current = canonical_fingerprint(recorded), canonical_fingerprint(self.fingerprint)
         if additions and isinstance(recorded, dict) and recorded == {k: v for k, v in current.items() if k in recorded} != current:
             return False
-        if changed := fingerprint_changes(recorded, current):
+        if fingerprint_changes(recorded, current):
             where = outputs_hint or self.path.parent
             raise VoxadaptError(
-                f"{where}: made with different settings ({', '.join(changed)} changed); "
+                f"{where}: made with different settings ({changed_values(recorded, current)}); "
                 f"delete {where} to redo it, or write elsewhere (run.sh --data/--exp, local/evaluate.sh --out)"
             )
         return True

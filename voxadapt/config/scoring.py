@@ -19,11 +19,12 @@ class ExtractConfig:
     batch_seconds: float = 0.0
     max_padding: float = 0.05  # a batch's longest piece is at most this much longer than its shortest
     device: str = "auto"
-    # On a CPU, 'auto' embeds with the model exported to ONNX, run by onnxruntime (faster than eager
-    # PyTorch, embeddings equal to cosine >= 0.9999); 'torch' keeps PyTorch. GPUs always use PyTorch.
-    # 'onnx-int8': that graph with int8 matrix multiplies, used when its embeddings of utterances of
-    # the set match fp32's to cosine 0.999, else fp32 with a warning (docs/extraction_engines.md).
-    engine: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    # On a CPU: 'onnx-int8' (default) embeds with the model exported to ONNX with int8 matrix
+    # multiplies, used when its embeddings of utterances of the set match fp32's to cosine 0.999
+    # (else the fp32 graph, with a warning); 'auto' and 'onnx' the fp32 graph (embeddings equal to
+    # PyTorch's to cosine 0.9999); 'torch' eager PyTorch. GPUs always embed with PyTorch.
+    # int8 is the default because its EER cost measured nothing (docs/extraction_engines.md).
+    engine: Literal["auto", "torch", "onnx", "onnx-int8"] = "onnx-int8"
     num_threads: int = 0  # torch (or onnxruntime) threads per extraction job; 0: torch's default
     # On a GPU, bf16 autocast (embeddings within cosine 0.9999 of fp32's); CPUs always embed in fp32.
     precision: Literal["fp32", "bf16"] = "fp32"

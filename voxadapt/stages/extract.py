@@ -67,7 +67,7 @@ def run_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: i
     durations = part.utt2dur()
     utts = sorted(part.utterance_ids, key=lambda u: (durations[u], u))  # similar lengths batch together
     probes = []
-    if cfg.extract.engine == "onnx-int8":  # shortest, median, longest of this job's utterances
+    if cfg.extract.engine == "onnx-int8" and torch.device(device).type == "cpu":  # shortest, median, longest utterance
         probes = probe_waveforms([read_utterance(part, u) for u in dict.fromkeys((utts[0], utts[len(utts) // 2], utts[-1]))],
                                  cfg.data.sample_rate, cfg.extract)
     model = extraction_engine(load_embedding_model(model_dir, device), device, cfg.extract.engine,
