@@ -82,18 +82,22 @@ def test_every_shipped_config_loads():
 
 
 def test_markers_made_before_a_key_was_added_still_match():
-    """A fingerprint written before a key existed is the fingerprint of that key's default (e.g. a
-    model trained before sub-centres, or scored before QMF), and only of the default."""
+    """A fingerprint written before a key existed is the fingerprint of the behaviour before it (e.g.
+    a model trained before sub-centres, or scored before QMF), and only of that: where the default
+    changed since (stage 5's engine), an old marker is a change."""
     import copy
     import dataclasses
 
     from voxadapt.compat import ADDED, fingerprint_changes
     from voxadapt.stages.extract import conditioning_settings
 
-    cfg = load_config(None)
-    now = {"model": dataclasses.asdict(cfg.model), "phase": cfg.train.phases[0].fingerprint(),
-           "scoring": dataclasses.asdict(cfg.scoring), "synthetic": dataclasses.asdict(cfg.data.synthetic),
-           "loader": cfg.loader.fingerprint(), "binary": True, "conditioning": conditioning_settings(cfg.extract)}
+    def fingerprint(cfg) -> dict:  # noqa: ANN001
+        return {"model": dataclasses.asdict(cfg.model), "phase": cfg.train.phases[0].fingerprint(),
+                "scoring": dataclasses.asdict(cfg.scoring), "synthetic": dataclasses.asdict(cfg.data.synthetic),
+                "loader": cfg.loader.fingerprint(), "binary": True, "conditioning": conditioning_settings(cfg.extract)}
+
+    cfg = load_config(None, ["extract.engine=auto"])
+    now = fingerprint(cfg)
     old = copy.deepcopy(now)  # nested sections too (model.pooling)
     for added in ADDED:
         *path, key = added.split(".")
@@ -102,6 +106,7 @@ def test_markers_made_before_a_key_was_added_still_match():
             node = node[name]
         del node[key]
     assert old != now and fingerprint_changes(old, now) == []
+    assert fingerprint_changes(old, fingerprint(load_config(None))) == ["conditioning"]
     changed = load_config(None, ["model.subcenters=3"])
     assert fingerprint_changes(old, {**now, "model": dataclasses.asdict(changed.model)}) == ["model"]
     # Speed options are no part of a phase's fingerprint: a run resumes with them changed.
