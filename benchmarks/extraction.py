@@ -92,17 +92,20 @@ def static_convolutions(graph, out, calibration: list[np.ndarray]) -> None:  # n
     with tempfile.TemporaryDirectory() as tmp:
         convs = Path(tmp) / "convs.onnx"
         quantize_static(str(graph), str(convs), Feed(), quant_format=QuantFormat.QOperator, op_types_to_quantize=["Conv"],
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=[first_conv])
+                        per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=[first_conv])
         quantize_int8(convs, out)
 
 
 # The quantisation choices int8_stage5's graph was picked from (--int8-choices): name -> how to make it
 # from the fp32 graph (fp32 path, output path, calibration utterances)
 INT8_CHOICES = {
+    "int8 MatMul/Gemm, 8-bit weights (the engine before 2026-12-07)": lambda graph, out, cal: quantize_int8(
+        graph, out, reduce_range=False),
     "int8 MatMul/Gemm, per tensor": lambda graph, out, cal: quantize_int8(graph, out, ("MatMul", "Gemm"), False),
     "int8 MatMul/Gemm + Conv (ConvInteger), per channel": lambda graph, out, cal: quantize_int8(graph, out, ("MatMul", "Gemm", "Conv")),
-    "int8 MatMul/Gemm + Conv static (QLinearConv, calibrated on 4 other utterances; not the first conv)": static_convolutions,
+    "int8 MatMul/Gemm + Conv static (QLinearConv, 7-bit weights, calibrated on 4 other utterances; not the first conv)":
+        static_convolutions,
 }
 
 
@@ -147,7 +150,7 @@ VARIANTS = {
     "one utterance at a time, no_grad (plain forward)": (one_at_a_time, False),
     "stage 5 on a CPU with engine torch (PyTorch, the default before): one piece per batch, inference_mode": (stage5_path, False),
     "stage 5 on a CPU now (engine auto: the ONNX graph through onnxruntime)": (onnx_stage5, False),
-    "stage 5 on a CPU with engine onnx-int8 (int8 MatMul/Gemm, dynamic, per channel)": (int8_stage5, False),
+    "stage 5 on a CPU with engine onnx-int8 (int8 MatMul/Gemm, dynamic, per channel, 7-bit weights)": (int8_stage5, False),
     "stage 5 on a GPU: 200 s batches of lengths within 5 %, masked": (length_batches, False),
     "200 s batches by sorted length, no padding cap": (wide_batches, False),
     "one utterance at a time, bf16 autocast": (one_at_a_time, True),
@@ -165,6 +168,16 @@ def profile(model: torch.nn.Module, device: str) -> None:
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             model(x)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+
+
+def int8_instructions() -> str:
+    """What the CPU offers int8 kernels: with VNNI they add u8 x s8 products in 32 bits."""
+    try:
+        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return "CPU flags unknown"
+    vnni = sorted(f for f in flags if "vnni" in f)
+    return ", ".join(vnni) if vnni else ("AVX2, no VNNI" if "avx2" in flags else "no AVX2")
 
 
 def peak_rss_reset() -> None:
@@ -256,7 +269,8 @@ def measure(arch: str, wavs: list[np.ndarray], args: argparse.Namespace) -> None
             sync(args.device)
             times[name].append(time.perf_counter() - start)
             peaks[name] = max(peaks[name], rss_mb())
-    print(f"## {arch} + MHFA\n\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+    print(f"## {arch} + MHFA\n\nMachine: {platform.processor() or platform.machine()} ({int8_instructions()}), "
+          f"{os.cpu_count()} cores, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; {len(wavs)} utterances, "
           f"{audio_s:.0f} s of audio (2-20 s); {flops / audio_s / 1e9:.1f} GFLOP per second of audio; fp32 matmul rate "
           f"{rate / 1e9:.0f} GFLOP/s; roofline {roofline_s:.1f} s (RTF {roofline_s / audio_s:.3f}); best of "
@@ -283,7 +297,7 @@ def main() -> None:
     parser.add_argument("--skip", action="append", default=[], metavar="WORDS",
                         help="leave out the variants whose name contains WORDS (e.g. bf16; repeatable)")
     parser.add_argument("--int8-choices", action="store_true",
-                        help="also the int8 quantisations the engine's was chosen from (per tensor; with Conv)")
+                        help="also the int8 quantisations the engine's was chosen from (8-bit weights; per tensor; with Conv)")
     parser.add_argument("--arch", action="append", choices=list(ARCH),
                         help="the architectures to measure (repeatable; default: both WavLMs)")
     args = parser.parse_args()

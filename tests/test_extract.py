@@ -154,6 +154,22 @@ def test_int8_engine_is_used_only_when_it_matches_fp32_on_the_set(micro_exp, tin
                      r"using the fp32 graph", caplog.text), caplog.text
 
 
+def test_int8_weights_use_seven_bits_so_kernels_without_vnni_cannot_saturate(micro_exp, tmp_path):
+    """On a CPU without VNNI onnxruntime adds pairs of u8 x s8 products in 16 bits: full-range
+    weights (up to 127) overflow there, 7-bit ones (up to 64) cannot (255 x 64 x 2 < 32,768)."""
+    import onnx
+
+    from voxadapt import onnx_export
+
+    model = load_speaker_model(micro_exp / "exp" / "mhfa_tiny" / "model").model
+    onnx_export.export_onnx(model, tmp_path / "model.onnx", 16000, None)
+    onnx_export.quantize_int8(tmp_path / "model.onnx", tmp_path / "model.int8.onnx")
+    graph = onnx.load(str(tmp_path / "model.int8.onnx"))
+    weights = [onnx.numpy_helper.to_array(t) for t in graph.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(weights) >= 10  # the MatMul/Gemm weights
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) == 64
+
+
 def test_a_graph_over_the_protobuf_limit_keeps_its_weights_in_one_file_beside_it(micro_exp, tiny_data, tmp_path):
     """A model whose weights exceed 2 GiB (w2v-BERT 2.0) is written as model.onnx + model.onnx.data
     (the limit is lowered here to reach that path with the micro model): the pair can be moved,
