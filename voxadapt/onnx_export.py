@@ -126,8 +126,8 @@ INT8_COSINE = 0.999
 INT8_OPS = ("MatMul", "Gemm")
 # The weights use 7 of the 8 bits. Without VNNI (AVX2 only) onnxruntime's u8 x s8 kernels add two
 # products in 16 bits, which saturate with full-range weights (the shipped tiny model's embeddings
-# fell to cosine 0.962 to fp32 on such a CPU); 7-bit weights cannot overflow there, and every CPU
-# then computes the same integer products, so a mixed cluster gives the same x-vectors.
+# fell to cosine 0.962 to fp32 on such a CPU); 7-bit weights cannot overflow there, and CPUs with
+# and without VNNI then compute the same integer products.
 INT8_REDUCE_RANGE = True
 
 
