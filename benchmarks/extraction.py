@@ -9,7 +9,7 @@ engine (extract.engine onnx-int8) does its matrix multiplies in int8, which this
 count: it can go below 1.00x. Peak memory is the process's peak RSS while the variant ran (reset
 before each run through /proc/self/clear_refs; it includes the models the process holds).
     python benchmarks/extraction.py [--utts 16] [--threads N] [--device cpu|cuda] [--arch NAME] [--int8-choices] [--profile]
-    (--arch: "WavLM Base+", "WavLM Large" (the default: both), "w2v-BERT 2.0"; repeatable)
+    (--arch: "WavLM Base+", "WavLM Large" (the default: both), "w2v-BERT 2.0", "shipped tiny WavLM"; repeatable)
 """
 from __future__ import annotations
 
@@ -72,9 +72,10 @@ def int8_stage5(model, wavs: list[np.ndarray], device: str, bf16: bool = False) 
     stage5_path(model.int8, wavs, device)  # the graph quantised once per job as stage 5 does
 
 
-def static_convolutions(graph, out, calibration: list[np.ndarray]) -> None:  # noqa: ANN001
-    """The CNN's convolutions but the first (on the raw waveform) as QLinearConv with activation
-    ranges calibrated on `calibration`, then the engine's dynamic MatMul/Gemm on top."""
+def static_convolutions(graph, out, calibration: list[np.ndarray], only: str = "") -> None:  # noqa: ANN001
+    """The convolutions but the first (on the raw waveform), or only those whose name contains
+    `only`, as QLinearConv with activation ranges calibrated on `calibration`, then the engine's
+    dynamic MatMul/Gemm on top."""
     import tempfile
     from pathlib import Path
 
@@ -88,24 +89,48 @@ def static_convolutions(graph, out, calibration: list[np.ndarray]) -> None:  # n
         def get_next(self) -> dict | None:
             return next(self.feeds, None)
 
-    first_conv = next(n.name for n in onnx.load(str(graph), load_external_data=False).graph.node if n.op_type == "Conv")
+    convs = [n.name for n in onnx.load(str(graph), load_external_data=False).graph.node if n.op_type == "Conv"]
+    kept = [c for i, c in enumerate(convs) if i == 0 or only not in c]
     with tempfile.TemporaryDirectory() as tmp:
-        convs = Path(tmp) / "convs.onnx"
-        quantize_static(str(graph), str(convs), Feed(), quant_format=QuantFormat.QOperator, op_types_to_quantize=["Conv"],
+        quantized = Path(tmp) / "convs.onnx"
+        quantize_static(str(graph), str(quantized), Feed(), quant_format=QuantFormat.QOperator, op_types_to_quantize=["Conv"],
                         per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=[first_conv])
-        quantize_int8(convs, out)
+                        weight_type=QuantType.QInt8, nodes_to_exclude=kept)
+        quantize_int8(quantized, out)
+
+
+def speech(count: int, seed: int) -> list[np.ndarray]:
+    """`count` utterances of 2-8 s, each in another voice drawn as the corpus generator draws them
+    (`seed` keeps them apart from its corpora's), conditioned as stage 5 conditions audio: speech,
+    with the pauses between and around words that noise lacks."""
+    import tempfile
+    from pathlib import Path
+
+    from voxadapt.config import ExtractConfig
+    from voxadapt.config.data import SyntheticConfig
+    from voxadapt.corpus.espeak import Espeak, make_data_root
+    from voxadapt.corpus.synthetic import draw_voice, render_utterance, seeded_rng
+    from voxadapt.embed import probe_waveforms
+
+    voices = [draw_voice(f"vxbench{seed}x{i}", seeded_rng(seed, i, 0)) for i in range(count)]
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Espeak(make_data_root(Path(tmp), {v.name: v.variant_file() for v in voices}))
+        wavs = [render_utterance(engine, v, seeded_rng(seed, i, 1), SyntheticConfig(), SR).astype(np.float32)
+                for i, v in enumerate(voices)]
+    return probe_waveforms(wavs, SR, ExtractConfig())
 
 
 # The quantisation choices int8_stage5's graph was picked from (--int8-choices): name -> how to make it
-# from the fp32 graph (fp32 path, output path, calibration utterances)
+# from the fp32 graph (fp32 path, output path, calibration utterances: speech in other voices)
 INT8_CHOICES = {
     "int8 MatMul/Gemm, 8-bit weights (the engine before 2026-12-07)": lambda graph, out, cal: quantize_int8(
         graph, out, reduce_range=False),
     "int8 MatMul/Gemm, per tensor": lambda graph, out, cal: quantize_int8(graph, out, ("MatMul", "Gemm"), False),
     "int8 MatMul/Gemm + Conv (ConvInteger), per channel": lambda graph, out, cal: quantize_int8(graph, out, ("MatMul", "Gemm", "Conv")),
-    "int8 MatMul/Gemm + Conv static (QLinearConv, 7-bit weights, calibrated on 4 other utterances; not the first conv)":
+    "int8 MatMul/Gemm + Conv static (QLinearConv, 7-bit weights, calibrated on 6 utterances of speech; not the first conv)":
         static_convolutions,
+    "int8 MatMul/Gemm + the positional convolution static (QLinearConv, calibrated as above)":
+        lambda graph, out, cal: static_convolutions(graph, out, cal, only="pos_conv"),
 }
 
 
@@ -144,7 +169,8 @@ ARCH = {"WavLM Base+": ("wavlm", {"num_hidden_layers": 12}),
         "WavLM Large": ("wavlm", {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
                                   "intermediate_size": 4096, "do_stable_layer_norm": True, "feat_extract_norm": "layer",
                                   "conv_bias": True}),
-        "w2v-BERT 2.0": ("w2v-bert", {"num_hidden_layers": 24})}
+        "w2v-BERT 2.0": ("w2v-bert", {"num_hidden_layers": 24}),
+        "shipped tiny WavLM": ("", {})}  # conf/mhfa_tiny.yaml: pre-trained weights, so speech means something
 DEFAULT_ARCHS = ["WavLM Base+", "WavLM Large"]
 VARIANTS = {
     "one utterance at a time, no_grad (plain forward)": (one_at_a_time, False),
@@ -158,7 +184,8 @@ VARIANTS = {
 
 
 def profile(model: torch.nn.Module, device: str) -> None:
-    """Where one 10 s utterance's time goes: the top operators by self time."""
+    """Where one 10 s utterance's time goes: the top operators by self time, in PyTorch and (on a
+    CPU) in the int8 engine's graph."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -168,6 +195,48 @@ def profile(model: torch.nn.Module, device: str) -> None:
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             model(x)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+    if device == "cpu":
+        profile_int8(model, x.numpy())
+
+
+def profile_int8(model: torch.nn.Module, x: np.ndarray, rounds: int = 3) -> None:
+    """The int8 engine's graph (onnxruntime's own profiler): time by operator type and, for the
+    convolutions, by node: what stays fp32 and what int8 already covers."""
+    import json
+    import tempfile
+    from collections import defaultdict
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    from voxadapt.onnx_export import export_onnx
+
+    with tempfile.TemporaryDirectory() as work:
+        fp32, int8 = Path(work) / "model.onnx", Path(work) / "model.int8.onnx"
+        export_onnx(model, fp32, SR, None)
+        quantize_int8(fp32, int8)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
+        opts.enable_profiling, opts.profile_file_prefix = True, str(Path(work) / "trace")
+        session = ort.InferenceSession(str(int8), opts, providers=["CPUExecutionProvider"])
+        for _ in range(rounds):
+            session.run(None, {"waveform": x})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    by_op: dict[str, float] = defaultdict(float)
+    by_conv: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            by_op[e["args"]["op_name"]] += e["dur"] / rounds / 1e3
+            if e["args"]["op_name"] == "Conv":
+                by_conv[e["name"].removesuffix("_kernel_time")] += e["dur"] / rounds / 1e3
+    total = sum(by_op.values())
+    print(f"int8 engine graph, one 10 s utterance: {total:.0f} ms in operators (mean of {rounds} runs)\n")
+    print("| operator | ms | share |\n|---|---|---|")
+    for op, ms in sorted(by_op.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"| {op} | {ms:.0f} | {ms / total:.1%} |")
+    print("\n| convolution (fp32) | ms | share |\n|---|---|---|")
+    for node, ms in by_conv.items():
+        print(f"| {node} | {ms:.0f} | {ms / total:.1%} |")
 
 
 def int8_instructions() -> str:
@@ -221,14 +290,17 @@ def build_engines(model: torch.nn.Module, wavs: list[np.ndarray], work: str, cho
     # parity on these real-length utterances, not only the export's probe
     onnx_cos, int8_cos = cosines(model, model.onnx, wavs), cosines(model.onnx, model.int8, wavs)
     choices = ""
-    rng = np.random.default_rng(1)  # calibration utterances other than the timed ones
-    calibration = [rng.standard_normal(int(SR * s)).astype(np.float32) * 0.1 for s in (2.5, 5.0, 10.0, 18.0)]
+    if choose:  # accuracy on speech too: its pauses are where activation ranges fixed in advance fail
+        calibration, spoken = speech(6, 7001), speech(16, 7002)
+        choices = f"; int8 vs fp32 ONNX on 16 utterances of speech: smallest cosine {min(cosines(model.onnx, model.int8, spoken)):.6f}"
     for name, make in INT8_CHOICES.items() if choose else ():
         path = Path(work) / f"{len(model.choices)}.onnx"
         make(fp32, path, calibration)
         model.choices[name] = OnnxEmbedder(path, threads)
-        choices += (f"; {name}: graph {path.stat().st_size / 1e6:.0f} MB, cosine vs fp32 ONNX "
-                    f"{min(cosines(model.onnx, model.choices[name], wavs)):.6f}")
+        on_speech = cosines(model.onnx, model.choices[name], spoken)
+        choices += (f"; {name}: graph {path.stat().st_size / 1e6:.0f} MB, smallest cosine vs fp32 ONNX "
+                    f"{min(cosines(model.onnx, model.choices[name], wavs)):.6f} on the timed noise, "
+                    f"{min(on_speech):.6f} (median {np.median(on_speech):.6f}) on speech")
     return (f"ONNX export + session (once per stage-5 job): {export_s:.1f} s, graph {fp32.stat().st_size / 1e6:.0f} MB; "
             f"int8 quantisation + session (once per job): {quant_s:.1f} s, graph {int8.stat().st_size / 1e6:.0f} MB; "
             f"resident memory a session adds: fp32 {fp32_mb:.0f} MB, int8 {int8_mb:.0f} MB; smallest cosine over the "
@@ -238,12 +310,14 @@ def build_engines(model: torch.nn.Module, wavs: list[np.ndarray], work: str, cho
 def measure(arch: str, wavs: list[np.ndarray], args: argparse.Namespace) -> None:
     import json
     import tempfile
+    from pathlib import Path
 
     from voxadapt.config import load_config
     from voxadapt.models.speaker import build_model
 
     backbone, shape = ARCH[arch]
-    cfg = load_config(None, [f"model.backbone.type={backbone}", f"model.backbone.arch={json.dumps(shape)}"])
+    cfg = (load_config(None, [f"model.backbone.type={backbone}", f"model.backbone.arch={json.dumps(shape)}"]) if backbone
+           else load_config(Path(__file__).parents[1] / "conf" / "mhfa_tiny.yaml"))
     model = build_model(cfg, 1)[0].eval().to(args.device)
     if args.profile:
         profile(model, args.device)
@@ -293,11 +367,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--profile", action="store_true", help="only show where one 10 s utterance's time goes")
+    parser.add_argument("--profile", action="store_true",
+                        help="only show where one 10 s utterance's time goes (PyTorch, and the int8 engine's graph by operator)")
     parser.add_argument("--skip", action="append", default=[], metavar="WORDS",
                         help="leave out the variants whose name contains WORDS (e.g. bf16; repeatable)")
     parser.add_argument("--int8-choices", action="store_true",
-                        help="also the int8 quantisations the engine's was chosen from (8-bit weights; per tensor; with Conv)")
+                        help="also the int8 quantisations the engine's was chosen from (8-bit weights; per tensor; with "
+                             "convolutions), with their cosines on noise and on speech")
     parser.add_argument("--arch", action="append", choices=list(ARCH),
                         help="the architectures to measure (repeatable; default: both WavLMs)")
     args = parser.parse_args()

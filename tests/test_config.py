@@ -104,7 +104,7 @@ def test_markers_made_before_a_key_was_added_still_match():
         node = old
         for name in path:
             node = node[name]
-        del node[key]
+        node.pop(key, None)  # conditioning.int8 is written for the int8 engine only
     assert old != now and fingerprint_changes(old, now) == []
     assert fingerprint_changes(old, fingerprint(load_config(None))) == ["conditioning"]
     changed = load_config(None, ["model.subcenters=3"])

@@ -205,13 +205,15 @@ def test_a_graph_over_the_protobuf_limit_keeps_its_weights_in_one_file_beside_it
 
 
 def test_switching_the_engine_asks_for_re_extraction(extracted, micro_exp, tiny_data):
-    """The engine and precision are in stage 5's marker (int8 embeddings differ slightly): x-vectors
-    of one engine are not taken for another's; a marker written before they were recorded is
-    that of the defaults."""
+    """The engine, precision and int8 recipe are in stage 5's marker (int8 embeddings differ
+    slightly): x-vectors of one engine or recipe are not taken for another's; a marker written
+    before the engine was recorded is that of the defaults, one written by the int8 engine before
+    its recipe was recorded is refused."""
     import json
 
     from voxadapt.errors import VoxadaptError
     from voxadapt.layout import dir_marker
+    from voxadapt.onnx_export import INT8_RECIPE
     from voxadapt.stages.extract import run_merge
 
     cfg = load_config(micro_exp / "micro.yaml")
@@ -219,14 +221,19 @@ def test_switching_the_engine_asks_for_re_extraction(extracted, micro_exp, tiny_
     marker = dir_marker(extracted / "test")
     today = marker.read_text()
     recorded = json.loads(today)
-    for key in ("engine", "precision"):
-        del recorded["conditioning"][key]
+    assert recorded["conditioning"]["int8"] == INT8_RECIPE
+    del recorded["conditioning"]["int8"]  # int8 x-vectors of a version that did not record the recipe
     marker.write_text(json.dumps(recorded))
     try:
+        with pytest.raises(VoxadaptError, match=re.escape(f'(conditioning.int8: "not recorded" -> "{INT8_RECIPE}")')):
+            run_merge(cfg, *where, check_only=True)
+        for key in ("engine", "precision"):
+            del recorded["conditioning"][key]
+        marker.write_text(json.dumps(recorded))
         cfg.extract.engine = "auto"  # the default before onnx-int8
         assert run_merge(cfg, *where, check_only=True) == 0
         cfg.extract.engine = "onnx-int8"  # today's default: the refusal names the change and its values
-        with pytest.raises(VoxadaptError, match='made with different settings \\(conditioning.engine: "auto" -> "onnx-int8"\\)'):
+        with pytest.raises(VoxadaptError, match='made with different settings \\(conditioning.engine: "auto" -> "onnx-int8"'):
             run_merge(cfg, *where, check_only=True)
     finally:
         marker.write_text(today)  # the module's later tests re-run stage 5 with the defaults

@@ -37,7 +37,10 @@ ADDED: dict[str, Any] = {"model.subcenters": 1, "phase.inter_topk": 0, "phase.in
                          "model.pooling.token_positions": "none", "scoring.asnorm_cohort": "",
                          "loader.shards": False, "binary": True,
                          "conditioning.engine": "auto", "conditioning.precision": "fp32",
-                         "phase.head_init": "random"}
+                         "phase.head_init": "random",
+                         # int8 x-vectors made before the recipe was recorded had 8-bit weights
+                         # (before 2026-12-07) or 7-bit ones: unknown which, so they match no recipe
+                         "conditioning.int8": "not recorded"}
 # old parameter-name prefix -> new, for the module attributes the RENAMED config keys name
 RENAMED_WEIGHTS: dict[str, str] = {"backend.": "pooling."}
 

@@ -122,13 +122,17 @@ PARITY_COSINE = 0.9999  # an exported graph whose embedding differs more from Py
 INT8_COSINE = 0.999
 # What quantize_int8 quantises, chosen by measurement (docs/extraction_engines.md): the transformer's
 # MatMul/Gemm with int8 weights per output channel and activations quantised per call (dynamic, no
-# calibration set). The convolutions stay fp32: as ConvInteger they ran 2x slower than fp32.
+# calibration set). The convolutions stay fp32: quantised (per call or with calibrated ranges) they
+# lose the pauses of speech (cosine 0.87-0.99 to fp32 on speech, where noise passes).
 INT8_OPS = ("MatMul", "Gemm")
 # The weights use 7 of the 8 bits. Without VNNI (AVX2 only) onnxruntime's u8 x s8 kernels add two
 # products in 16 bits, which saturate with full-range weights (the shipped tiny model's embeddings
 # fell to cosine 0.962 to fp32 on such a CPU); 7-bit weights cannot overflow there, and CPUs with
 # and without VNNI then compute the same integer products.
 INT8_REDUCE_RANGE = True
+# What stage 5's marker records for the int8 engine: a change of the recipe re-extracts rather than
+# mixing x-vectors of two graphs in a set.
+INT8_RECIPE = "7-bit weights, MatMul/Gemm"
 
 
 def quantize_int8(graph: Path, out: Path, ops: Sequence[str] = INT8_OPS, per_channel: bool = True,

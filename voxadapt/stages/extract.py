@@ -28,7 +28,7 @@ from voxadapt.errors import VoxadaptError, located
 from voxadapt.fileio import StageMarker, atomic_path, file_digest, text_digest
 from voxadapt.layout import EmbeddingsLayout, dir_marker
 from voxadapt.models.loading import load_embedding_model, weights_file
-from voxadapt.onnx_export import extraction_engine
+from voxadapt.onnx_export import INT8_RECIPE, extraction_engine
 from voxadapt.train.distributed import resolve_device
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,12 @@ def write_summary(out_dir: Path, model_dir: Path, dim: int, count: int) -> None:
 
 def conditioning_settings(opts: ExtractConfig) -> dict:
     """The extraction settings x-vectors depend on (besides the model and the audio); the engine and
-    precision too (int8 or bf16 embeddings differ slightly), so switching them re-extracts."""
-    return {"level_dbfs": opts.level_dbfs, "vad": opts.vad, "engine": opts.engine, "precision": opts.precision}
+    precision too (int8 or bf16 embeddings differ slightly), and the int8 graph's recipe, so
+    switching any of them re-extracts."""
+    settings = {"level_dbfs": opts.level_dbfs, "vad": opts.vad, "engine": opts.engine, "precision": opts.precision}
+    if opts.engine == "onnx-int8":
+        settings["int8"] = INT8_RECIPE
+    return settings
 
 
 def run_merge(cfg: Config, data_dir: Path, model_dir: Path, out_dir: Path, nj: int, check_only: bool) -> int:
