@@ -90,12 +90,12 @@ def static_convolutions(graph, out, calibration: list[np.ndarray], only: str = "
             return next(self.feeds, None)
 
     convs = [n.name for n in onnx.load(str(graph), load_external_data=False).graph.node if n.op_type == "Conv"]
-    kept = [c for i, c in enumerate(convs) if i == 0 or only not in c]
+    left_fp32 = [c for i, c in enumerate(convs) if i == 0 or only not in c]
     with tempfile.TemporaryDirectory() as tmp:
         quantized = Path(tmp) / "convs.onnx"
         quantize_static(str(graph), str(quantized), Feed(), quant_format=QuantFormat.QOperator, op_types_to_quantize=["Conv"],
                         per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=kept)
+                        weight_type=QuantType.QInt8, nodes_to_exclude=left_fp32)
         quantize_int8(quantized, out)
 
 
