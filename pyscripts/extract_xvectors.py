@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Stage 5's Python steps (steps/extract_xvectors.sh runs them in this order):
-  split  print the split dir of DATA_DIR and the jobs' log pattern, or nothing if OUT is complete
+  split  print the split dir of DATA_DIR and the jobs' log pattern, or nothing if OUT is complete;
+         on a CPU, build the jobs' ONNX graph once in OUT/engine/ (exported, int8 checked on the set)
   job    x-vectors of part JOB of the split -> OUT/xvector.JOB.{ark,scp}
   merge  one sorted OUT/xvector.scp, completeness checks, speaker means (spk_xvector.{ark,scp}, num_utts.ark)"""
 
@@ -28,14 +29,19 @@ def main(argv):
 
     from voxadapt.data.split import split_data_dir
     from voxadapt.layout import EmbeddingsLayout
-    from voxadapt.stages.extract import run_job, run_merge
+    from voxadapt.stages.extract import prepare_engine, run_job, run_merge
 
     cfg = config_from_args(args)
     model, out = Path(args.model), Path(args.out)
     if args.step == "split":
+        # The shell reads the plan from stdout: what libraries print there (the ONNX exporter dumps
+        # its graph on a failure, from C++) goes to stderr instead.
+        plan = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
         if run_merge(cfg, Path(args.data_dir), model, out, args.nj, check_only=True) != 0:
-            print(split_data_dir(args.data_dir, args.nj))
-            print(EmbeddingsLayout(out).job_log("JOB"))
+            split = split_data_dir(args.data_dir, args.nj)
+            prepare_engine(cfg, model, Path(args.data_dir), out)
+            print(split, EmbeddingsLayout(out).job_log("JOB"), sep="\n", file=plan, flush=True)
     elif args.step == "job":
         # Inside a Slurm job its own CPU allocation counts; locally, the caller's share of the machine.
         threads = int(os.environ.get("SLURM_CPUS_PER_TASK", 0)) or args.num_threads

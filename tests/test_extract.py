@@ -48,7 +48,8 @@ def extracted(micro_exp, tiny_data):
 
 
 def test_xvectors_read_back_and_equal_unbatched_embeddings(extracted, micro_exp, tiny_data, tmp_path):
-    """The default engine (onnx-int8) passed its check in each job, and its x-vectors are the int8
+    """The default engine (onnx-int8) passed its check once per set, before the jobs, and both jobs
+    embedded with that one graph (removed once the set is merged); its x-vectors are the int8
     graph's embeddings of the conditioned utterances, float32, within INT8_COSINE of PyTorch's."""
     from voxadapt import onnx_export
 
@@ -57,7 +58,10 @@ def test_xvectors_read_back_and_equal_unbatched_embeddings(extracted, micro_exp,
     assert sorted(vectors) == d.utterance_ids
     assert (extracted / "test" / "xvector.scp").read_text().splitlines()[0].startswith(d.utterance_ids[0] + " ")
     for job in (1, 2):
-        assert "int8 graph: cosine" in (extracted / "test" / "log" / f"extract.{job}.log").read_text()
+        log = (extracted / "test" / "log" / f"extract.{job}.log").read_text()
+        assert f"job {job}: embedding with {extracted / 'test' / 'engine' / 'embedder.int8.onnx'}" in log, log
+        assert "int8 graph: cosine" not in log  # checked by the split step, not again by each job
+    assert not (extracted / "test" / "engine").exists()
     loaded = load_speaker_model(micro_exp / "exp" / "mhfa_tiny" / "model")
     model, cfg = loaded.model, loaded.cfg
     onnx_export.export_onnx(model, tmp_path / "model.onnx", 16000, None)
@@ -252,6 +256,48 @@ def test_a_model_that_cannot_be_exported_embeds_with_pytorch(monkeypatch, caplog
     assert "32x128" not in caplog.text  # one line, not the exporter's tensor dump
 
 
+def test_a_job_run_without_the_split_steps_graph_makes_its_own(extracted, micro_exp, tiny_data, tmp_path, caplog):
+    """A job started by hand (or on a CPU node when the split step saw a GPU) finds no prepared
+    graph: it exports and checks one itself, on its own part of the set."""
+    import logging
+
+    from voxadapt.data.split import split_data_dir
+    from voxadapt.stages.extract import run_job
+
+    caplog.set_level(logging.INFO)
+    cfg = load_config(micro_exp / "micro.yaml")
+    run_job(cfg, micro_exp / "exp" / "mhfa_tiny" / "model", split_data_dir(tiny_data / "test", 2), tmp_path, 1)
+    assert "int8 graph: cosine" in caplog.text and "embedding with" not in caplog.text
+    want = dict(kaldiio.load_scp_sequential(str(extracted / "test" / "xvector.scp")))
+    for utt, vec in kaldiio.load_scp_sequential(str(tmp_path / "xvector.1.scp")):
+        np.testing.assert_allclose(vec, want[utt], atol=1e-6)
+
+
+def test_a_model_the_exporter_cannot_take_is_extracted_with_pytorch(tiny_data, tmp_path):
+    """The class token's encoder (nn.TransformerEncoderLayer) does not export: stage 5 warns and
+    every job embeds with PyTorch. (The exporter prints its graph on stdout, from C++, where the
+    split step also tells the shell its plan: that must not lose the jobs.)"""
+    cfg = load_config(None, MICRO + ["model.pooling.type=clstoken", "model.pooling.token_dim=32",
+                                     "model.pooling.token_layers=1", "model.pooling.token_heads=2",
+                                     "model.pooling.token_ffn=64"])
+    model, head = build_model(cfg, 36)
+    save_model_dir(tmp_path / "model", cfg, model, head, [f"c{i}" for i in range(36)])
+    out = tmp_path / "xv"
+    proc = run_sh("steps/extract_xvectors.sh", "--config", str(tmp_path / "model" / "config.yaml"),
+                  str(tmp_path / "model"), str(tiny_data / "test"), str(out), env=venv_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "could not be exported to ONNX" in proc.stderr and "embed with PyTorch" in proc.stderr
+    assert "Torch IR graph" not in proc.stderr  # the exporter's dump of the whole graph is not in the log
+    d = DataDir.load(tiny_data / "test")
+    vectors = dict(kaldiio.load_scp_sequential(str(out / "xvector.scp")))
+    assert sorted(vectors) == d.utterance_ids
+    loaded = load_speaker_model(tmp_path / "model")
+    for utt in d.utterance_ids[:3]:
+        x = normalize_level(read_utterance(d, utt), cfg.extract.level_dbfs)
+        with torch.no_grad():
+            np.testing.assert_allclose(vectors[utt], loaded.model(torch.from_numpy(x)[None]).numpy()[0], atol=1e-5)
+
+
 def test_speaker_means_and_counts(extracted, tiny_data):
     d = DataDir.load(tiny_data / "test")
     vectors = dict(kaldiio.load_scp_sequential(str(extracted / "test" / "xvector.scp")))
@@ -361,6 +407,16 @@ def test_bad_inputs(micro_exp, tiny_data, tmp_path):
     proc = run_py("extract_xvectors.py", "job", "--model", str(tmp_path), "--split-dir", str(split),
                   "--out", str(tmp_path / "xv"), "--job", "2")
     assert_clean_error(proc, "not a trained voxadapt model directory")
+    durations = DataDir.load(tiny_data / "test").utt2dur()
+    shortest = min(durations, key=lambda u: (durations[u], u))  # one the split step checks the int8 graph on
+    shutil.copytree(tiny_data / "test", data / "short", ignore=shutil.ignore_patterns("split*"))
+    table = (data / "short" / "wav.scp").read_text()
+    (data / "short" / "wav.scp").write_text(table.replace(DataDir.load(tiny_data / "test").wav_scp[shortest],
+                                                          str(tmp_path / "garbage.wav")))
+    proc = run_py("extract_xvectors.py", "split", "--model", str(model),
+                  "--data-dir", str(data / "short"), "--out", str(tmp_path / "xs"), "--nj", "2")
+    assert_clean_error(proc, f"utterance '{shortest}'", "cannot decode audio")
+    assert not (tmp_path / "xs" / "engine").exists()  # nothing built for the jobs to take
     proc = run_py("extract_xvectors.py", "split", "--model", str(model), "--data-dir", str(tiny_data / "test"),
                   "--out", str(tmp_path / "xv"), "--nj", "21")
     assert_clean_error(proc, "cannot split 20 utterances into 21 jobs", "--nj between 1 and 20")

@@ -10,12 +10,14 @@ length dynamic through the CNN and the relative position bias; the graph takes o
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
+import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +106,7 @@ def export_onnx(model: SpeakerModel, out: Path, sample_rate: int, level_dbfs: fl
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         exported = Path(tmp) / "exported.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _stdout_silenced():
             warnings.simplefilter("ignore")  # tracer notes about Python ints from shapes (kept dynamic here)
             torch.onnx.export(wrapped, (example,), str(exported), input_names=["waveform"],
                               output_names=["embedding"], dynamic_axes={"waveform": {1: "samples"}},
@@ -177,25 +179,25 @@ def probe_cosine(a: Callable[..., torch.Tensor], b: Callable[..., torch.Tensor],
                    for x in (torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))[None] for w in probes))
 
 
-def int8_or_fp32(fp32: OnnxEmbedder, graph: Path, threads: int, probes: Sequence[np.ndarray]) -> OnnxEmbedder:
-    """The int8 graph of `graph` when its embeddings of the probes match fp32's (cosine >=
-    INT8_COSINE), else `fp32` with a warning: a trained model's outlier activations can make int8
-    lose accuracy that random weights do not show, so every job measures it on its own audio."""
+def int8_or_fp32(graph: Path, int8: Path, threads: int, probes: Sequence[np.ndarray]) -> Path:
+    """`int8` (written here: `graph` quantised) when its embeddings of the probes match the fp32
+    graph's (cosine >= INT8_COSINE), else `graph` with a warning: a trained model's outlier
+    activations can make int8 lose accuracy that random weights do not show, so it is measured on
+    the audio being embedded."""
     if not probes:
         log.warning("no utterance to check the int8 graph on: using the fp32 graph")
-        return fp32
-    with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph: the file can go
-        try:
-            quantize_int8(graph, Path(tmp) / "embedder.int8.onnx")
-        except Exception as e:  # noqa: BLE001  # the quantiser's failures have no common type
-            log.warning("the graph could not be quantised to int8 (%s): using the fp32 graph", _first_line(e))
-            return fp32
-        int8 = OnnxEmbedder(Path(tmp) / "embedder.int8.onnx", threads)
-    cosine = probe_cosine(fp32, int8, probes)
+        return graph
+    try:
+        quantize_int8(graph, int8)
+    except Exception as e:  # noqa: BLE001  # the quantiser's failures have no common type
+        log.warning("the graph could not be quantised to int8 (%s): using the fp32 graph", _first_line(e))
+        return graph
+    cosine = probe_cosine(OnnxEmbedder(graph, threads), OnnxEmbedder(int8, threads), probes)
     if cosine < INT8_COSINE:
         log.warning("the int8 graph's embeddings differ from fp32's (cosine %.6f < %s on %d utterances of the set): "
                     "using the fp32 graph", cosine, INT8_COSINE, len(probes))
-        return fp32
+        int8.unlink()
+        return graph
     log.info("int8 graph: cosine %.6f to fp32 on %d utterances of the set", cosine, len(probes))
     return int8
 
@@ -211,38 +213,62 @@ def export_int8(model: SpeakerModel, out: Path, sample_rate: int, level_dbfs: fl
         return probe_cosine(OnnxEmbedder(fp32, 0), OnnxEmbedder(out, 0), [probe])
 
 
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    """File descriptor 1 on /dev/null: on a failure the exporter prints its whole graph there, from
+    C++ (the failure itself is logged in one line)."""
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _first_line(e: Exception) -> str:
     """An exception as one short line (an exporter's message can hold a tensor dump)."""
     return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
 
 
+def engine_graph(model: SpeakerModel, engine: str, sample_rate: int, threads: int, workdir: Path,
+                 graph: Path | None = None, probes: Sequence[np.ndarray] = ()) -> Path | None:
+    """The ONNX graph a CPU embeds with under `engine` ('auto', 'onnx', 'onnx-int8'), or None when
+    PyTorch must: `graph` when given (a package's model.onnx, parity-checked when it was packaged;
+    its level scaling of already conditioned audio is a no-op), else the model exported to
+    workdir/embedder.onnx, used only if the export works and its embedding equals PyTorch's
+    (cosine >= PARITY_COSINE on a probe); the graph is a speed-up, never a reason for extraction
+    to fail. 'onnx-int8': that graph quantised to workdir/embedder.int8.onnx, used only if it
+    passes `int8_or_fp32`'s check on `probes` (conditioned utterances of the set being embedded)."""
+    if graph is None:
+        graph = workdir / "embedder.onnx"
+        try:  # without level scaling: the extraction path conditions audio first
+            cosine = export_onnx(model, graph, sample_rate, None)
+        except Exception as e:  # noqa: BLE001  # the exporter's failures have no common type
+            log.warning("the model could not be exported to ONNX (%s): using PyTorch (extract.engine torch "
+                        "skips the attempt)", _first_line(e))
+            return None
+        if cosine < PARITY_COSINE:
+            log.warning("the ONNX graph's embedding differs from PyTorch's (cosine %.6f): using PyTorch", cosine)
+            return None
+    if engine == "onnx-int8":
+        return int8_or_fp32(graph, workdir / "embedder.int8.onnx", threads, probes)
+    return graph
+
+
 def extraction_engine(model: SpeakerModel, device: str, engine: str, sample_rate: int, threads: int,
                       graph: Path | None = None, probes: Sequence[np.ndarray] = ()) -> Callable[..., torch.Tensor]:
-    """What embeds on `device`: on a CPU with engine 'auto' or 'onnx', the ONNX graph through
-    onnxruntime (1.2-1.4x faster than eager PyTorch, BENCHMARKS.md): `graph` when given (a
-    package's model.onnx, parity-checked when it was packaged; its level scaling of already
-    conditioned audio is a no-op), else the model exported now, used only if the export works and
-    its embedding equals PyTorch's (cosine >= PARITY_COSINE on a probe). Otherwise, and on a GPU,
-    the PyTorch model: the graph is a speed-up, never a reason for extraction to fail. Engine
-    'onnx-int8': that graph quantised to int8, used only if it passes `int8_or_fp32`'s check on
-    `probes` (conditioned utterances of the set being embedded)."""
+    """What embeds on `device`: on a CPU, the graph `engine_graph` chooses through onnxruntime
+    (1.2-1.4x faster than eager PyTorch, BENCHMARKS.md; int8 faster again); on a GPU, with engine
+    'torch', or when no graph passes its checks, the PyTorch model."""
     if torch.device(device).type != "cpu":
         if engine not in ("auto", "torch"):  # onnx-int8 is stage 5's default: a GPU run must not fail on it
             log.info("the %s engine is a CPU speed-up: PyTorch embeds on %s", engine, device)
         return model
     if engine == "torch":
         return model
-    with tempfile.TemporaryDirectory() as tmp:
-        if graph is None:
-            graph = Path(tmp) / "embedder.onnx"  # a temporary graph, not a package's
-            try:  # without level scaling: the extraction path conditions audio first
-                cosine = export_onnx(model, graph, sample_rate, None)
-            except Exception as e:  # noqa: BLE001  # the exporter's failures have no common type
-                log.warning("the model could not be exported to ONNX (%s): using PyTorch (extract.engine torch "
-                            "skips the attempt)", _first_line(e))
-                return model
-            if cosine < PARITY_COSINE:
-                log.warning("the ONNX graph's embedding differs from PyTorch's (cosine %.6f): using PyTorch", cosine)
-                return model
-        fp32 = OnnxEmbedder(graph, threads)
-        return int8_or_fp32(fp32, graph, threads, probes) if engine == "onnx-int8" else fp32
+    with tempfile.TemporaryDirectory() as tmp:  # a session holds its graph: the files can go
+        chosen = engine_graph(model, engine, sample_rate, threads, Path(tmp), graph, probes)
+        return model if chosen is None else OnnxEmbedder(chosen, threads)

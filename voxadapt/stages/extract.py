@@ -2,7 +2,9 @@
 vectors (kaldiio), in N jobs.
 
 steps/extract_xvectors.sh drives the stage (split, `$extract_cmd JOB=1:N`, merge) because its jobs
-may run on a cluster. Each job (`run_job`) embeds one part of the split data dir into
+may run on a cluster. Before the jobs, `prepare_engine` builds the CPU engine's ONNX graph once
+(exported, quantised and checked on utterances of the set), so every job of a set embeds with the
+same graph and none spends its start-up exporting it. Each job (`run_job`) embeds one part of the split data dir into
 xvector.<n>.{ark,scp}; the .scp is renamed into place last, so a job whose .scp exists is
 complete and a re-run skips it. `run_merge` joins the parts into one sorted xvector.scp, checks
 it (every utterance once, finite values, one dimension), and writes speaker means
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import kaldiio
@@ -25,10 +28,10 @@ from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir, tables_digest
 from voxadapt.embed import embed_waveforms, probe_waveforms
 from voxadapt.errors import VoxadaptError, located
-from voxadapt.fileio import StageMarker, atomic_path, file_digest, text_digest
+from voxadapt.fileio import StageMarker, atomic_dir, atomic_path, file_digest, text_digest
 from voxadapt.layout import EmbeddingsLayout, dir_marker
 from voxadapt.models.loading import load_embedding_model, weights_file
-from voxadapt.onnx_export import INT8_RECIPE, extraction_engine
+from voxadapt.onnx_export import INT8_RECIPE, OnnxEmbedder, engine_graph, external_data, extraction_engine
 from voxadapt.train.distributed import resolve_device
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,57 @@ def job_device(name: str, job: int) -> torch.device:
     return resolve_device(name, local_rank=(job - 1) % max(1, torch.cuda.device_count()))
 
 
+def set_probes(d: DataDir, cfg: Config) -> list[np.ndarray]:
+    """The utterances an int8 graph is checked on: the shortest, median and longest of the set."""
+    durations = d.utt2dur()
+    utts = sorted(d.utterance_ids, key=lambda u: (durations[u], u))
+    chosen = dict.fromkeys((utts[0], utts[len(utts) // 2], utts[-1])) if utts else {}
+    return probe_waveforms([read_utterance(d, u) for u in chosen], cfg.data.sample_rate, cfg.extract)
+
+
+def engine_marker(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> StageMarker:
+    return StageMarker(dir_marker(EmbeddingsLayout(out_dir).engine),
+                       {"model": model_digest(model_dir), "tables": tables_digest(data_dir),
+                        "conditioning": conditioning_settings(cfg.extract)})
+
+
+def engine_ready(marker: StageMarker) -> bool:
+    try:
+        return marker.is_done()
+    except VoxadaptError:  # built for another model or other settings: not this call's graph
+        return False
+
+
+def prepare_engine(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> None:
+    """Choose what the jobs of a CPU extraction embed with: a graph in <out>/engine/ (engine_graph:
+    fp32 or int8), or none when PyTorch must embed (engine 'torch', or no graph passed its checks).
+    Nothing on a GPU, where each job embeds with PyTorch."""
+    device = job_device(cfg.extract.device, 1)
+    engine_dir = EmbeddingsLayout(out_dir).engine
+    marker = engine_marker(cfg, model_dir, data_dir, out_dir)
+    if device.type != "cpu" or engine_ready(marker):
+        return
+    probes = set_probes(DataDir.load(data_dir), cfg) if cfg.extract.engine == "onnx-int8" else []
+    threads = cfg.extract.num_threads or torch.get_num_threads()
+    with atomic_dir(engine_dir) as tmp:  # a killed or failed build leaves nothing for the jobs to take
+        chosen = None if cfg.extract.engine == "torch" else engine_graph(
+            load_embedding_model(model_dir, "cpu"), cfg.extract.engine, cfg.data.sample_rate, threads, tmp, probes=probes)
+        for graph in tmp.glob("*.onnx"):
+            if graph != chosen:  # an int8 graph makes the fp32 one it came from unneeded
+                graph.unlink()
+                external_data(graph).unlink(missing_ok=True)
+        StageMarker(dir_marker(tmp), marker.fingerprint).mark_done()
+    log.info("stage 5: the jobs embed with %s", engine_dir / chosen.name if chosen else
+             "PyTorch (no ONNX graph passed its checks)")
+
+
+def prepared_engine(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Path | None | bool:
+    """The graph prepare_engine chose (None: PyTorch), or False when it has not run for these inputs."""
+    if not engine_ready(engine_marker(cfg, model_dir, data_dir, out_dir)):
+        return False
+    return next(iter(sorted(EmbeddingsLayout(out_dir).engine.glob("*.onnx"))), None)
+
+
 def run_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: int) -> None:
     """Embed part `job` of a split data dir into out_dir/xvector.<job>.{ark,scp} (skip if done)."""
     part = DataDir.load(split_dir / str(job))
@@ -66,12 +120,16 @@ def run_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: i
     log.info("job %d: on %s", job, device)
     durations = part.utt2dur()
     utts = sorted(part.utterance_ids, key=lambda u: (durations[u], u))  # similar lengths batch together
-    probes = []
-    if cfg.extract.engine == "onnx-int8" and torch.device(device).type == "cpu":  # shortest, median, longest utterance
-        probes = probe_waveforms([read_utterance(part, u) for u in dict.fromkeys((utts[0], utts[len(utts) // 2], utts[-1]))],
-                                 cfg.data.sample_rate, cfg.extract)
-    model = extraction_engine(load_embedding_model(model_dir, device), device, cfg.extract.engine,
-                              cfg.data.sample_rate, torch.get_num_threads(), probes=probes)
+    threads = torch.get_num_threads()
+    prepared = prepared_engine(cfg, model_dir, split_dir.parent, out_dir) if device == "cpu" else False
+    if prepared:
+        log.info("job %d: embedding with %s", job, prepared)
+        model = OnnxEmbedder(prepared, threads)
+    else:
+        model = load_embedding_model(model_dir, device)  # PyTorch, when prepare_engine chose it (None)
+        if prepared is False:  # a GPU, or a job run without the split step: it makes its own engine
+            probes = set_probes(part, cfg) if cfg.extract.engine == "onnx-int8" and device == "cpu" else []
+            model = extraction_engine(model, device, cfg.extract.engine, cfg.data.sample_rate, threads, probes=probes)
     ark = EmbeddingsLayout(out_dir).job_ark(job)
     out_dir.mkdir(parents=True, exist_ok=True)
     sr = cfg.data.sample_rate
@@ -167,5 +225,6 @@ def run_merge(cfg: Config, data_dir: Path, model_dir: Path, out_dir: Path, nj: i
     dim = merge_jobs(data_dir, out_dir, nj)
     write_summary(out_dir, model_dir, dim, len(d.utt2spk))
     marker.mark_done()
+    shutil.rmtree(EmbeddingsLayout(out_dir).engine, ignore_errors=True)  # the jobs' graph: no longer needed
     log.info("stage 5: %d x-vectors of dimension %d in %s", len(d.utt2spk), dim, EmbeddingsLayout(out_dir).xvector_scp)
     return 0
