@@ -106,11 +106,16 @@ def export_onnx(model: SpeakerModel, out: Path, sample_rate: int, level_dbfs: fl
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         exported = Path(tmp) / "exported.onnx"
-        with warnings.catch_warnings(), torch.no_grad(), _stdout_silenced():
-            warnings.simplefilter("ignore")  # tracer notes about Python ints from shapes (kept dynamic here)
-            torch.onnx.export(wrapped, (example,), str(exported), input_names=["waveform"],
-                              output_names=["embedding"], dynamic_axes={"waveform": {1: "samples"}},
-                              dynamo=False, opset_version=17)
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)  # a fused kernel with no ONNX form (the class token's encoder)
+        try:
+            with warnings.catch_warnings(), torch.no_grad(), _stdout_silenced():
+                warnings.simplefilter("ignore")  # tracer notes about Python ints from shapes (kept dynamic here)
+                torch.onnx.export(wrapped, (example,), str(exported), input_names=["waveform"],
+                                  output_names=["embedding"], dynamic_axes={"waveform": {1: "samples"}},
+                                  dynamo=False, opset_version=17)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
         del wrapped  # the model's copy: freed before _write_graph loads the graph's weights again
         _write_graph(exported, out, inline_limit)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])

@@ -27,6 +27,24 @@ TOKEN_INIT_STD = 0.02  # the tokens' scale at initialisation (as ViT's class tok
 NOISE_INIT = 0.1  # sampled tokens: the noise's std at initialisation, as a fraction of TOKEN_INIT_STD
 
 
+class EncoderLayer(nn.TransformerEncoderLayer):
+    """nn.TransformerEncoderLayer that the ONNX exporter can take with any number of frames: while
+    exporting, its self-attention is written with reshapes that keep the time axis free (torch's
+    multi-head attention fixes it to the traced length). Training and inference are torch's own."""
+
+    def _sa_block(self, x: torch.Tensor, attn_mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None,
+                  is_causal: bool = False) -> torch.Tensor:
+        if not torch.onnx.is_in_onnx_export() or attn_mask is not None or key_padding_mask is not None:
+            return super()._sa_block(x, attn_mask, key_padding_mask, is_causal)
+        attn = self.self_attn
+        batch, _, dim = x.shape
+        heads = attn.num_heads
+        q, k, v = (z.reshape(batch, -1, heads, dim // heads).transpose(1, 2)
+                   for z in F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, -1, dim)
+        return self.dropout1(attn.out_proj(out))
+
+
 class ClassTokenPooling(nn.Module):
     def __init__(self, num_states: int, in_dim: int, cfg: PoolingConfig):
         super().__init__()
@@ -41,8 +59,7 @@ class ClassTokenPooling(nn.Module):
         logvar = 2 * math.log(NOISE_INIT * TOKEN_INIT_STD)
         self.token_logvar = nn.Parameter(torch.full((bank, d), logvar)) if self.sampled else None
         self.distill_token = nn.Parameter(torch.randn(1, d) * TOKEN_INIT_STD) if cfg.distill_token else None
-        layer = nn.TransformerEncoderLayer(d, cfg.token_heads, cfg.token_ffn, dropout=0.1, batch_first=True,
-                                           norm_first=True)
+        layer = EncoderLayer(d, cfg.token_heads, cfg.token_ffn, dropout=0.1, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.token_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.projection = nn.Linear(d, cfg.embed_dim)

@@ -4,8 +4,8 @@ vectors (kaldiio), in N jobs.
 steps/extract_xvectors.sh drives the stage (split, `$extract_cmd JOB=1:N`, merge) because its jobs
 may run on a cluster. Before the jobs, `prepare_engine` builds the CPU engine's ONNX graph once
 (exported, quantised and checked on utterances of the set), so every job of a set embeds with the
-same graph and none spends its start-up exporting it. Each job (`run_job`) embeds one part of the split data dir into
-xvector.<n>.{ark,scp}; the .scp is renamed into place last, so a job whose .scp exists is
+same graph and none spends its start-up exporting it. Each job (`run_job`) embeds one part of the
+split data dir into xvector.<n>.{ark,scp}; the .scp is renamed into place last, so a job whose .scp exists is
 complete and a re-run skips it. `run_merge` joins the parts into one sorted xvector.scp, checks
 it (every utterance once, finite values, one dimension), and writes speaker means
 spk_xvector.{ark,scp} and num_utts.ark as Kaldi's ivector-mean does.
@@ -76,18 +76,18 @@ def engine_ready(marker: StageMarker) -> bool:
 
 def prepare_engine(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> None:
     """Choose what the jobs of a CPU extraction embed with: a graph in <out>/engine/ (engine_graph:
-    fp32 or int8), or none when PyTorch must embed (engine 'torch', or no graph passed its checks).
-    Nothing on a GPU, where each job embeds with PyTorch."""
+    fp32 or int8), or none when no graph passed its checks (PyTorch embeds). Nothing with engine
+    'torch', or on a GPU (where this step runs), where each job embeds with PyTorch."""
     device = job_device(cfg.extract.device, 1)
     engine_dir = EmbeddingsLayout(out_dir).engine
     marker = engine_marker(cfg, model_dir, data_dir, out_dir)
-    if device.type != "cpu" or engine_ready(marker):
+    if device.type != "cpu" or cfg.extract.engine == "torch" or engine_ready(marker):
         return
     probes = set_probes(DataDir.load(data_dir), cfg) if cfg.extract.engine == "onnx-int8" else []
     threads = cfg.extract.num_threads or torch.get_num_threads()
     with atomic_dir(engine_dir) as tmp:  # a killed or failed build leaves nothing for the jobs to take
-        chosen = None if cfg.extract.engine == "torch" else engine_graph(
-            load_embedding_model(model_dir, "cpu"), cfg.extract.engine, cfg.data.sample_rate, threads, tmp, probes=probes)
+        chosen = engine_graph(load_embedding_model(model_dir, "cpu"), cfg.extract.engine, cfg.data.sample_rate,
+                              threads, tmp, probes=probes)
         for graph in tmp.glob("*.onnx"):
             if graph != chosen:  # an int8 graph makes the fp32 one it came from unneeded
                 graph.unlink()
@@ -127,7 +127,7 @@ def run_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: i
         model = OnnxEmbedder(prepared, threads)
     else:
         model = load_embedding_model(model_dir, device)  # PyTorch, when prepare_engine chose it (None)
-        if prepared is False:  # a GPU, or a job run without the split step: it makes its own engine
+        if prepared is False:  # a GPU, engine torch, or no graph from the split step: the job's own choice
             probes = set_probes(part, cfg) if cfg.extract.engine == "onnx-int8" and device == "cpu" else []
             model = extraction_engine(model, device, cfg.extract.engine, cfg.data.sample_rate, threads, probes=probes)
     ark = EmbeddingsLayout(out_dir).job_ark(job)
