@@ -373,7 +373,7 @@ def test_chunked_long_utterance(micro_exp):
 def test_jobs_spread_over_the_gpus(micro_exp, tiny_data, tmp_path, monkeypatch):
     """extract.device cuda or auto: job n runs on cuda:(n-1) % G of the G GPUs this process sees
     (mocked); one visible GPU (CUDA_VISIBLE_DEVICES, or a Slurm job given one) puts every job on
-    its own cuda:0; cuda:N is kept as given."""
+    its own cuda:0; cuda:N is kept as given; no CPU graph is prepared for them."""
     import shutil
 
     from voxadapt.data.split import split_data_dir
@@ -405,6 +405,9 @@ def test_jobs_spread_over_the_gpus(micro_exp, tiny_data, tmp_path, monkeypatch):
     assert devices("auto", 3) == ["cuda:0", "cuda:1", "cuda:2", "cuda:0", "cuda:1"]
     assert devices("cuda", 1) == ["cuda:0"] * 5
     assert devices("cuda:1", 4) == ["cuda:1"] * 5
+    # The split step sees the GPUs too: no graph is built for jobs that embed with PyTorch.
+    extract.prepare_engine(load_config(None, MICRO), model, tmp_path / "test", tmp_path / "xv")
+    assert not (tmp_path / "xv" / "engine").exists()
 
 
 def test_launcher_names_the_failing_job(tmp_path):
