@@ -327,6 +327,55 @@ def test_the_split_steps_plan_survives_an_exporter_that_prints_and_fails(micro_e
     assert "the jobs embed with PyTorch" in proc.stderr
 
 
+def test_the_jobs_graph_is_built_whole_for_its_inputs_and_removed_marker_first(micro_exp, tiny_data, tmp_path,
+                                                                                 monkeypatch):
+    """prepare_engine: a build cut short leaves nothing; a graph made for another model is not
+    taken, and is built again; a prepared 'PyTorch' (no graph passed) is honoured; a removal cut
+    after the marker leaves a directory no job takes; a GPU device the split step's node lacks is
+    not checked there."""
+    import shutil
+
+    from voxadapt.stages import extract
+
+    cfg = load_config(micro_exp / "micro.yaml")
+    model, data, out = micro_exp / "exp" / "mhfa_tiny" / "model", tiny_data / "test", tmp_path / "xv"
+    out.mkdir()
+    real = extract.engine_graph
+
+    def cut(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - killed after writing part of the graph
+        (args[4] / "embedder.onnx").write_bytes(b"half a graph")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract, "engine_graph", cut)
+    with pytest.raises(KeyboardInterrupt):
+        extract.prepare_engine(cfg, model, data, out)
+    assert list(out.iterdir()) == [] and extract.prepared_engine(cfg, model, data, out) is False
+    monkeypatch.setattr(extract, "engine_graph", real)
+    extract.prepare_engine(cfg, model, data, out)
+    assert extract.prepared_engine(cfg, model, data, out) == out / "engine" / "embedder.int8.onnx"
+
+    other = tmp_path / "other"  # another model: the graph above is not its graph
+    shutil.copytree(model, other)
+    (other / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes() + b" ")
+    assert extract.prepared_engine(cfg, other, data, out) is False
+    monkeypatch.setattr(extract, "load_embedding_model", lambda *args: None)  # (not a loadable model: a digest)
+    monkeypatch.setattr(extract, "engine_graph", lambda *args, **kwargs: None)  # no graph passes its checks
+    extract.prepare_engine(cfg, other, data, out)
+    assert extract.prepared_engine(cfg, other, data, out) is None  # the jobs embed with PyTorch
+
+    (out / "engine" / "stray.onnx").write_bytes(b"")  # as if removal had stopped after the marker
+    (out / "engine" / ".done.json").unlink()
+    assert extract.prepared_engine(cfg, other, data, out) is False
+    extract.remove_engine(out)
+    assert not (out / "engine").exists()
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:3"):  # the jobs' GPU nodes are not this one: nothing built, nothing refused
+        cfg.extract.device = device
+        extract.prepare_engine(cfg, model, data, out)
+    assert not (out / "engine").exists()
+
+
 def test_speaker_means_and_counts(extracted, tiny_data):
     d = DataDir.load(tiny_data / "test")
     vectors = dict(kaldiio.load_scp_sequential(str(extracted / "test" / "xvector.scp")))
@@ -448,7 +497,7 @@ def test_bad_inputs(micro_exp, tiny_data, tmp_path):
     proc = run_py("extract_xvectors.py", "split", "--model", str(model),
                   "--data-dir", str(data / "short"), "--out", str(tmp_path / "xs"), "--nj", "2")
     assert_clean_error(proc, f"utterance '{shortest}'", "cannot decode audio")
-    assert not (tmp_path / "xs" / "engine").exists()  # nothing built for the jobs to take
+    assert not (tmp_path / "xs" / "engine").exists()
     proc = run_py("extract_xvectors.py", "split", "--model", str(model), "--data-dir", str(tiny_data / "test"),
                   "--out", str(tmp_path / "xv"), "--nj", "21")
     assert_clean_error(proc, "cannot split 20 utterances into 21 jobs", "--nj between 1 and 20")

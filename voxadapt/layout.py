@@ -357,7 +357,7 @@ class EmbeddingsLayout:
     spk_xvector_ark = Under("spk_xvector.ark")
     num_utts = Under("num_utts.ark")
     info = Under("info.json")
-    # The CPU jobs' ONNX graph, built once per stage-5 call (stages/extract.py), removed by the merge.
+    # The CPU jobs' ONNX graph, built by stage 5's split step (stages/extract.py), removed by the merge.
     engine = Under("engine")
 
     def job_scp(self, job: int) -> Path:

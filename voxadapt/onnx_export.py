@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import logging
 import os
 import sys
@@ -222,12 +223,14 @@ def export_int8(model: SpeakerModel, out: Path, sample_rate: int, level_dbfs: fl
 def _stdout_silenced() -> Iterator[None]:
     """File descriptor 1 on /dev/null: on a failure the exporter prints its whole graph there, from
     C++ (the failure itself is logged in one line)."""
+    libc = ctypes.CDLL(None)
     sys.stdout.flush()
     saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     try:
         yield
     finally:
+        libc.fflush(None)  # what C and C++ buffered goes to /dev/null too, not to the restored stdout
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)

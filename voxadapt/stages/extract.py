@@ -3,8 +3,9 @@ vectors (kaldiio), in N jobs.
 
 steps/extract_xvectors.sh drives the stage (split, `$extract_cmd JOB=1:N`, merge) because its jobs
 may run on a cluster. Before the jobs, `prepare_engine` builds the CPU engine's ONNX graph once
-(exported, quantised and checked on utterances of the set), so every job of a set embeds with the
-same graph and none spends its start-up exporting it. Each job (`run_job`) embeds one part of the
+(exported, quantised and checked on utterances of the set), so the jobs of a set embed with the
+same graph and none spends its start-up exporting it (a job that finds no graph for its inputs
+makes and checks its own, on its own part). Each job (`run_job`) embeds one part of the
 split data dir into xvector.<n>.{ark,scp}; the .scp is renamed into place last, so a job whose .scp exists is
 complete and a re-run skips it. `run_merge` joins the parts into one sorted xvector.scp, checks
 it (every utterance once, finite values, one dimension), and writes speaker means
@@ -77,11 +78,12 @@ def engine_ready(marker: StageMarker) -> bool:
 def prepare_engine(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> None:
     """Choose what the jobs of a CPU extraction embed with: a graph in <out>/engine/ (engine_graph:
     fp32 or int8), or none when no graph passed its checks (PyTorch embeds). Nothing with engine
-    'torch', or on a GPU (where this step runs), where each job embeds with PyTorch."""
-    device = job_device(cfg.extract.device, 1)
+    'torch', or when the jobs will embed on GPUs (extract.device cuda, or auto where this step
+    sees one; this step may run on a node without the jobs' GPUs, so it does not check them)."""
+    on_gpu = cfg.extract.device.startswith("cuda") or (cfg.extract.device == "auto" and torch.cuda.is_available())
     engine_dir = EmbeddingsLayout(out_dir).engine
     marker = engine_marker(cfg, model_dir, data_dir, out_dir)
-    if device.type != "cpu" or cfg.extract.engine == "torch" or engine_ready(marker):
+    if on_gpu or cfg.extract.engine == "torch" or engine_ready(marker):
         return
     probes = set_probes(DataDir.load(data_dir), cfg) if cfg.extract.engine == "onnx-int8" else []
     threads = cfg.extract.num_threads or torch.get_num_threads()
@@ -95,6 +97,14 @@ def prepare_engine(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path) 
         StageMarker(dir_marker(tmp), marker.fingerprint).mark_done()
     log.info("stage 5: the jobs embed with %s", engine_dir / chosen.name if chosen else
              "PyTorch (no ONNX graph passed its checks)")
+
+
+def remove_engine(out_dir: Path) -> None:
+    """The jobs' graph, once the set is merged: its marker first, so that a removal cut short
+    leaves a directory no job takes (prepare_engine builds it again if the set is redone)."""
+    engine_dir = EmbeddingsLayout(out_dir).engine
+    dir_marker(engine_dir).unlink(missing_ok=True)
+    shutil.rmtree(engine_dir, ignore_errors=True)
 
 
 def prepared_engine(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Path | None | bool:
@@ -220,11 +230,12 @@ def run_merge(cfg: Config, data_dir: Path, model_dir: Path, out_dir: Path, nj: i
     done = EmbeddingsLayout(out_dir).xvector_scp.is_file() and marker.is_done(outputs_hint=out_dir)
     if check_only:
         if done:
+            remove_engine(out_dir)  # left by a merge killed after it finished the set
             log.info("stage 5: %s already complete; nothing to do", out_dir)
         return 0 if done else 1
     dim = merge_jobs(data_dir, out_dir, nj)
     write_summary(out_dir, model_dir, dim, len(d.utt2spk))
     marker.mark_done()
-    shutil.rmtree(EmbeddingsLayout(out_dir).engine, ignore_errors=True)  # the jobs' graph: no longer needed
+    remove_engine(out_dir)
     log.info("stage 5: %d x-vectors of dimension %d in %s", len(d.utt2spk), dim, EmbeddingsLayout(out_dir).xvector_scp)
     return 0
