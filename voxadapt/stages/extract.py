@@ -14,6 +14,7 @@ spk_xvector.{ark,scp} and num_utts.ark as Kaldi's ivector-mean does.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -44,7 +45,15 @@ def model_digest(model_dir: Path) -> str:
     if not weights.is_file():
         raise VoxadaptError(located(weights, None, "missing: not a trained voxadapt model directory or package",
                                     "run stages 3-4 first (they write exp/<name>/model), or give a package"))
-    return file_digest(weights)
+    stat = weights.stat()
+    return _weights_digest(weights.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _weights_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """file_digest, read once per process for a file unchanged since (a step checks the set's,
+    the engine's and a job's markers; WavLM Large's weights are 1.2 GB)."""
+    return file_digest(path)
 
 
 def job_device(name: str, job: int) -> torch.device:
