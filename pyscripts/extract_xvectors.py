@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Stage 5's Python steps (steps/extract_xvectors.sh runs them in this order):
   split  print the split dir of DATA_DIR and the jobs' log pattern, or nothing if OUT is complete;
-         on a CPU, build the jobs' ONNX graph once in OUT/engine/ (exported, int8 checked on the set)
+         on a CPU, build the jobs' ONNX graph once in OUT/engine/ (exported, int8 checked on the set),
+         unless every job is already done
   job    x-vectors of part JOB of the split -> OUT/xvector.JOB.{ark,scp}
   merge  one sorted OUT/xvector.scp, completeness checks, speaker means (spk_xvector.{ark,scp}, num_utts.ark)"""
 
@@ -29,7 +30,7 @@ def main(argv):
 
     from voxadapt.data.split import split_data_dir
     from voxadapt.layout import EmbeddingsLayout
-    from voxadapt.stages.extract import prepare_engine, run_job, run_merge
+    from voxadapt.stages.extract import jobs_done, prepare_engine, run_job, run_merge
 
     cfg = config_from_args(args)
     model, out = Path(args.model), Path(args.out)
@@ -40,7 +41,8 @@ def main(argv):
         os.dup2(2, 1)
         if run_merge(cfg, Path(args.data_dir), model, out, args.nj, check_only=True) != 0:
             split = split_data_dir(args.data_dir, args.nj)
-            prepare_engine(cfg, model, Path(args.data_dir), out)
+            if not jobs_done(cfg, model, split, out, args.nj):
+                prepare_engine(cfg, model, Path(args.data_dir), out)
             print(split, EmbeddingsLayout(out).job_log("JOB"), sep="\n", file=plan, flush=True)
     elif args.step == "job":
         # Inside a Slurm job its own CPU allocation counts; locally, the caller's share of the machine.

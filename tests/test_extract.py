@@ -386,16 +386,23 @@ def test_speaker_means_and_counts(extracted, tiny_data):
     assert counts == {s: str(len(u)) for s, u in d.spk2utt.items()}
 
 
-def test_rerun_does_nothing_and_a_lost_job_is_redone_alone(extracted, micro_exp, tiny_data):
+def test_rerun_does_nothing_a_lost_merge_builds_no_graph_and_a_lost_job_is_redone_alone(extracted, micro_exp, tiny_data):
     again = stage5(micro_exp, tiny_data)
     assert again.returncode == 0 and again.stderr.count("already complete; nothing to do") == 3
     out = extracted / "dev"
     ark1 = (out / "xvector.1.ark").stat().st_mtime_ns
     before = (out / "xvector.scp").read_text()
+    (out / "xvector.scp").unlink()  # as if the merge had been killed: every job is done
+    (out / ".done.json").unlink()
+    proc = stage5(micro_exp, tiny_data)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "the jobs embed with" not in proc.stderr  # no graph built that no job would use
+    assert (out / "xvector.scp").read_text() == before and not (out / "engine").exists()
     (out / "xvector.2.scp").unlink()  # as if job 2 had been killed before finishing
     (out / ".done.json").unlink()
     proc = stage5(micro_exp, tiny_data)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "the jobs embed with" in proc.stderr  # job 2's graph, built by the split step
     assert "already complete" in (out / "log" / "extract.1.log").read_text()
     assert "x-vectors ->" in (out / "log" / "extract.2.log").read_text()
     assert (out / "xvector.1.ark").stat().st_mtime_ns == ark1

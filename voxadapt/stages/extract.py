@@ -123,13 +123,30 @@ def prepared_engine(cfg: Config, model_dir: Path, data_dir: Path, out_dir: Path)
     return next(iter(sorted(EmbeddingsLayout(out_dir).engine.glob("*.onnx"))), None)
 
 
+def job_marker(cfg: Config, model_dir: Path, part: DataDir, out_dir: Path, job: int) -> StageMarker:
+    return StageMarker(EmbeddingsLayout(out_dir).job_marker(job), {"model": model_digest(model_dir),
+                                                                   "conditioning": conditioning_settings(cfg.extract),
+                                                                   "utts": text_digest(" ".join(part.utterance_ids))})
+
+
+def jobs_done(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, nj: int) -> bool:
+    """Whether every job's x-vectors are written for these inputs (a merge was lost): the split
+    step then builds no graph that no job would use."""
+    for job in range(1, nj + 1):
+        scp = EmbeddingsLayout(out_dir).job_scp(job)
+        try:
+            if not job_marker(cfg, model_dir, DataDir.load(split_dir / str(job)), out_dir, job).is_done(outputs_hint=scp):
+                return False
+        except VoxadaptError:  # other settings: the job says so itself
+            return False
+    return True
+
+
 def run_job(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, job: int) -> None:
     """Embed part `job` of a split data dir into out_dir/xvector.<job>.{ark,scp} (skip if done)."""
     part = DataDir.load(split_dir / str(job))
     scp = EmbeddingsLayout(out_dir).job_scp(job)
-    marker = StageMarker(EmbeddingsLayout(out_dir).job_marker(job), {"model": model_digest(model_dir),
-                                                              "conditioning": conditioning_settings(cfg.extract),
-                                                              "utts": text_digest(" ".join(part.utterance_ids))})
+    marker = job_marker(cfg, model_dir, part, out_dir, job)
     if scp.is_file() and marker.is_done(outputs_hint=scp):
         log.info("job %d: %s already complete; nothing to do", job, scp)
         return
