@@ -1,6 +1,7 @@
 """The degraded test condition and the channel augmentations: telephone band and codecs do what
 they say, the degraded copy of a test set keeps ids, speakers and trials and is reproducible and
-resumable, adding it to prepared data keeps what was made, and stage 7 scores it with intervals."""
+resumable, adding it to prepared data keeps what was made, and stage 7 scores it with intervals,
+also by condition."""
 
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ from scipy.signal import welch
 
 from voxadapt.augment.channel import lossy_codec, telephone
 from voxadapt.augment.generate import HELDOUT_NOISE_KINDS, NOISE_KINDS, make_noise
+from voxadapt.backend.scoring import read_scores
 from voxadapt.config import load_config
 from voxadapt.config.data import DegradedConfig
-from voxadapt.corpus.degrade import make_degraded_set
+from voxadapt.corpus.degrade import conditions, make_degraded_set
 from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
+from voxadapt.data.trials import Trial, read_trials
 from voxadapt.errors import ConfigError
 from voxadapt.fileio import StageMarker
 from voxadapt.layout import DataLayout
+from voxadapt.metrics import eer
+from voxadapt.report.results import condition_groups
 from voxadapt.stages import data as data_stage
 from voxadapt.stages import manifests
 
@@ -140,3 +145,35 @@ def test_pipeline_scores_the_degraded_list_with_intervals(micro_pipeline):
             assert r["speakers"] == 4
     table = (micro_pipeline / "exp" / "mhfa_tiny" / "RESULTS.md").read_text()
     assert "| test_degraded | cosine | " in table and "EER (%) (95 % interval)" in table
+
+
+def test_pipeline_scores_the_degraded_list_by_condition(micro_pipeline):
+    """Each condition's EER is the EER of the list's trials whose two utterances went through it,
+    recomputed here from the scores file; the clean list has no such table."""
+    exp, data = micro_pipeline / "exp" / "mhfa_tiny", micro_pipeline / "data" / "test_degraded"
+    results = json.loads((exp / "results.json").read_text())
+    assert all("by_condition" not in r for r in results["test"].values())
+    kind = {utt: c.split(":")[0] for utt, c in conditions(data).items()}
+    trials = read_trials(data / "trials")
+    labels = np.array([t.target for t in trials])
+    checked = 0
+    for method, r in results["test_degraded"].items():
+        scores = read_scores(exp / "scores" / "test_degraded" / f"{method}.score", trials)
+        assert r["by_condition"], method
+        for group, g in r["by_condition"].items():
+            mask = np.array([kind[t.enroll] == kind[t.test] == group if group != "mixed" else kind[t.enroll] != kind[t.test]
+                             for t in trials])
+            assert g["trials"] == mask.sum() and g["targets"] == labels[mask].sum()
+            assert g["eer"] == pytest.approx(eer(scores[mask], labels[mask])[0], abs=1e-9), (method, group)
+            assert g["eer_ci"][0] <= g["eer"] <= g["eer_ci"][1]
+            checked += 1
+    assert checked >= 2 * len(results["test_degraded"])
+    table = (exp / "RESULTS.md").read_text()
+    assert "By condition" in table and "| test_degraded | mixed | " in table
+
+
+def test_condition_groups_leave_enrolled_models_out():
+    trials = [Trial("a", "b", True), Trial("a", "c", False), Trial("spk1", "b", True), Trial("c", "d", False)]
+    groups = condition_groups(trials, {"a": "room", "b": "room", "c": "noise:siren:3.0dB", "d": "telephone:gsm"})
+    assert {k: v.tolist() for k, v in groups.items()} == {"room": [True, False, False, False],
+                                                          "mixed": [False, True, False, True]}

@@ -20,6 +20,7 @@ import numpy as np
 from voxadapt.backend.scoring import Backend, Embeddings, write_scores
 from voxadapt.backend.trial_list import score_list
 from voxadapt.config import Config
+from voxadapt.corpus.degrade import conditions
 from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.errors import VoxadaptError
@@ -89,7 +90,8 @@ def _score(cfg: Config, train: Embeddings, emb: Embeddings, set_dir: Path, trial
     # Standardised statistics are the x-vectors: cosine scoring with a zero mean is the reference's score.
     standardised = Embeddings(emb.ids, ((emb.matrix - mean) / std).astype(np.float32))
     return score_list(trials, standardised, Backend(np.zeros(2 * CEPSTRA, dtype=np.float32)), ["cosine"],
-                      cfg.scoring.asnorm_top_n, speaker_of=DataDir.load(set_dir).utt2spk, p_targets=cfg.scoring.p_targets)
+                      cfg.scoring.asnorm_top_n, speaker_of=DataDir.load(set_dir).utt2spk, p_targets=cfg.scoring.p_targets,
+                      condition_of=conditions(set_dir))
 
 
 def validation_eer(cfg: Config, data: DataLayout, nj: int = 1) -> float:

@@ -30,13 +30,15 @@ class ScoredList:
 def score_list(trials_path: str | Path, test: Embeddings, backend: Backend, methods: Sequence[str], top_n: int,
                enrolment: EnrolmentSide | None = None, calibrations: dict[str, Calibration] | None = None,
                durations: dict[str, float] | None = None, durations_source: str | Path | None = None,
-               speaker_of: dict[str, str] | None = None, p_targets: Sequence[float] = ()) -> ScoredList:
+               speaker_of: dict[str, str] | None = None, p_targets: Sequence[float] = (),
+               condition_of: dict[str, str] | None = None) -> ScoredList:
     """Score `trials_path` with every method of `methods`.
 
     enrolment: the first column's side (default: the utterances of `test`). calibrations: per method,
     to LLRs; a calibration with quality measures needs `durations` (seconds per utterance, read from
     `durations_source`, which errors name), else that method's LLRs are None. speaker_of: each
     utterance's speaker, for the EER's speaker-bootstrap interval. The metrics use `p_targets`.
+    condition_of: each utterance's condition (a degraded set's utt2condition), for EERs by condition.
     """
     enrolment = enrolment or EnrolmentSide()
     trials = read_trials(trials_path)
@@ -54,13 +56,17 @@ def score_list(trials_path: str | Path, test: Embeddings, backend: Backend, meth
     labels = np.array([t.target for t in trials])
     scored = ScoredList(trials, labels, scores, llrs)
     if labels.any() and not labels.all():
-        from voxadapt.report.results import evaluate
+        from voxadapt.report.results import condition_groups, evaluate, evaluate_groups
 
         speakers = None
         if speaker_of is not None:
             speaker_of = enrolment.with_model_speakers(speaker_of)
             speakers = (np.array([speaker_of[t.enroll] for t in trials]), np.array([speaker_of[t.test] for t in trials]))
         scored.metrics = {m: evaluate(scores[m], labels, list(p_targets), llrs[m], speakers) for m in methods}
+        if condition_of is not None:
+            groups = condition_groups(trials, condition_of)
+            for m in methods:
+                scored.metrics[m]["by_condition"] = evaluate_groups(scores[m], labels, groups, speakers)
     return scored
 
 

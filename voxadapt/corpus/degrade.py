@@ -30,11 +30,19 @@ from voxadapt.augment.online import add_at_snr, reverberate
 from voxadapt.config.data import DegradedConfig
 from voxadapt.corpus.synthetic import seeded_rng
 from voxadapt.data.audio import read_audio
-from voxadapt.data.kaldi_dir import DataDir, tables_digest, write_table
+from voxadapt.data.kaldi_dir import DataDir, read_key_values, tables_digest, write_table
 from voxadapt.fileio import atomic_path, recipe_path, write_text_atomic
 from voxadapt.layout import DegradedSetLayout, enroll_map, trial_lists
 
 log = logging.getLogger(__name__)
+
+
+def conditions(set_dir: Path) -> dict[str, str] | None:
+    """Each utterance's condition ('noise:siren:3.2dB') of a degraded copy; None for any other set."""
+    path = DegradedSetLayout(set_dir).utt2condition
+    if not path.is_file():
+        return None
+    return dict(zip(*read_key_values(path)))
 
 
 def degrade(x: np.ndarray, sr: int, condition: str, cfg: DegradedConfig, rng: np.random.Generator) -> tuple[np.ndarray, str]:

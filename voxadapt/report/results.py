@@ -10,6 +10,7 @@ import numpy as np
 
 from voxadapt.backend.scoring import write_scores
 from voxadapt.backend.trial_list import ScoredList
+from voxadapt.data.trials import Trial
 from voxadapt.fileio import atomic_dir, atomic_path
 from voxadapt.layout import ScoresLayout
 from voxadapt.metrics import actual_dcf, cllr, eer, min_dcf
@@ -39,6 +40,49 @@ def evaluate(scores: np.ndarray, labels: np.ndarray, p_targets: list[float], llr
     return out
 
 
+def condition_groups(trials: list[Trial], condition_of: dict[str, str]) -> dict[str, np.ndarray]:
+    """Masks of a degraded list's trials by condition: each kind (room, noise, telephone, codec:
+    utt2condition's word before ':') for trials whose two utterances both went through it, and
+    'mixed' for two different kinds. A model enrolled through enroll.map has no condition: its
+    trials are in no group."""
+    def kind(utt: str) -> str | None:
+        return condition_of[utt].split(":")[0] if utt in condition_of else None
+
+    pairs = [(kind(t.enroll), kind(t.test)) for t in trials]
+    groups = {k: np.array([a == b == k for a, b in pairs]) for k in sorted({a for a, _ in pairs} - {None})}
+    groups["mixed"] = np.array([a is not None and b is not None and a != b for a, b in pairs])
+    return {k: mask for k, mask in groups.items() if mask.any()}
+
+
+def evaluate_groups(scores: np.ndarray, labels: np.ndarray, groups: dict[str, np.ndarray],
+                    speakers: tuple[np.ndarray, np.ndarray] | None) -> dict[str, dict]:
+    """EER (with its interval when `speakers` are given) of each group of trials that has both kinds."""
+    out = {}
+    for name, mask in groups.items():
+        if labels[mask].any() and not labels[mask].all():
+            sub = (speakers[0][mask], speakers[1][mask]) if speakers is not None else None
+            out[name] = evaluate(scores[mask], labels[mask], [], None, sub)
+    return out
+
+
+def condition_table(results: dict[str, dict[str, dict]]) -> str:
+    """EER by condition of the lists that have one (degraded sets), one column per method; '' if none."""
+    lines = []
+    for trials, methods in results.items():
+        groups = next(iter(methods.values()), {}).get("by_condition", {})
+        if not lines and groups:
+            lines = ["| trial list | condition | trials | targets | " + " | ".join(f"{m} EER (%) (95 % interval)" for m in methods) + " |",
+                     "|" + "---|" * (4 + len(methods))]
+        for group, r in groups.items():
+            cells = []
+            for m in methods.values():
+                g = m["by_condition"][group]
+                ci = f" ({100 * g['eer_ci'][0]:.2f}-{100 * g['eer_ci'][1]:.2f})" if "eer_ci" in g else ""
+                cells.append(f"{100 * g['eer']:.2f}{ci}")
+            lines.append(f"| {trials} | {group} | {r['trials']:,} | {r['targets']:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def results_table(results: dict[str, dict[str, dict]], p_targets: list[float]) -> str:
     ps = [str(p) for p in p_targets]
     head = (["trial list", "method", "EER (%) (95 % interval)"] + [f"minDCF {p}" for p in ps] + [f"actDCF {p}" for p in ps]
@@ -57,7 +101,12 @@ def results_table(results: dict[str, dict[str, dict]], p_targets: list[float]) -
 
 
 def write_results(results_json: Path, results_md: Path, name: str, results: dict, p_targets: list[float]) -> str:
+    """results.json and RESULTS.md; returns RESULTS.md's tables."""
     table = results_table(results, p_targets)
+    by_condition = condition_table(results)
+    if by_condition:
+        table += ("\nBy condition (trials whose two utterances went through the same condition of the degraded "
+                  "copy; mixed: two different ones):\n\n" + by_condition)
     with atomic_path(results_json) as tmp:
         tmp.write_text(json.dumps(results, indent=1) + "\n")
     with atomic_path(results_md) as tmp:

@@ -1,7 +1,8 @@
 """Stage 7: every trial list of the test sets (<data>/<test>/trials*) scored with cosine / AS-norm
 / S-norm / PLDA from <exp>/embeddings/<test>/ and <exp>/backend/: calibrated LLRs, DET curves and
-histograms in <exp>/scores/<list>/, EER, DCFs and Cllr in <exp>/results.json and RESULTS.md. A test
-set's enroll.map adds models, each enrolled with all its utterances, that its lists may name."""
+histograms in <exp>/scores/<list>/, EER, DCFs and Cllr in <exp>/results.json and RESULTS.md (a
+degraded set's lists also by condition). A test set's enroll.map adds models, each enrolled with
+all its utterances, that its lists may name."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from voxadapt.backend.enrollment import enrolment_side
 from voxadapt.backend.scoring import Backend, Embeddings
 from voxadapt.backend.trial_list import score_list, with_cohort
 from voxadapt.config import Config
+from voxadapt.corpus.degrade import conditions
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.errors import VoxadaptError
 from voxadapt.fileio import StageMarker, file_digest
@@ -54,7 +56,8 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout) -> None:
         models = enroll_map(data.set_dir(s))
         enrolment = enrolment_side(emb, enroll_map=models, with_utterances=True) if models.is_file() else None
         scored = score_list(f, emb, backend, sc.methods, sc.asnorm_top_n, enrolment, calibrations,
-                            d.utt2dur(), speaker_of=d.utt2spk, p_targets=sc.p_targets)
+                            d.utt2dur(), speaker_of=d.utt2spk, p_targets=sc.p_targets,
+                            condition_of=conditions(data.set_dir(s)))
         write_list_dir(exp.scores(name), f"{cfg.name}: {name}", scored)
         results[name] = scored.metrics
     table = write_results(exp.results_json, exp.results_md, cfg.name, results, sc.p_targets)
