@@ -33,16 +33,6 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
     return path
 
 
-# Files that take minutes start first: workers take whole files in collection (alphabetical)
-# order, and these came last, leaving one worker to run them alone at the end of the session.
-LONG_FILES_FIRST = ("test_w2vbert_pipeline.py", "test_w2vbert.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONG_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
-
-
 def _tiny_data(root: Path) -> None:
     from voxadapt.config import load_config
     from voxadapt.data.split import split_data_dir

@@ -27,6 +27,7 @@ from voxadapt.errors import ConfigError
 from voxadapt.fileio import StageMarker
 from voxadapt.layout import DataLayout
 from voxadapt.metrics import eer
+from voxadapt.report.bootstrap import metric_interval
 from voxadapt.report.results import condition_groups
 from voxadapt.stages import data as data_stage
 from voxadapt.stages import manifests
@@ -148,28 +149,35 @@ def test_pipeline_scores_the_degraded_list_with_intervals(micro_pipeline):
 
 
 def test_pipeline_scores_the_degraded_list_by_condition(micro_pipeline):
-    """Each condition's EER is the EER of the list's trials whose two utterances went through it,
-    recomputed here from the scores file; the clean list has no such table."""
+    """Each condition's EER and interval are those of the list's trials whose two utterances went
+    through it, recomputed here from the scores file; every condition with both kinds of trial is
+    reported; the clean list has no such table."""
     exp, data = micro_pipeline / "exp" / "mhfa_tiny", micro_pipeline / "data" / "test_degraded"
     results = json.loads((exp / "results.json").read_text())
     assert all("by_condition" not in r for r in results["test"].values())
     kind = {utt: c.split(":")[0] for utt, c in conditions(data).items()}
+    spk = DataDir.load(data).utt2spk
     trials = read_trials(data / "trials")
     labels = np.array([t.target for t in trials])
-    checked = 0
+    enroll_spk, test_spk = np.array([spk[t.enroll] for t in trials]), np.array([spk[t.test] for t in trials])
+    masks = {k: np.array([kind[t.enroll] == kind[t.test] == k for t in trials]) for k in set(kind.values())}
+    masks["mixed"] = np.array([kind[t.enroll] != kind[t.test] for t in trials])
+    expected = {k for k, m in masks.items() if labels[m].any() and not labels[m].all()}
+    assert len(expected) >= 2
     for method, r in results["test_degraded"].items():
         scores = read_scores(exp / "scores" / "test_degraded" / f"{method}.score", trials)
-        assert r["by_condition"], method
+        assert set(r["by_condition"]) == expected, method
         for group, g in r["by_condition"].items():
-            mask = np.array([kind[t.enroll] == kind[t.test] == group if group != "mixed" else kind[t.enroll] != kind[t.test]
-                             for t in trials])
+            mask = masks[group]
             assert g["trials"] == mask.sum() and g["targets"] == labels[mask].sum()
             assert g["eer"] == pytest.approx(eer(scores[mask], labels[mask])[0], abs=1e-9), (method, group)
-            assert g["eer_ci"][0] <= g["eer"] <= g["eer_ci"][1]
-            checked += 1
-    assert checked >= 2 * len(results["test_degraded"])
-    table = (exp / "RESULTS.md").read_text()
-    assert "By condition" in table and "| test_degraded | mixed | " in table
+            ci = metric_interval("eer", [scores[mask]], labels[mask], enroll_spk[mask], test_spk[mask])
+            assert g["eer_ci"] == pytest.approx([ci.low, ci.high], abs=1e-9), (method, group)
+    table = (exp / "RESULTS.md").read_text().split("By condition")[1]
+    methods = list(results["test_degraded"])
+    assert "| trial list | condition | trials | targets | " + " | ".join(f"{m} EER (%) (95 % interval)" for m in methods) in table
+    rows = [line for line in table.splitlines() if line.startswith("| test_degraded | ")]
+    assert len(rows) == len(expected) and all(row.count("|") == 5 + len(methods) for row in rows)
 
 
 def test_condition_groups_leave_enrolled_models_out():

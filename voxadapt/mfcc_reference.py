@@ -25,7 +25,7 @@ from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.errors import VoxadaptError
 from voxadapt.fileio import StageMarker, file_digest
-from voxadapt.layout import DataLayout, ExpLayout, ScoresLayout, trial_list, trial_lists
+from voxadapt.layout import DataLayout, DegradedSetLayout, ExpLayout, ScoresLayout, trial_list, trial_lists
 
 log = logging.getLogger(__name__)
 NAME = "mfcc_stats"
@@ -66,8 +66,10 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout, nj: int = 1) -> str:
     lists = {name: (s, f) for s in sets.scored for name, f in trial_lists(data.set_dir(s)).items()}
     marker = StageMarker(exp.marker(7, "score"), {"sample_rate": cfg.data.sample_rate, **{
         s: file_digest(data.set_dir(s) / "wav.scp") for s in [sets.train, *sets.scored]},
-        **{name: file_digest(f) for name, (_, f) in lists.items()}})
-    if marker.is_done(outputs_hint=exp.results_json):
+        **{name: file_digest(f) for name, (_, f) in lists.items()},
+        **{f"{name} conditions": file_digest(DegradedSetLayout(data.set_dir(s)).utt2condition)
+           for name, (s, _) in lists.items() if DegradedSetLayout(data.set_dir(s)).utt2condition.is_file()}})
+    if marker.is_done(outputs_hint=exp.results_json, additions=True):  # (conditions: added since)
         return results_table(json.loads(exp.results_json.read_text()), cfg.scoring.p_targets)
     emb = {}
     for s in [sets.train, *sets.scored]:

@@ -84,6 +84,7 @@ def condition_table(results: dict[str, dict[str, dict]]) -> str:
 
 
 def results_table(results: dict[str, dict[str, dict]], p_targets: list[float]) -> str:
+    """RESULTS.md's table (and the degraded lists' by condition, when there are any)."""
     ps = [str(p) for p in p_targets]
     head = (["trial list", "method", "EER (%) (95 % interval)"] + [f"minDCF {p}" for p in ps] + [f"actDCF {p}" for p in ps]
             + ["Cllr", "accepted at p 0.5: targets / non-targets", "trials"])
@@ -97,16 +98,17 @@ def results_table(results: dict[str, dict[str, dict]], p_targets: list[float]) -
             cells = [trials, method, f"{100 * r['eer']:.2f}{ci}", *[f"{r['min_dcf'][p]:.3f}" for p in ps], *act,
                      f"{r['cllr']:.3f}" if "cllr" in r else "-", accepted, f"{r['trials']:,}"]
             lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    table = "\n".join(lines) + "\n"
+    by_condition = condition_table(results)
+    if by_condition:
+        table += ("\nBy condition (trials whose two utterances went through the same condition of the degraded "
+                  "copy; mixed: two different ones):\n\n" + by_condition)
+    return table
 
 
 def write_results(results_json: Path, results_md: Path, name: str, results: dict, p_targets: list[float]) -> str:
     """results.json and RESULTS.md; returns RESULTS.md's tables."""
     table = results_table(results, p_targets)
-    by_condition = condition_table(results)
-    if by_condition:
-        table += ("\nBy condition (trials whose two utterances went through the same condition of the degraded "
-                  "copy; mixed: two different ones):\n\n" + by_condition)
     with atomic_path(results_json) as tmp:
         tmp.write_text(json.dumps(results, indent=1) + "\n")
     with atomic_path(results_md) as tmp:

@@ -132,12 +132,9 @@ def job_marker(cfg: Config, model_dir: Path, part: DataDir, out_dir: Path, job: 
 def jobs_done(cfg: Config, model_dir: Path, split_dir: Path, out_dir: Path, nj: int) -> bool:
     """Whether every job's x-vectors are written for these inputs (a merge was lost): the split
     step then builds no graph that no job would use."""
-    for job in range(1, nj + 1):
+    for job in range(1, nj + 1):  # (a job made with other settings: its marker's error, before any graph is built)
         scp = EmbeddingsLayout(out_dir).job_scp(job)
-        try:
-            if not job_marker(cfg, model_dir, DataDir.load(split_dir / str(job)), out_dir, job).is_done(outputs_hint=scp):
-                return False
-        except VoxadaptError:  # other settings: the job says so itself
+        if not job_marker(cfg, model_dir, DataDir.load(split_dir / str(job)), out_dir, job).is_done(outputs_hint=scp):
             return False
     return True
 

@@ -18,7 +18,7 @@ from voxadapt.corpus.degrade import conditions
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.errors import VoxadaptError
 from voxadapt.fileio import StageMarker, file_digest
-from voxadapt.layout import DataLayout, ExpLayout, enroll_map, trial_lists
+from voxadapt.layout import DataLayout, DegradedSetLayout, ExpLayout, enroll_map, trial_lists
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ def run(cfg: Config, data: DataLayout, exp: ExpLayout) -> None:
         inputs[name] = [file_digest(f), file_digest(xv) if xv.is_file() else ""]
         if models.is_file():  # a set without a map has no such input (not a rule for old markers)
             inputs[name].append(file_digest(models))
+        if DegradedSetLayout(data.set_dir(s)).utt2condition.is_file():  # its own key: lists scored before it existed are redone
+            inputs[f"{name} conditions"] = file_digest(DegradedSetLayout(data.set_dir(s)).utt2condition)
     marker = StageMarker(exp.marker(7, "score"), inputs)
     # A trial list added since (e.g. the degraded set) is scored with the others, not refused.
     if marker.is_done(outputs_hint=exp.scores_dir, additions=True) and exp.results_md.is_file():
