@@ -23,7 +23,7 @@ from voxadapt.corpus.degrade import conditions, make_degraded_set
 from voxadapt.data.audio import read_utterance
 from voxadapt.data.kaldi_dir import DataDir
 from voxadapt.data.trials import Trial, read_trials
-from voxadapt.errors import ConfigError
+from voxadapt.errors import ConfigError, VoxadaptError
 from voxadapt.fileio import StageMarker
 from voxadapt.layout import DataLayout
 from voxadapt.metrics import eer
@@ -185,3 +185,10 @@ def test_condition_groups_leave_enrolled_models_out():
     groups = condition_groups(trials, {"a": "room", "b": "room", "c": "noise:siren:3.0dB", "d": "telephone:gsm"})
     assert {k: v.tolist() for k, v in groups.items()} == {"room": [True, False, False, False],
                                                           "mixed": [False, True, False, True]}
+
+
+def test_a_damaged_utt2condition_is_named_with_its_line(tmp_path):
+    (tmp_path / "utt2condition").write_text("u1 room\nu2\n")
+    with pytest.raises(VoxadaptError, match=r"utt2condition:2: expected '<key> <value>', got 'u2'; fix or delete the line"):
+        conditions(tmp_path)
+    assert conditions(tmp_path / "missing") is None  # not a degraded set: no table by condition
